@@ -1,0 +1,452 @@
+//! The wire contract between the CLI, the connector and the server.
+//!
+//! Every request and response body lives here, once, so the server's
+//! handlers, the typed client and the OpenAPI document cannot drift apart.
+//! This module depends on nothing else in the crate.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub mod version;
+
+/// The header every `/api` request carries with the caller's version.
+pub const VERSION_HEADER: &str = "Infra-Version";
+
+/// The error body of every failed API call.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorResponse {
+    pub code: u16,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub field_errors: Vec<FieldError>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldError {
+    pub field_name: String,
+    pub errors: Vec<String>,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListResponse<T> {
+    pub items: Vec<T>,
+    pub count: u64,
+    pub page: u64,
+    pub limit: u64,
+    pub total_pages: u64,
+    pub total_count: u64,
+}
+
+/// `?page&limit` on every list.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct PageQuery {
+    pub page: Option<u64>,
+    pub limit: Option<u64>,
+}
+
+pub const DEFAULT_PAGE_LIMIT: u64 = 100;
+pub const MAX_PAGE_LIMIT: u64 = 1000;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionResponse {
+    pub version: String,
+}
+
+// ---------------------------------------------------------------- login
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoginRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_credentials: Option<PasswordCredentials>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PasswordCredentials {
+    pub name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for PasswordCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordCredentials")
+            .field("name", &self.name)
+            .field("password", &"[redacted]")
+            .finish()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginResponse {
+    #[serde(rename = "userID")]
+    pub user_id: String,
+    pub name: String,
+    pub access_key: String,
+    /// RFC 3339.
+    pub expires: String,
+}
+
+impl std::fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("user_id", &self.user_id)
+            .field("name", &self.name)
+            .field("access_key", &"[redacted]")
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------- users
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    /// Whether the user can sign in with a password.
+    pub has_password: bool,
+    pub created: String,
+    pub updated: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    pub password: String,
+}
+
+impl std::fmt::Debug for CreateUserRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateUserRequest")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for UpdateUserRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateUserRequest").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct NameQuery {
+    pub name: Option<String>,
+    pub page: Option<u64>,
+    pub limit: Option<u64>,
+}
+
+// ---------------------------------------------------------------- groups
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    pub total_users: u64,
+    pub created: String,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateGroupRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateGroupUsersRequest {
+    #[serde(default, rename = "usersToAdd")]
+    pub users_to_add: Vec<String>,
+    #[serde(default, rename = "usersToRemove")]
+    pub users_to_remove: Vec<String>,
+}
+
+// ---------------------------------------------------------------- identities
+
+/// A machine identity: a workload that logs in with its own OIDC JWT.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateIdentityRequest {
+    pub name: String,
+}
+
+// ---------------------------------------------------------------- grants
+
+/// The destination that stands for the infra server itself.
+pub const INFRA_DESTINATION: &str = "infra";
+/// The role on [`INFRA_DESTINATION`] that makes a server admin.
+pub const ADMIN_ROLE: &str = "admin";
+/// The role on [`INFRA_DESTINATION`] held by connectors.
+pub const CONNECTOR_ROLE: &str = "connector";
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The subject's name, for display.
+    pub subject_name: String,
+    /// `DEST` or `DEST.NAMESPACE`.
+    pub destination: String,
+    pub role: String,
+    pub created: String,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateGrantRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    pub destination: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantQuery {
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub identity: Option<String>,
+    pub destination: Option<String>,
+    pub role: Option<String>,
+    /// With `user`: include grants the user holds through groups.
+    pub show_inherited: Option<bool>,
+    pub page: Option<u64>,
+    pub limit: Option<u64>,
+}
+
+// ---------------------------------------------------------------- destinations
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Destination {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    /// PEM of the CA that signs the connector's serving certificate.
+    pub ca: String,
+    pub connected: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    pub created: String,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateDestinationRequest {
+    pub name: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub ca: String,
+}
+
+// ---------------------------------------------------------------- access keys
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessKey {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "userID")]
+    pub user_id: String,
+    pub user_name: String,
+    pub created: String,
+    pub expires: String,
+    /// How long the key may go unused, e.g. `72h`.
+    pub inactivity_timeout: String,
+    /// When the key lapses if it stays unused.
+    pub inactivity_deadline: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateAccessKeyRequest {
+    /// The owner; defaults to the caller. Only admins may name another user.
+    #[serde(default, rename = "userID", skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Create the key for the built-in connector identity (admins only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub connector: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A duration such as `720h` or `30d`; default 30 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<String>,
+    /// A duration such as `72h`; default 3 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactivity_timeout: Option<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateAccessKeyResponse {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "userID")]
+    pub user_id: String,
+    pub access_key: String,
+    pub expires: String,
+}
+
+impl std::fmt::Debug for CreateAccessKeyResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateAccessKeyResponse")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("access_key", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessKeyQuery {
+    #[serde(rename = "userID")]
+    pub user_id: Option<String>,
+    pub name: Option<String>,
+    pub page: Option<u64>,
+    pub limit: Option<u64>,
+}
+
+// ---------------------------------------------------------------- providers
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Provider {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub url: String,
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    /// Where the CLI sends the browser.
+    #[serde(rename = "authURL")]
+    pub auth_url: String,
+    /// The scopes to request.
+    pub scopes: Vec<String>,
+    pub created: String,
+    pub updated: String,
+}
+
+/// The kinds of provider infra knows; all speak OpenID Connect.
+pub const PROVIDER_KINDS: &[&str] = &[
+    "oidc", "okta", "azure", "google", "gitlab", "dex", "keycloak",
+];
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateProviderRequest {
+    pub name: String,
+    #[serde(default = "default_provider_kind")]
+    pub kind: String,
+    pub url: String,
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+pub fn default_provider_kind() -> String {
+    "oidc".to_string()
+}
+
+impl std::fmt::Debug for CreateProviderRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateProviderRequest")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Partial update: fields left out keep their value.
+#[derive(Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateProviderRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, rename = "clientID", skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+impl std::fmt::Debug for UpdateProviderRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateProviderRequest")
+            .field("url", &self.url)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------- audit
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    pub id: String,
+    pub time: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub result: String,
+    pub remote_addr: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditQuery {
+    pub action: Option<String>,
+    pub page: Option<u64>,
+    pub limit: Option<u64>,
+}

@@ -1,0 +1,12 @@
+//! `infra`: access to Kubernetes clusters through OpenID Connect.
+//!
+//! One crate, three roles (CLI, API server, connector). `api` is the wire
+//! contract; `server` is the API server; `cli` holds the commands; `client`
+//! speaks to the server; `local` owns this machine's files and keyring.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod fsutil;
+pub mod local;
+pub mod server;

@@ -1,0 +1,310 @@
+//! First start and declarative setup.
+//!
+//! An empty store gets an `admin` user holding `admin` on `infra`, and a
+//! one-time admin access key printed to stderr, unless the key is given
+//! by `INFRA_ADMIN_ACCESS_KEY` or the config file. The config file (YAML)
+//! declares providers, users, groups and grants; applying it is idempotent,
+//! so a platform team can keep it in git and restart at will.
+
+use std::path::Path;
+
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::AppState;
+use super::crypto;
+use super::routes::access_keys::CONNECTOR_USER;
+use super::store::{NewAccessKey, StoreError, Subject};
+use crate::api::{ADMIN_ROLE, CONNECTOR_ROLE, INFRA_DESTINATION};
+
+pub const ADMIN_USER: &str = "admin";
+const BOOTSTRAP_KEY_NAME: &str = "bootstrap";
+const BOOTSTRAP_KEY_LIFETIME: i64 = 365 * 86_400;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// `<id>.<secret>`, or `env:VAR` / `file:PATH`.
+    pub admin_access_key: Option<String>,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub groups: Vec<GroupConfig>,
+    #[serde(default)]
+    pub grants: Vec<GrantConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    #[serde(default = "crate::api::default_provider_kind")]
+    pub kind: String,
+    pub url: String,
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    /// The secret, or `env:VAR` / `file:PATH`.
+    pub client_secret: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// The password, or `env:VAR` / `file:PATH`.
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GroupConfig {
+    pub name: String,
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrantConfig {
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub identity: Option<String>,
+    pub destination: String,
+    pub role: String,
+}
+
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Resolves `env:VAR` and `file:PATH` indirections for secrets.
+fn resolve_secret(what: &str, value: &str) -> anyhow::Result<SecretString> {
+    let v = if let Some(var) = value.strip_prefix("env:") {
+        std::env::var(var)
+            .with_context(|| format!("{what}: the environment variable {var} is not set"))?
+    } else if let Some(path) = value.strip_prefix("file:") {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("{what}: cannot read {path}"))?
+            .trim()
+            .to_string()
+    } else {
+        value.to_string()
+    };
+    Ok(SecretString::from(v))
+}
+
+pub async fn run(state: &AppState, config_path: Option<&Path>) -> anyhow::Result<()> {
+    let config = match config_path {
+        Some(p) => load_config(p)?,
+        None => Config::default(),
+    };
+    let store = &state.store;
+
+    // The built-in users: the first admin, and the owner of connector keys.
+    let admin = ensure_user(state, ADMIN_USER, "user").await?;
+    ensure_grant(
+        state,
+        &Subject::User(admin.clone()),
+        INFRA_DESTINATION,
+        ADMIN_ROLE,
+        "system",
+    )
+    .await?;
+    let connector = ensure_user(state, CONNECTOR_USER, "connector").await?;
+    ensure_grant(
+        state,
+        &Subject::User(connector),
+        INFRA_DESTINATION,
+        CONNECTOR_ROLE,
+        "system",
+    )
+    .await?;
+
+    let given = match std::env::var("INFRA_ADMIN_ACCESS_KEY")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(v) => Some(SecretString::from(v)),
+        None => match &config.admin_access_key {
+            Some(v) => Some(resolve_secret("adminAccessKey", v)?),
+            None => None,
+        },
+    };
+    // Only one replica wins this insert, so the key is made (and shown) once.
+    let first_start = sqlx::query("INSERT INTO settings (name, value) VALUES ('bootstrapped', '1') ON CONFLICT (name) DO NOTHING")
+        .execute(store.pool())
+        .await?
+        .rows_affected()
+        == 1;
+    match given {
+        Some(key) => install_admin_key(state, &admin, key.expose_secret()).await?,
+        None if first_start => {
+            let key = crypto::generate_access_key();
+            store
+                .create_access_key(&NewAccessKey {
+                    id: &key.id,
+                    name: BOOTSTRAP_KEY_NAME,
+                    owner_kind: "user",
+                    owner_id: &admin,
+                    secret_hash: &key.secret_hash,
+                    expires_at: super::store::now() + BOOTSTRAP_KEY_LIFETIME,
+                    inactivity_timeout: BOOTSTRAP_KEY_LIFETIME,
+                })
+                .await?;
+            eprintln!(
+                "\nThis is a new infra server. The admin access key, shown only this once:\n\n    \
+                 {}\n\nLog in with:  infra login SERVER --key <the key above>\n",
+                key.key.expose_secret()
+            );
+        }
+        None => {}
+    }
+
+    for p in &config.providers {
+        let secret = resolve_secret(&format!("provider {}", p.name), &p.client_secret)?;
+        let prepared = super::routes::providers::prepare(
+            state,
+            &p.name,
+            &p.kind,
+            &p.url,
+            &p.client_id,
+            secret.expose_secret(),
+        )
+        .await;
+        let new = match prepared {
+            Ok(new) => new,
+            Err(e) => {
+                // The provider may be down right now; keep what was stored.
+                eprintln!(
+                    "warning: provider {} from the config file was not applied: {}",
+                    p.name, e.message
+                );
+                continue;
+            }
+        };
+        match store.find_provider_by_name(&p.name).await? {
+            Some(cur) => store.update_provider(&cur.id, &new).await.map(|_| ())?,
+            None => store.create_provider(&new).await.map(|_| ())?,
+        }
+    }
+    for u in &config.users {
+        let id = ensure_user(state, &u.name, "user").await?;
+        if let Some(pw) = &u.password {
+            let pw = resolve_secret(&format!("user {}", u.name), pw)?;
+            let hash = tokio::task::spawn_blocking(move || crypto::hash_password(&pw)).await??;
+            store.set_user_password(&id, &hash).await?;
+        }
+    }
+    for g in &config.groups {
+        let gid = match store.find_group_by_name(&g.name).await? {
+            Some(row) => row.id,
+            None => store.create_group(&g.name).await?.id,
+        };
+        let mut ids = Vec::new();
+        for m in &g.members {
+            ids.push(ensure_user(state, m, "user").await?);
+        }
+        store.update_group_members(&gid, &ids, &[]).await?;
+    }
+    for g in &config.grants {
+        let subject = match (&g.user, &g.group, &g.identity) {
+            (Some(u), None, None) => Subject::User(ensure_user(state, u, "user").await?),
+            (None, Some(name), None) => match store.find_group_by_name(name).await? {
+                Some(row) => Subject::Group(row.id),
+                None => Subject::Group(store.create_group(name).await?.id),
+            },
+            (None, None, Some(name)) => {
+                let page = store
+                    .list_identities(Some(name), super::store::PageRequest::all())
+                    .await?;
+                match page.items.into_iter().next() {
+                    Some(i) => Subject::Identity(i.id),
+                    None => Subject::Identity(store.create_identity(name).await?.id),
+                }
+            }
+            _ => anyhow::bail!(
+                "a grant in the config file must name exactly one of user, group or identity"
+            ),
+        };
+        super::routes::grants::check_destination_and_role(&g.destination, &g.role)
+            .map_err(|e| anyhow::anyhow!("grant to {}: {}", g.destination, e.message))?;
+        ensure_grant(state, &subject, &g.destination, &g.role, "config").await?;
+    }
+    Ok(())
+}
+
+async fn ensure_user(state: &AppState, name: &str, kind: &str) -> anyhow::Result<String> {
+    if let Some(u) = state.store.find_user_by_name(name).await? {
+        return Ok(u.id);
+    }
+    match state.store.create_user(name, kind, None).await {
+        Ok(u) => Ok(u.id),
+        // Another replica made it first.
+        Err(StoreError::Conflict(_)) => Ok(state
+            .store
+            .find_user_by_name(name)
+            .await?
+            .context("user vanished during bootstrap")?
+            .id),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn ensure_grant(
+    state: &AppState,
+    subject: &Subject,
+    destination: &str,
+    role: &str,
+    created_by: &str,
+) -> anyhow::Result<()> {
+    match state
+        .store
+        .create_grant(subject, destination, role, created_by)
+        .await
+    {
+        Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Installs (or refreshes) the admin key the operator chose.
+async fn install_admin_key(state: &AppState, admin: &str, key: &str) -> anyhow::Result<()> {
+    let (id, secret) = crypto::parse_access_key(key).with_context(|| {
+        format!(
+            "the admin access key from INFRA_ADMIN_ACCESS_KEY or the config file must look like {}",
+            crypto::access_key_shape()
+        )
+    })?;
+    let hash = crypto::hash_secret(secret);
+    match state.store.get_access_key(id).await {
+        Ok(row) if row.owner_id == admin && crypto::secret_matches(secret, &row.secret_hash) => {
+            return Ok(());
+        }
+        Ok(_) => {
+            state.store.delete_access_key(id).await?;
+        }
+        Err(StoreError::NotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let res = state
+        .store
+        .create_access_key(&NewAccessKey {
+            id,
+            name: &format!("{BOOTSTRAP_KEY_NAME}-{}", id.to_ascii_lowercase()),
+            owner_kind: "user",
+            owner_id: admin,
+            secret_hash: &hash,
+            expires_at: super::store::now() + BOOTSTRAP_KEY_LIFETIME,
+            inactivity_timeout: BOOTSTRAP_KEY_LIFETIME,
+        })
+        .await;
+    match res {
+        Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,258 @@
+//! What handlers take from a request: a JSON body whose errors name the
+//! field, the authenticated caller, the client's address, and paging.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::api::{DEFAULT_PAGE_LIMIT, FieldError, MAX_PAGE_LIMIT};
+use crate::server::AppState;
+use crate::server::crypto;
+use crate::server::error::ApiError;
+use crate::server::store::{self, AccessKeyRow, PageRequest, Subject};
+
+/// A JSON body. Malformed input is a 400 whose `fieldErrors` name the field.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE)
+            && !ct.to_str().unwrap_or("").starts_with("application/json")
+        {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the request body must be JSON (Content-Type: application/json)",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let text = inner.to_string();
+        // serde reports missing and unknown fields at the parent's path.
+        let field = backticked(&text, "missing field `")
+            .or_else(|| backticked(&text, "unknown field `"))
+            .map(|f| {
+                if path == "." {
+                    f
+                } else {
+                    format!("{path}.{f}")
+                }
+            })
+            .unwrap_or_else(|| {
+                if path == "." {
+                    "body".to_string()
+                } else {
+                    path
+                }
+            });
+        let message = strip_position(&text);
+        let mut err = ApiError::bad_request(format!("invalid request body: {field}: {message}"));
+        err.field_errors = vec![FieldError {
+            field_name: field,
+            errors: vec![message],
+        }];
+        err
+    })
+}
+
+fn backticked(text: &str, prefix: &str) -> Option<String> {
+    let rest = text.split(prefix).nth(1)?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+fn strip_position(text: &str) -> String {
+    match text.find(" at line ") {
+        Some(i) if text.contains("column") => text[..i].to_string(),
+        _ => text.to_string(),
+    }
+}
+
+/// The client's address, as the socket saw it.
+pub struct RemoteAddr(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RemoteAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default();
+        Ok(RemoteAddr(addr))
+    }
+}
+
+/// An authenticated caller: the owner of a valid access key.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub subject: Subject,
+    pub name: String,
+    pub key_id: String,
+    pub key_expires_at: i64,
+    pub is_admin: bool,
+    pub is_connector: bool,
+}
+
+impl Caller {
+    pub fn user_id(&self) -> Option<&str> {
+        match &self.subject {
+            Subject::User(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "only infra admins may do this; ask an admin for a grant of role admin on \
+                 destination infra",
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::unauthorized("this request needs an access key; log in first")
+            })?;
+        let key = header.strip_prefix("Bearer ").ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header must be `Bearer <access key>`")
+        })?;
+        let row = state.verify_access_key(key).await?;
+        state.caller_for_key(row).await
+    }
+}
+
+impl AppState {
+    /// Checks an `<id>.<secret>` key against the store: shape, secret,
+    /// expiry and inactivity. Records the use.
+    pub async fn verify_access_key(&self, key: &str) -> Result<AccessKeyRow, ApiError> {
+        let invalid = || ApiError::unauthorized("the access key is not valid; log in again");
+        let (id, secret) = crypto::parse_access_key(key).ok_or_else(invalid)?;
+        let row = match self.store.get_access_key(id).await {
+            Ok(row) => row,
+            Err(store::StoreError::NotFound(_)) => return Err(invalid()),
+            Err(e) => return Err(e.into()),
+        };
+        if !crypto::secret_matches(secret, &row.secret_hash) {
+            return Err(invalid());
+        }
+        let now = store::now();
+        if row.expires_at <= now {
+            return Err(ApiError::unauthorized(
+                "the access key has expired; log in again",
+            ));
+        }
+        if row.inactivity_deadline <= now {
+            return Err(ApiError::unauthorized(
+                "the access key lapsed after going unused for its inactivity timeout; log in again",
+            ));
+        }
+        // Extending the deadline on every call would make each read a write;
+        // once a minute is as good for a timeout measured in hours.
+        if row.last_used_at.is_none_or(|t| now - t >= 60) {
+            self.store
+                .touch_access_key(&row.id, now, row.inactivity_timeout, row.expires_at)
+                .await?;
+        }
+        Ok(row)
+    }
+
+    pub async fn caller_for_key(&self, row: AccessKeyRow) -> Result<Caller, ApiError> {
+        let subject = match row.owner_kind.as_str() {
+            "identity" => Subject::Identity(row.owner_id.clone()),
+            _ => Subject::User(row.owner_id.clone()),
+        };
+        let roles = self.store.grants_of(&subject).await?;
+        let on_infra = |role: &str| {
+            roles
+                .iter()
+                .any(|g| g.destination == crate::api::INFRA_DESTINATION && g.role == role)
+        };
+        Ok(Caller {
+            is_admin: on_infra(crate::api::ADMIN_ROLE),
+            is_connector: on_infra(crate::api::CONNECTOR_ROLE),
+            subject,
+            name: row.owner_name,
+            key_id: row.id,
+            key_expires_at: row.expires_at,
+        })
+    }
+}
+
+/// Turns `?page&limit` into a page request, checking the bounds.
+pub fn page(page: Option<u64>, limit: Option<u64>) -> Result<PageRequest, ApiError> {
+    let page = page.unwrap_or(1);
+    let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if page == 0 {
+        return Err(ApiError::field("page", "pages start at 1"));
+    }
+    if limit == 0 || limit > MAX_PAGE_LIMIT {
+        return Err(ApiError::field(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE_LIMIT}"),
+        ));
+    }
+    Ok(PageRequest { page, limit })
+}
+
+/// Wraps a page of rows as the API's list response.
+pub fn list<T, R>(
+    page: PageRequest,
+    rows: store::Page<R>,
+    f: impl FnMut(R) -> T,
+) -> crate::api::ListResponse<T> {
+    let items: Vec<T> = rows.items.into_iter().map(f).collect();
+    crate::api::ListResponse {
+        count: items.len() as u64,
+        items,
+        page: page.page,
+        limit: page.limit,
+        total_pages: rows.total.div_ceil(page.limit),
+        total_count: rows.total,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::CreateUserRequest;
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let e = parse_json::<CreateUserRequest>(br#"{"password": "x"}"#).unwrap_err();
+        assert_eq!(e.field_errors[0].field_name, "name");
+        let e = parse_json::<CreateUserRequest>(br#"{"name": 3}"#).unwrap_err();
+        assert_eq!(e.field_errors[0].field_name, "name");
+        let e = parse_json::<CreateUserRequest>(br#"{"name": "a", "bogus": 1}"#).unwrap_err();
+        assert_eq!(e.field_errors[0].field_name, "bogus");
+        let e = parse_json::<CreateUserRequest>(br#"{"name": "#).unwrap_err();
+        assert_eq!(e.field_errors[0].field_name, "body");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+}

@@ -1,0 +1,268 @@
+//! `infra server`: the organization's API server.
+//!
+//! This module wires the parts together: arguments, the data directory,
+//! the store, TLS, bootstrap, the router and graceful shutdown. Handlers
+//! live in `routes`, persistence in `store`, secrets in `crypto`.
+
+pub mod bootstrap;
+pub mod crypto;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod oidc;
+pub mod openapi;
+pub mod routes;
+pub mod store;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use clap::Args;
+
+use crate::api::{self, version};
+use error::ApiError;
+use store::Store;
+
+/// Flags of `infra server`.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Address to serve HTTPS on
+    #[arg(
+        long,
+        env = "INFRA_SERVER_LISTEN",
+        default_value = "127.0.0.1:8443",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    /// PEM certificate to serve (default: a self-signed one kept in the data dir)
+    #[arg(
+        long,
+        env = "INFRA_SERVER_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert
+    #[arg(
+        long,
+        env = "INFRA_SERVER_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Where the server keeps its SQLite store, certificate and root key
+    #[arg(long, env = "INFRA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// PostgreSQL URL (postgres://USER:PASS@HOST/DB); default: SQLite in the data dir
+    #[arg(long, env = "INFRA_DB", value_name = "URL")]
+    pub db: Option<String>,
+
+    /// YAML file that declares providers, users, groups, grants and an admin key
+    #[arg(long, env = "INFRA_SERVER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// File with the key that encrypts secrets at rest (default: root.key in the data dir)
+    #[arg(long, env = "INFRA_ROOT_KEY_FILE", value_name = "FILE")]
+    pub root_key_file: Option<PathBuf>,
+
+    /// How long a key issued at login lasts
+    #[arg(long, env = "INFRA_SESSION_EXPIRY", default_value = "30d", value_parser = parse_duration)]
+    pub session_expiry: Duration,
+
+    /// How long a key issued at login may go unused
+    #[arg(long, env = "INFRA_SESSION_INACTIVITY_TIMEOUT", default_value = "3d", value_parser = parse_duration)]
+    pub session_inactivity_timeout: Duration,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}: use a duration such as 30m, 72h or 30d"))
+}
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub root_key: crypto::RootKey,
+    pub metrics: metrics::Metrics,
+    pub http: reqwest::Client,
+    pub session_expiry: Duration,
+    pub session_inactivity_timeout: Duration,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(store: Store, root_key: crypto::RootKey, args: &ServerArgs) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("infra/", env!("CARGO_PKG_VERSION")))
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(AppState(Arc::new(Inner {
+            store,
+            root_key,
+            metrics: metrics::Metrics::new(),
+            http,
+            session_expiry: args.session_expiry,
+            session_inactivity_timeout: args.session_inactivity_timeout,
+        })))
+    }
+}
+
+/// Builds the whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let mut api = Router::new();
+    for route in routes::api_routes() {
+        api = api.route(route.path, route.handler);
+    }
+    let api = api.route_layer(middleware::from_fn(require_version));
+    Router::new()
+        .merge(api)
+        .route("/api/openapi.json", axum::routing::get(openapi::serve))
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/metrics", axum::routing::get(metrics::serve))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .with_state(state)
+}
+
+/// Every `/api` call states the client's version; skew is refused early.
+async fn require_version(headers: HeaderMap, req: Request, next: Next) -> Response {
+    let client = headers
+        .get(api::VERSION_HEADER)
+        .and_then(|v| v.to_str().ok());
+    match version::check(client, version::CURRENT) {
+        Ok(()) => next.run(req).await,
+        Err(skew) => ApiError::bad_request(skew.to_string()).into_response(),
+    }
+}
+
+/// The default data directory: `$XDG_DATA_HOME/infra` or the platform's.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("infra")
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    crate::fsutil::create_private_dir(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+
+    let db_url = match &args.db {
+        Some(url) => url.clone(),
+        None => format!("sqlite://{}?mode=rwc", data_dir.join("infra.db").display()),
+    };
+    let store = Store::connect(&db_url).await?;
+    let root_key_path = args
+        .root_key_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("root.key"));
+    let root_key = crypto::RootKey::load_or_create(&root_key_path)?;
+    let state = AppState::new(store.clone(), root_key, &args)?;
+
+    bootstrap::run(&state, args.config.as_deref()).await?;
+
+    let tls = tls::load_or_create(
+        &data_dir,
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.listen,
+    )?;
+    let listener = std::net::TcpListener::bind(args.listen).with_context(|| {
+        format!(
+            "cannot listen on {}: is another server running there? Choose another with --listen",
+            args.listen
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+
+    let handle = axum_server::Handle::new();
+    tokio::spawn(shutdown_on_signal(handle.clone()));
+    tokio::spawn(periodic_cleanup(store.clone()));
+
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+        tls.cert_pem.into_bytes(),
+        tls.key_pem.into_bytes(),
+    )
+    .await
+    .context("cannot load the TLS certificate and key")?;
+    eprintln!(
+        "infra server {} listening on https://{addr}",
+        version::CURRENT
+    );
+    eprintln!("TLS certificate SHA-256 fingerprint: {}", tls.fingerprint);
+    tracing::info!(%addr, backend = ?store.backend(), "serving");
+
+    axum_server::from_tcp_rustls(listener, config)?
+        .handle(handle)
+        .serve(router(state).into_make_service_with_connect_info::<SocketAddr>())
+        .await
+        .context("the server stopped with an error")?;
+    store.close().await;
+    eprintln!("infra server stopped");
+    Ok(())
+}
+
+async fn shutdown_on_signal(handle: axum_server::Handle<SocketAddr>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    eprintln!("shutting down: finishing requests in flight");
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+}
+
+/// Removes long-dead access keys once an hour. Idempotent, so replicas
+/// need not coordinate.
+async fn periodic_cleanup(store: Store) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match store.delete_stale_access_keys().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed expired access keys"),
+            Err(e) => tracing::warn!("cannot remove expired access keys: {e}"),
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! `/api/grants`: who may do what where. Admins manage grants; everyone
+//! may read their own (including those held through groups).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+
+use crate::api::{
+    ADMIN_ROLE, CONNECTOR_ROLE, CreateGrantRequest, Grant, GrantQuery, INFRA_DESTINATION,
+    ListResponse,
+};
+use crate::server::AppState;
+use crate::server::error::{ApiError, ApiResult};
+use crate::server::extract::{ApiJson, Caller, RemoteAddr, list as to_list, page};
+use crate::server::store::{GrantFilter, GrantRow, StoreError, Subject};
+
+use super::users::audit;
+use super::{is_dns_label, ts};
+
+pub fn to_api(g: GrantRow) -> Grant {
+    let (mut user, mut group, mut identity) = (None, None, None);
+    match g.subject {
+        Subject::User(id) => user = Some(id),
+        Subject::Group(id) => group = Some(id),
+        Subject::Identity(id) => identity = Some(id),
+    }
+    Grant {
+        id: g.id,
+        user,
+        group,
+        identity,
+        subject_name: g.subject_name,
+        destination: g.destination,
+        role: g.role,
+        created: ts(g.created_at),
+        created_by: g.created_by,
+    }
+}
+
+/// Checks `DEST` or `DEST.NAMESPACE` and the role for it.
+pub fn check_destination_and_role(destination: &str, role: &str) -> ApiResult<()> {
+    let (dest, ns) = match destination.split_once('.') {
+        Some((d, n)) => (d, Some(n)),
+        None => (destination, None),
+    };
+    if !is_dns_label(dest) {
+        return Err(ApiError::field(
+            "destination",
+            "must be DEST or DEST.NAMESPACE, each lowercase letters, digits and dashes",
+        ));
+    }
+    if let Some(ns) = ns
+        && (!is_dns_label(ns) || dest == INFRA_DESTINATION)
+    {
+        return Err(ApiError::field(
+            "destination",
+            "the namespace must be lowercase letters, digits and dashes (and infra has none)",
+        ));
+    }
+    let role_ok = !role.is_empty()
+        && role.len() <= 253
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-:.".contains(&b));
+    if !role_ok {
+        return Err(ApiError::field(
+            "role",
+            "must be a Kubernetes role name such as view, edit, admin or cluster-admin",
+        ));
+    }
+    if dest == INFRA_DESTINATION && ![ADMIN_ROLE, "view", CONNECTOR_ROLE].contains(&role) {
+        return Err(ApiError::field(
+            "role",
+            "the infra destination takes the roles admin, view or connector",
+        ));
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/api/grants", tag = "grants", params(GrantQuery),
+    responses((status = 200, body = ListResponse<Grant>), (status = 403, body = crate::api::ErrorResponse)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<GrantQuery>,
+) -> ApiResult<Json<ListResponse<Grant>>> {
+    let p = page(q.page, q.limit)?;
+    let mut filter = GrantFilter {
+        user: q.user,
+        group: q.group,
+        identity: q.identity,
+        inherited: q.show_inherited.unwrap_or(false),
+        destination: q.destination,
+        include_namespaces: true,
+        role: q.role,
+    };
+    if !caller.is_admin {
+        let forbidden = || ApiError::forbidden("you may only read your own grants");
+        if filter.group.is_some() {
+            return Err(forbidden());
+        }
+        match &caller.subject {
+            Subject::User(me) => {
+                if filter.identity.is_some() || filter.user.as_deref().is_some_and(|u| u != me) {
+                    return Err(forbidden());
+                }
+                if filter.user.is_none() {
+                    filter.user = Some(me.clone());
+                    filter.inherited = true;
+                }
+            }
+            Subject::Identity(me) => {
+                if filter.user.is_some() || filter.identity.as_deref().is_some_and(|i| i != me) {
+                    return Err(forbidden());
+                }
+                filter.identity = Some(me.clone());
+            }
+            Subject::Group(_) => return Err(forbidden()),
+        }
+    }
+    let rows = state.store.list_grants(&filter, p).await?;
+    Ok(Json(to_list(p, rows, to_api)))
+}
+
+#[utoipa::path(get, path = "/api/grants/{id}", tag = "grants", responses((status = 200, body = Grant)))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Grant>> {
+    let g = state.store.get_grant(&id).await?;
+    if !caller.is_admin && g.subject != caller.subject {
+        return Err(ApiError::forbidden("you may only read your own grants"));
+    }
+    Ok(Json(to_api(g)))
+}
+
+#[utoipa::path(post, path = "/api/grants", tag = "grants", request_body = CreateGrantRequest,
+    responses((status = 201, body = Grant), (status = 409, body = crate::api::ErrorResponse)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    RemoteAddr(addr): RemoteAddr,
+    ApiJson(req): ApiJson<CreateGrantRequest>,
+) -> ApiResult<(StatusCode, Json<Grant>)> {
+    caller.require_admin()?;
+    let subject = match (req.user, req.group, req.identity) {
+        (Some(u), None, None) => Subject::User(u),
+        (None, Some(g), None) => Subject::Group(g),
+        (None, None, Some(i)) => Subject::Identity(i),
+        _ => {
+            return Err(ApiError::field(
+                "user",
+                "give exactly one of user, group or identity",
+            ));
+        }
+    };
+    let exists = match &subject {
+        Subject::User(id) => state.store.get_user(id).await.map(|_| ()),
+        Subject::Group(id) => state.store.get_group(id).await.map(|_| ()),
+        Subject::Identity(id) => state.store.get_identity(id).await.map(|_| ()),
+    };
+    match exists {
+        Ok(()) => {}
+        Err(StoreError::NotFound(what)) => {
+            return Err(ApiError::field(
+                subject.kind(),
+                format!("no {what} with id {:?}", subject.id()),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    check_destination_and_role(&req.destination, &req.role)?;
+    let g = state
+        .store
+        .create_grant(&subject, &req.destination, &req.role, &caller.name)
+        .await?;
+    let target = format!(
+        "{} {} {} on {}",
+        g.subject.kind(),
+        g.subject_name,
+        g.role,
+        g.destination
+    );
+    audit(&state, &caller, "grant.create", &target, &addr).await?;
+    Ok((StatusCode::CREATED, Json(to_api(g))))
+}
+
+#[utoipa::path(delete, path = "/api/grants/{id}", tag = "grants", responses((status = 204)))]
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    RemoteAddr(addr): RemoteAddr,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let g = state.store.get_grant(&id).await?;
+    if g.destination == INFRA_DESTINATION && g.role == ADMIN_ROLE && g.subject == caller.subject {
+        return Err(ApiError::bad_request(
+            "you cannot remove your own admin grant; ask another admin",
+        ));
+    }
+    let g = state.store.delete_grant(&id).await?;
+    let target = format!(
+        "{} {} {} on {}",
+        g.subject.kind(),
+        g.subject_name,
+        g.role,
+        g.destination
+    );
+    audit(&state, &caller, "grant.remove", &target, &addr).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

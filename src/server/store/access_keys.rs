@@ -1,0 +1,177 @@
+//! Access keys: `<id>.<secret>`, of which only a SHA-256 of the secret is kept.
+
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Page, PageRequest, Result, Store, StoreError, conflict, now, total};
+
+#[derive(Debug, Clone)]
+pub struct AccessKeyRow {
+    pub id: String,
+    pub name: String,
+    pub owner_kind: String,
+    pub owner_id: String,
+    /// The owner's name at read time.
+    pub owner_name: String,
+    pub secret_hash: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub inactivity_timeout: i64,
+    pub inactivity_deadline: i64,
+    pub last_used_at: Option<i64>,
+}
+
+pub struct NewAccessKey<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub owner_kind: &'a str,
+    pub owner_id: &'a str,
+    pub secret_hash: &'a str,
+    pub expires_at: i64,
+    pub inactivity_timeout: i64,
+}
+
+const SELECT: &str = "SELECT k.id, k.name, k.owner_kind, k.owner_id, k.secret_hash, k.created_at, \
+     k.expires_at, k.inactivity_timeout, k.inactivity_deadline, k.last_used_at, \
+     COALESCE(u.name, i.name, '') AS owner_name FROM access_keys k \
+     LEFT JOIN users u ON k.owner_kind = 'user' AND u.id = k.owner_id \
+     LEFT JOIN identities i ON k.owner_kind = 'identity' AND i.id = k.owner_id";
+
+fn row(r: AnyRow) -> Result<AccessKeyRow> {
+    Ok(AccessKeyRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        owner_kind: r.try_get("owner_kind")?,
+        owner_id: r.try_get("owner_id")?,
+        owner_name: r.try_get("owner_name")?,
+        secret_hash: r.try_get("secret_hash")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        inactivity_timeout: r.try_get("inactivity_timeout")?,
+        inactivity_deadline: r.try_get("inactivity_deadline")?,
+        last_used_at: r.try_get("last_used_at")?,
+    })
+}
+
+impl Store {
+    pub async fn create_access_key(&self, k: &NewAccessKey<'_>) -> Result<AccessKeyRow> {
+        let t = now();
+        sqlx::query(
+            "INSERT INTO access_keys (id, name, owner_kind, owner_id, secret_hash, created_at, \
+             expires_at, inactivity_timeout, inactivity_deadline) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(k.id)
+        .bind(k.name)
+        .bind(k.owner_kind)
+        .bind(k.owner_id)
+        .bind(k.secret_hash)
+        .bind(t)
+        .bind(k.expires_at)
+        .bind(k.inactivity_timeout)
+        .bind((t + k.inactivity_timeout).min(k.expires_at))
+        .execute(self.pool())
+        .await
+        .map_err(|e| {
+            conflict(e, || {
+                format!(
+                    "an access key named {:?} (or with this id) already exists",
+                    k.name
+                )
+            })
+        })?;
+        self.get_access_key(k.id).await
+    }
+
+    pub async fn get_access_key(&self, id: &str) -> Result<AccessKeyRow> {
+        let sql = format!("{SELECT} WHERE k.id = $1");
+        match sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+        {
+            Some(r) => row(r),
+            None => Err(StoreError::NotFound("access key")),
+        }
+    }
+
+    pub async fn list_access_keys(
+        &self,
+        owner_id: Option<&str>,
+        name: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page<AccessKeyRow>> {
+        let filter = "($1 IS NULL OR k.owner_id = $1) AND ($2 IS NULL OR k.name = $2)";
+        let sql = format!("{SELECT} WHERE {filter} ORDER BY k.created_at, k.id LIMIT $3 OFFSET $4");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(owner_id)
+            .bind(name)
+            .bind(page.limit.min(i64::MAX as u64) as i64)
+            .bind(page.offset())
+            .fetch_all(self.pool())
+            .await?;
+        let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM access_keys k WHERE {filter}"
+        )))
+        .bind(owner_id)
+        .bind(name)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(Page {
+            items: rows.into_iter().map(row).collect::<Result<_>>()?,
+            total: total(count),
+        })
+    }
+
+    /// Records a use: moves the inactivity deadline (never past expiry).
+    pub async fn touch_access_key(
+        &self,
+        id: &str,
+        now: i64,
+        timeout: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE access_keys SET last_used_at = $1, inactivity_deadline = $2 WHERE id = $3",
+        )
+        .bind(now)
+        .bind((now + timeout).min(expires_at))
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_access_key(&self, id: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM access_keys WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("access key"));
+        }
+        Ok(())
+    }
+
+    /// Revokes every key of an owner; returns how many.
+    pub async fn delete_access_keys_of(&self, owner_kind: &str, owner_id: &str) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM access_keys WHERE owner_kind = $1 AND owner_id = $2")
+            .bind(owner_kind)
+            .bind(owner_id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Removes keys that expired or lapsed more than a day ago.
+    pub async fn delete_stale_access_keys(&self) -> Result<u64> {
+        let cutoff = now() - 86_400;
+        let done = sqlx::query(
+            "DELETE FROM access_keys WHERE expires_at < $1 OR inactivity_deadline < $1",
+        )
+        .bind(cutoff)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,222 @@
+//! Grants: a subject (user, group or machine identity) holds a role on a
+//! destination (`DEST` or `DEST.NAMESPACE`).
+
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Page, PageRequest, Result, Store, StoreError, conflict, new_id, now, total};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    User(String),
+    Group(String),
+    Identity(String),
+}
+
+impl Subject {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Subject::User(_) => "user",
+            Subject::Group(_) => "group",
+            Subject::Identity(_) => "identity",
+        }
+    }
+    pub fn id(&self) -> &str {
+        match self {
+            Subject::User(id) | Subject::Group(id) | Subject::Identity(id) => id,
+        }
+    }
+    fn from_parts(kind: &str, id: String) -> Subject {
+        match kind {
+            "group" => Subject::Group(id),
+            "identity" => Subject::Identity(id),
+            _ => Subject::User(id),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GrantRow {
+    pub id: String,
+    pub subject: Subject,
+    /// The subject's name at read time.
+    pub subject_name: String,
+    pub destination: String,
+    pub role: String,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub identity: Option<String>,
+    /// With `user`: also the grants of the user's groups.
+    pub inherited: bool,
+    /// Matches `DEST` exactly, and with `include_namespaces` also `DEST.*`.
+    pub destination: Option<String>,
+    pub include_namespaces: bool,
+    pub role: Option<String>,
+}
+
+const SELECT: &str = "SELECT gr.id, gr.subject_kind, gr.subject_id, gr.destination, gr.role, \
+     gr.created_at, gr.created_by, COALESCE(u.name, g.name, i.name, '') AS subject_name \
+     FROM grants gr \
+     LEFT JOIN users u ON gr.subject_kind = 'user' AND u.id = gr.subject_id \
+     LEFT JOIN groups g ON gr.subject_kind = 'group' AND g.id = gr.subject_id \
+     LEFT JOIN identities i ON gr.subject_kind = 'identity' AND i.id = gr.subject_id";
+
+fn row(r: AnyRow) -> Result<GrantRow> {
+    let kind: String = r.try_get("subject_kind")?;
+    Ok(GrantRow {
+        id: r.try_get("id")?,
+        subject: Subject::from_parts(&kind, r.try_get("subject_id")?),
+        subject_name: r.try_get("subject_name")?,
+        destination: r.try_get("destination")?,
+        role: r.try_get("role")?,
+        created_at: r.try_get("created_at")?,
+        created_by: r.try_get("created_by")?,
+    })
+}
+
+/// The WHERE clause shared by the list and its count; binds $1..$7.
+const FILTER: &str = "(($1 IS NULL OR (gr.subject_kind = 'user' AND gr.subject_id = $1)) \
+     OR ($2 = 1 AND gr.subject_kind = 'group' AND gr.subject_id IN \
+         (SELECT group_id FROM group_members WHERE user_id = $1))) \
+     AND ($3 IS NULL OR (gr.subject_kind = 'group' AND gr.subject_id = $3)) \
+     AND ($4 IS NULL OR (gr.subject_kind = 'identity' AND gr.subject_id = $4)) \
+     AND ($5 IS NULL OR gr.destination = $5 OR ($6 = 1 AND gr.destination LIKE $7)) \
+     AND ($8 IS NULL OR gr.role = $8)";
+
+impl Store {
+    pub async fn create_grant(
+        &self,
+        subject: &Subject,
+        destination: &str,
+        role: &str,
+        created_by: &str,
+    ) -> Result<GrantRow> {
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO grants (id, subject_kind, subject_id, destination, role, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&id)
+        .bind(subject.kind())
+        .bind(subject.id())
+        .bind(destination)
+        .bind(role)
+        .bind(now())
+        .bind(created_by)
+        .execute(self.pool())
+        .await
+        .map_err(|e| {
+            conflict(e, || {
+                format!("this {} already has role {role:?} on {destination:?}", subject.kind())
+            })
+        })?;
+        self.get_grant(&id).await
+    }
+
+    pub async fn get_grant(&self, id: &str) -> Result<GrantRow> {
+        let sql = format!("{SELECT} WHERE gr.id = $1");
+        match sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+        {
+            Some(r) => row(r),
+            None => Err(StoreError::NotFound("grant")),
+        }
+    }
+
+    pub async fn list_grants(&self, f: &GrantFilter, page: PageRequest) -> Result<Page<GrantRow>> {
+        // Destination names are validated to `[a-z0-9-]`, so LIKE needs no escaping.
+        let like = f.destination.as_ref().map(|d| format!("{d}.%"));
+        let inherited = i64::from(f.inherited);
+        let namespaces = i64::from(f.include_namespaces);
+        let sql = format!(
+            "{SELECT} WHERE {FILTER} ORDER BY gr.destination, gr.role, subject_name \
+             LIMIT $9 OFFSET $10"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(&f.user)
+            .bind(inherited)
+            .bind(&f.group)
+            .bind(&f.identity)
+            .bind(&f.destination)
+            .bind(namespaces)
+            .bind(&like)
+            .bind(&f.role)
+            .bind(page.limit.min(i64::MAX as u64) as i64)
+            .bind(page.offset())
+            .fetch_all(self.pool())
+            .await?;
+        let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM grants gr WHERE {FILTER}"
+        )))
+        .bind(&f.user)
+        .bind(inherited)
+        .bind(&f.group)
+        .bind(&f.identity)
+        .bind(&f.destination)
+        .bind(namespaces)
+        .bind(&like)
+        .bind(&f.role)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(Page {
+            items: rows.into_iter().map(row).collect::<Result<_>>()?,
+            total: total(count),
+        })
+    }
+
+    pub async fn delete_grant(&self, id: &str) -> Result<GrantRow> {
+        let grant = self.get_grant(id).await?;
+        sqlx::query("DELETE FROM grants WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(grant)
+    }
+
+    /// Whether the subject holds `role` on `destination`, directly or (for
+    /// a user) through one of their groups.
+    pub async fn has_grant(
+        &self,
+        subject: &Subject,
+        destination: &str,
+        role: &str,
+    ) -> Result<bool> {
+        let (count,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM grants gr WHERE gr.destination = $1 AND gr.role = $2 AND \
+             ((gr.subject_kind = $3 AND gr.subject_id = $4) OR \
+              ($3 = 'user' AND gr.subject_kind = 'group' AND gr.subject_id IN \
+               (SELECT group_id FROM group_members WHERE user_id = $4)))",
+        )
+        .bind(destination)
+        .bind(role)
+        .bind(subject.kind())
+        .bind(subject.id())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(count > 0)
+    }
+
+    /// Every grant the subject holds, directly or through groups.
+    pub async fn grants_of(&self, subject: &Subject) -> Result<Vec<GrantRow>> {
+        let sql = format!(
+            "{SELECT} WHERE (gr.subject_kind = $1 AND gr.subject_id = $2) OR \
+             ($1 = 'user' AND gr.subject_kind = 'group' AND gr.subject_id IN \
+              (SELECT group_id FROM group_members WHERE user_id = $2)) \
+             ORDER BY gr.destination, gr.role"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(subject.kind())
+            .bind(subject.id())
+            .fetch_all(self.pool())
+            .await?;
+        rows.into_iter().map(row).collect()
+    }
+}

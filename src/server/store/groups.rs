@@ -1,0 +1,166 @@
+//! Groups and their members.
+
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Page, PageRequest, Result, Store, StoreError, UserRow, conflict, new_id, now, total};
+
+#[derive(Debug, Clone)]
+pub struct GroupRow {
+    pub id: String,
+    pub name: String,
+    pub total_users: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const SELECT: &str = "SELECT g.id, g.name, g.created_at, g.updated_at, \
+     (SELECT COUNT(*) FROM group_members m WHERE m.group_id = g.id) AS total_users FROM groups g";
+
+fn row(r: AnyRow) -> Result<GroupRow> {
+    Ok(GroupRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        total_users: r.try_get("total_users")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+impl Store {
+    pub async fn create_group(&self, name: &str) -> Result<GroupRow> {
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO groups (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(now())
+        .execute(self.pool())
+        .await
+        .map_err(|e| conflict(e, || format!("a group named {name:?} already exists")))?;
+        self.get_group(&id).await
+    }
+
+    pub async fn get_group(&self, id: &str) -> Result<GroupRow> {
+        let sql = format!("{SELECT} WHERE g.id = $1");
+        match sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+        {
+            Some(r) => row(r),
+            None => Err(StoreError::NotFound("group")),
+        }
+    }
+
+    pub async fn find_group_by_name(&self, name: &str) -> Result<Option<GroupRow>> {
+        let sql = format!("{SELECT} WHERE g.name = $1");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?
+            .map(row)
+            .transpose()
+    }
+
+    /// Lists groups, optionally only those named `name` or holding `user_id`.
+    pub async fn list_groups(
+        &self,
+        name: Option<&str>,
+        user_id: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page<GroupRow>> {
+        let filter = "($1 IS NULL OR g.name = $1) AND ($2 IS NULL OR g.id IN \
+                      (SELECT group_id FROM group_members WHERE user_id = $2))";
+        let sql = format!("{SELECT} WHERE {filter} ORDER BY g.name LIMIT $3 OFFSET $4");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .bind(user_id)
+            .bind(page.limit.min(i64::MAX as u64) as i64)
+            .bind(page.offset())
+            .fetch_all(self.pool())
+            .await?;
+        let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM groups g WHERE {filter}"
+        )))
+        .bind(name)
+        .bind(user_id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(Page {
+            items: rows.into_iter().map(row).collect::<Result<_>>()?,
+            total: total(count),
+        })
+    }
+
+    /// Removes the group and the grants made to it.
+    pub async fn delete_group(&self, id: &str) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM grants WHERE subject_kind = 'group' AND subject_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM group_members WHERE group_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM groups WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("group"));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds and removes members in one transaction; adding a member twice is fine.
+    pub async fn update_group_members(
+        &self,
+        id: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        for user in add {
+            sqlx::query(
+                "INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) \
+                 ON CONFLICT (group_id, user_id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for user in remove {
+            sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+                .bind(id)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("UPDATE groups SET updated_at = $1 WHERE id = $2")
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn group_members(&self, id: &str) -> Result<Vec<UserRow>> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT user_id FROM group_members WHERE group_id = $1")
+                .bind(id)
+                .fetch_all(self.pool())
+                .await?;
+        let mut users = Vec::with_capacity(rows.len());
+        for (uid,) in rows {
+            users.push(self.get_user(&uid).await?);
+        }
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(users)
+    }
+}

@@ -1,0 +1,238 @@
+//! The server's state, behind one seam for SQLite and PostgreSQL.
+//!
+//! sqlx's `Any` driver runs the same runtime queries on both backends, so
+//! there is one set of migrations and one implementation to test twice.
+//! The schema keeps to types both agree on (TEXT, BIGINT); ids are made
+//! here, not by the database; times are Unix seconds. Nothing a replica
+//! needs lives in memory: two servers on one PostgreSQL see the same data.
+
+mod access_keys;
+mod audit;
+mod destinations;
+mod grants;
+mod groups;
+mod identities;
+mod providers;
+mod users;
+
+pub use access_keys::{AccessKeyRow, NewAccessKey};
+pub use audit::{AuditEntry, AuditRow};
+pub use destinations::DestinationRow;
+pub use grants::{GrantFilter, GrantRow, Subject};
+pub use groups::GroupRow;
+pub use identities::IdentityRow;
+pub use providers::{NewProvider, ProviderRow};
+pub use users::UserRow;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// One page of results and the count of all matching rows.
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+}
+
+/// Which rows of a list to return.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub page: u64,
+    pub limit: u64,
+}
+
+impl PageRequest {
+    pub fn offset(&self) -> i64 {
+        ((self.page.max(1) - 1) * self.limit) as i64
+    }
+    pub fn all() -> Self {
+        PageRequest {
+            page: 1,
+            limit: i64::MAX as u64,
+        }
+    }
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://…`) and migrates.
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            anyhow::bail!(
+                "unsupported database URL {:?}: use postgres://USER@HOST/DB or leave --db out for \
+                 the embedded SQLite store",
+                redact_url(url)
+            );
+        };
+        let options = AnyConnectOptions::from_str(url)
+            .map_err(|e| anyhow::anyhow!("bad database URL {}: {e}", redact_url(url)))?;
+        let mut pool = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        pool = match backend {
+            Backend::Sqlite => pool
+                // SQLite allows one writer; a small pool keeps lock waits short.
+                .max_connections(8)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        Ok(())
+                    })
+                }),
+            Backend::Postgres => pool.max_connections(16),
+        };
+        let pool = pool
+            .connect_with(options)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", redact_url(url)))?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot migrate the database: {e}"))?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn get_setting(&self, name: &str) -> Result<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    /// Sets `name` only if it has no value yet; returns the value now stored.
+    pub async fn init_setting(&self, name: &str, value: &str) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(self.get_setting(name).await?.unwrap_or_default())
+    }
+
+    pub async fn set_setting(&self, name: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Hides the password in a database URL for messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The current time in Unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A new random id: 12 characters of a lowercase alphabet without look-alikes.
+pub fn new_id() -> String {
+    random_string(12, b"abcdefghijkmnpqrstuvwxyz23456789")
+}
+
+pub fn random_string(len: usize, alphabet: &[u8]) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+/// Maps a unique-constraint violation to a 409-style conflict.
+pub(crate) fn conflict(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what()),
+        _ => StoreError::Db(e),
+    }
+}
+
+/// Counts rows of a query built from `sql`'s `FROM … WHERE …` part.
+pub(crate) fn total(count: i64) -> u64 {
+    count.max(0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_password_in_url() {
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h/db"),
+            "postgres://u:****@h/db"
+        );
+        assert_eq!(super::redact_url("sqlite:///x"), "sqlite:///x");
+    }
+}

@@ -1,0 +1,180 @@
+//! Identity providers. The client secret is stored encrypted with the root
+//! key (the caller encrypts; this layer never sees the plain secret).
+
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Page, PageRequest, Result, Store, StoreError, conflict, new_id, now, total};
+
+#[derive(Debug, Clone)]
+pub struct ProviderRow {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub url: String,
+    pub client_id: String,
+    pub client_secret_enc: String,
+    pub issuer: String,
+    pub auth_url: String,
+    pub token_url: String,
+    pub userinfo_url: String,
+    pub jwks_url: String,
+    /// Space-separated scopes the provider advertises that we request.
+    pub scopes: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What a new or updated provider row holds.
+#[derive(Debug, Clone)]
+pub struct NewProvider {
+    pub name: String,
+    pub kind: String,
+    pub url: String,
+    pub client_id: String,
+    pub client_secret_enc: String,
+    pub issuer: String,
+    pub auth_url: String,
+    pub token_url: String,
+    pub userinfo_url: String,
+    pub jwks_url: String,
+    pub scopes: String,
+}
+
+const COLUMNS: &str = "id, name, kind, url, client_id, client_secret_enc, issuer, auth_url, \
+     token_url, userinfo_url, jwks_url, scopes, created_at, updated_at";
+
+fn row(r: AnyRow) -> Result<ProviderRow> {
+    Ok(ProviderRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        kind: r.try_get("kind")?,
+        url: r.try_get("url")?,
+        client_id: r.try_get("client_id")?,
+        client_secret_enc: r.try_get("client_secret_enc")?,
+        issuer: r.try_get("issuer")?,
+        auth_url: r.try_get("auth_url")?,
+        token_url: r.try_get("token_url")?,
+        userinfo_url: r.try_get("userinfo_url")?,
+        jwks_url: r.try_get("jwks_url")?,
+        scopes: r.try_get("scopes")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+impl Store {
+    pub async fn create_provider(&self, p: &NewProvider) -> Result<ProviderRow> {
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO providers (id, name, kind, url, client_id, client_secret_enc, issuer, \
+             auth_url, token_url, userinfo_url, jwks_url, scopes, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+        )
+        .bind(&id)
+        .bind(&p.name)
+        .bind(&p.kind)
+        .bind(&p.url)
+        .bind(&p.client_id)
+        .bind(&p.client_secret_enc)
+        .bind(&p.issuer)
+        .bind(&p.auth_url)
+        .bind(&p.token_url)
+        .bind(&p.userinfo_url)
+        .bind(&p.jwks_url)
+        .bind(&p.scopes)
+        .bind(now())
+        .execute(self.pool())
+        .await
+        .map_err(|e| {
+            conflict(e, || {
+                format!("a provider named {:?} already exists", p.name)
+            })
+        })?;
+        self.get_provider(&id).await
+    }
+
+    /// Replaces every field but the name and id.
+    pub async fn update_provider(&self, id: &str, p: &NewProvider) -> Result<ProviderRow> {
+        let done = sqlx::query(
+            "UPDATE providers SET kind = $1, url = $2, client_id = $3, client_secret_enc = $4, \
+             issuer = $5, auth_url = $6, token_url = $7, userinfo_url = $8, jwks_url = $9, \
+             scopes = $10, updated_at = $11 WHERE id = $12",
+        )
+        .bind(&p.kind)
+        .bind(&p.url)
+        .bind(&p.client_id)
+        .bind(&p.client_secret_enc)
+        .bind(&p.issuer)
+        .bind(&p.auth_url)
+        .bind(&p.token_url)
+        .bind(&p.userinfo_url)
+        .bind(&p.jwks_url)
+        .bind(&p.scopes)
+        .bind(now())
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("provider"));
+        }
+        self.get_provider(id).await
+    }
+
+    pub async fn get_provider(&self, id: &str) -> Result<ProviderRow> {
+        let sql = format!("SELECT {COLUMNS} FROM providers WHERE id = $1");
+        match sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+        {
+            Some(r) => row(r),
+            None => Err(StoreError::NotFound("provider")),
+        }
+    }
+
+    pub async fn find_provider_by_name(&self, name: &str) -> Result<Option<ProviderRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM providers WHERE name = $1");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?
+            .map(row)
+            .transpose()
+    }
+
+    pub async fn list_providers(
+        &self,
+        name: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page<ProviderRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM providers WHERE ($1 IS NULL OR name = $1) ORDER BY name \
+             LIMIT $2 OFFSET $3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .bind(page.limit.min(i64::MAX as u64) as i64)
+            .bind(page.offset())
+            .fetch_all(self.pool())
+            .await?;
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM providers WHERE ($1 IS NULL OR name = $1)")
+                .bind(name)
+                .fetch_one(self.pool())
+                .await?;
+        Ok(Page {
+            items: rows.into_iter().map(row).collect::<Result<_>>()?,
+            total: total(count),
+        })
+    }
+
+    pub async fn delete_provider(&self, id: &str) -> Result<ProviderRow> {
+        let p = self.get_provider(id).await?;
+        sqlx::query("DELETE FROM providers WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(p)
+    }
+}

@@ -1,0 +1,158 @@
+//! Users: people (local or from an identity provider) and the built-in
+//! connector user.
+
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Page, PageRequest, Result, Store, StoreError, conflict, new_id, now, total};
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub password_hash: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_seen_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, name, kind, password_hash, created_at, updated_at, last_seen_at";
+
+fn row(r: AnyRow) -> Result<UserRow> {
+    Ok(UserRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        kind: r.try_get("kind")?,
+        password_hash: r.try_get("password_hash")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        last_seen_at: r.try_get("last_seen_at")?,
+    })
+}
+
+impl Store {
+    pub async fn create_user(
+        &self,
+        name: &str,
+        kind: &str,
+        password_hash: Option<&str>,
+    ) -> Result<UserRow> {
+        let id = new_id();
+        let t = now();
+        sqlx::query(
+            "INSERT INTO users (id, name, kind, password_hash, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(kind)
+        .bind(password_hash)
+        .bind(t)
+        .execute(self.pool())
+        .await
+        .map_err(|e| conflict(e, || format!("a user named {name:?} already exists")))?;
+        self.get_user(&id).await
+    }
+
+    pub async fn get_user(&self, id: &str) -> Result<UserRow> {
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
+        match sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+        {
+            Some(r) => row(r),
+            None => Err(StoreError::NotFound("user")),
+        }
+    }
+
+    pub async fn find_user_by_name(&self, name: &str) -> Result<Option<UserRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE name = $1");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?
+            .map(row)
+            .transpose()
+    }
+
+    /// People only: the connector user is not listed.
+    pub async fn list_users(&self, name: Option<&str>, page: PageRequest) -> Result<Page<UserRow>> {
+        let filter = "kind = 'user' AND ($1 IS NULL OR name = $1)";
+        let sql =
+            format!("SELECT {COLUMNS} FROM users WHERE {filter} ORDER BY name LIMIT $2 OFFSET $3");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .bind(page.limit.min(i64::MAX as u64) as i64)
+            .bind(page.offset())
+            .fetch_all(self.pool())
+            .await?;
+        let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM users WHERE {filter}"
+        )))
+        .bind(name)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(Page {
+            items: rows.into_iter().map(row).collect::<Result<_>>()?,
+            total: total(count),
+        })
+    }
+
+    pub async fn set_user_password(&self, id: &str, password_hash: &str) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+                .bind(password_hash)
+                .bind(now())
+                .bind(id)
+                .execute(self.pool())
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("user"));
+        }
+        Ok(())
+    }
+
+    pub async fn touch_user(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE users SET last_seen_at = $1 WHERE id = $2")
+            .bind(now())
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the user with their grants, memberships and access keys.
+    pub async fn delete_user(&self, id: &str) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM grants WHERE subject_kind = 'user' AND subject_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM access_keys WHERE owner_kind = 'user' AND owner_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM group_members WHERE user_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("user"));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn count_users(&self) -> Result<u64> {
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(total(count))
+    }
+}
