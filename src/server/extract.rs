@@ -43,15 +43,19 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let text = inner.to_string();
+        // Broken JSON is about the body as a whole, not where parsing stopped.
+        let path = if inner.is_syntax() || inner.is_eof() {
+            ".".to_string()
+        } else {
+            path
+        };
         // serde reports missing and unknown fields at the parent's path.
         let field = backticked(&text, "missing field `")
             .or_else(|| backticked(&text, "unknown field `"))
-            .map(|f| {
-                if path == "." {
-                    f
-                } else {
-                    format!("{path}.{f}")
-                }
+            .map(|f| match path.as_str() {
+                "." => f,
+                p if p == f || p.ends_with(&format!(".{f}")) => p.to_string(),
+                p => format!("{p}.{f}"),
             })
             .unwrap_or_else(|| {
                 if path == "." {

@@ -1,0 +1,360 @@
+//! Shared parts of the integration tests: a real `infra server` process on
+//! a free loopback port (SQLite or a fresh PostgreSQL database), a real
+//! OpenID provider (npm `oidc-provider`), and a typed way to call the API.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const ADMIN_KEY: &str = "AdminKey01.AdminSecret0123456789abc";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates the tests `NAME::sqlite` and `NAME::postgres` from
+/// `async fn NAME(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(super::common::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(super::common::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_infra"))
+}
+
+/// A fresh, empty PostgreSQL database on the server `tests/run.sh` started.
+pub async fn postgres_db() -> String {
+    let base = std::env::var("INFRA_TEST_POSTGRES_URL").expect(
+        "INFRA_TEST_POSTGRES_URL is not set: run the tests with tests/run.sh, which starts a \
+         throwaway PostgreSQL",
+    );
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to the test PostgreSQL");
+    let name = format!("infra_test_{}", random_suffix());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create a test database");
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+pub fn random_suffix() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..10)
+        .map(|_| (b'a' + rng.random_range(0..26)) as char)
+        .collect()
+}
+
+/// A running `infra server`.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub db: Option<String>,
+    pub stderr: Arc<Mutex<String>>,
+    pub client: reqwest::Client,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub struct ServerOptions {
+    pub backend: Backend,
+    pub admin_key: Option<String>,
+    pub db: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl ServerOptions {
+    pub fn new(backend: Backend) -> Self {
+        ServerOptions {
+            backend,
+            admin_key: Some(ADMIN_KEY.to_string()),
+            db: None,
+            data_dir: None,
+            config: None,
+            extra_args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+impl Server {
+    pub async fn start(backend: Backend) -> Server {
+        Self::start_with(ServerOptions::new(backend)).await
+    }
+
+    pub async fn start_with(opts: ServerOptions) -> Server {
+        let (tmp, data_dir) = match opts.data_dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::tempdir().unwrap();
+                let d = t.path().join("data");
+                (Some(t), d)
+            }
+        };
+        let db = match (opts.backend, opts.db) {
+            (_, Some(db)) => Some(db),
+            (Backend::Postgres, None) => Some(postgres_db().await),
+            (Backend::Sqlite, None) => None,
+        };
+        let mut cmd = Command::new(bin());
+        cmd.arg("server")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(&opts.extra_args)
+            .env_remove("INFRA_ADMIN_ACCESS_KEY")
+            .env("INFRA_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(db) = &db {
+            cmd.arg("--db").arg(db);
+        }
+        if let Some(c) = &opts.config {
+            cmd.arg("--config").arg(c);
+        }
+        if let Some(k) = &opts.admin_key {
+            cmd.env("INFRA_ADMIN_ACCESS_KEY", k);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start infra server");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let stderr = stderr.clone();
+            let pipe = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let _ = tx.send(rest.trim().to_string());
+                    }
+                    let mut s = stderr.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+        }
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(200));
+                panic!("infra server did not start:\n{}", stderr.lock().unwrap());
+            }
+        };
+        let client = client_trusting(&data_dir.join("tls.crt"));
+        Server {
+            child,
+            url,
+            data_dir,
+            db,
+            stderr,
+            client,
+            _tmp: tmp,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Calls the API with the version header and, if given, a key.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        call(&self.client, &self.url, method, path, key, body).await
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method, path, Some(ADMIN_KEY), body).await
+    }
+
+    /// Like `admin`, asserting the status.
+    pub async fn ok(&self, method: &str, path: &str, body: Option<Value>, want: u16) -> Value {
+        let (status, v) = self.admin(method, path, body).await;
+        assert_eq!(status, want, "{method} {path}: {v}");
+        v
+    }
+
+    /// Sends SIGTERM and waits for the process to end.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("server did not stop on SIGTERM:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A user with a password, and a key from logging in as them.
+    pub async fn user_with_key(&self, name: &str) -> (String, String) {
+        let u = self
+            .ok(
+                "POST",
+                "/api/users",
+                Some(serde_json::json!({"name": name, "password": "password-1"})),
+                201,
+            )
+            .await;
+        let (status, login) = self
+            .call(
+                "POST",
+                "/api/login",
+                None,
+                Some(serde_json::json!({"passwordCredentials": {"name": name, "password": "password-1"}})),
+            )
+            .await;
+        assert_eq!(status, 201, "{login}");
+        (
+            u["id"].as_str().unwrap().to_string(),
+            login["accessKey"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client_trusting(cert: &Path) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pem = std::fs::read(cert).expect("the server wrote its certificate");
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub async fn call(
+    client: &reqwest::Client,
+    base: &str,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = client
+        .request(method.parse().unwrap(), format!("{base}{path}"))
+        .header("Infra-Version", VERSION);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, v)
+}
+
+/// A real OpenID provider (npm `oidc-provider`) on a free loopback port.
+pub struct OidcProvider {
+    child: Child,
+    pub issuer: String,
+}
+
+impl OidcProvider {
+    pub fn start() -> OidcProvider {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(env: &[(&str, &str)]) -> OidcProvider {
+        let script = std::env::var("INFRA_TEST_OIDC_PROVIDER").expect(
+            "INFRA_TEST_OIDC_PROVIDER is not set: run the tests with tests/run.sh, which installs \
+             the npm oidc-provider",
+        );
+        let node = std::env::var("INFRA_TEST_NODE").unwrap_or_else(|_| "node".to_string());
+        let mut cmd = Command::new(node);
+        cmd.arg(script)
+            .env("OIDC_PORT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the OIDC provider with node");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let issuer = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(i) = line.strip_prefix("OIDC_ISSUER=") {
+                        break i.trim().to_string();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    panic!("the OIDC provider did not start");
+                }
+            }
+        };
+        // Keep draining stdout so the provider never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        OidcProvider { child, issuer }
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
