@@ -6,7 +6,7 @@
 #
 # What it does:
 #   1. installs missing Debian packages (postgresql, gnome-keyring,
-#      libsecret-tools, dbus, tmux; nodejs/npm only if there is no node at all;
+#      libsecret-tools, dbus, tmux, procps; nodejs/npm only if there is no node;
 #      Node >= 20.18 is needed) and `npm ci` in tests/oidc when its
 #      node_modules doesn't match package-lock.json;
 #   2. starts a throwaway PostgreSQL cluster (as the system user `infra-test`
@@ -169,6 +169,7 @@ command -v dbus-send >/dev/null || missing+=(dbus-bin)
 dpkg -s dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon)
 dpkg -s dbus-session-bus-common >/dev/null 2>&1 || missing+=(dbus-session-bus-common)
 command -v tmux >/dev/null || missing+=(tmux)
+command -v ps >/dev/null || missing+=(procps)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
@@ -206,9 +207,40 @@ PGDATA_DIR="$T/pg/data"
 PG_SOCK="$T/pg/sock"
 as_pg=()
 
+# Stage 2 runs in the background so that a signal to this script is handled at
+# once (bash runs traps only between foreground commands): the handler stops
+# stage 2's whole process tree (dbus-run-session, dbus-daemon, gnome-keyring,
+# cargo, test binaries, providers), then PostgreSQL, then removes $T.
+stage2=
+descendants() {
+  local p
+  for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+    descendants "$p"
+    echo "$p"
+  done
+}
+stop_stage2() {
+  [[ -n "$stage2" ]] && kill -0 "$stage2" 2>/dev/null || return 0
+  local pids
+  pids="$(descendants "$stage2") $stage2"
+  # shellcheck disable=SC2086
+  kill -TERM $pids 2>/dev/null || true
+  for _ in $(seq 50); do
+    kill -0 "$stage2" 2>/dev/null || break
+    sleep 0.2
+  done
+  local p
+  for p in $pids; do
+    kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+  done
+  wait "$stage2" 2>/dev/null || true
+  return 0
+}
+
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  stop_stage2
   if [[ -f "$PGDATA_DIR/postmaster.pid" ]]; then
     (cd "$T" && "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w -t 30 stop >/dev/null 2>&1) || true
     if [[ -f "$PGDATA_DIR/postmaster.pid" ]]; then
@@ -288,9 +320,14 @@ export INFRA_TEST_NODE="$NODE"
 export INFRA_TEST_TMPDIR="$T/scratch"
 mkdir -p "$INFRA_TEST_TMPDIR"
 
-# Stage 2. Not exec: the traps above must run when it ends.
+# Stage 2, in the background (see stop_stage2), but with SIGINT back to its
+# default so that Ctrl-C in a terminal reaches cargo as usual.
+env --default-signal=INT,QUIT _INFRA_TEST_STAGE=inner _INFRA_TEST_TMP="$T" \
+  dbus-run-session -- "$BASH" "$SCRIPT" "$@" </dev/null &
+stage2=$!
 set +e
-_INFRA_TEST_STAGE=inner _INFRA_TEST_TMP="$T" dbus-run-session -- "$BASH" "$SCRIPT" "$@" </dev/null
+wait "$stage2"
 rc=$?
 set -e
+stage2=
 exit "$rc"

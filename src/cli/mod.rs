@@ -1,8 +1,17 @@
 //! The command line: one clap definition (help, man pages and completions
 //! come from it), dispatch to one file per command group, and the mapping
-//! from errors to exit codes.
+//! from errors to exit codes. Commands stay thin: parse, call the server
+//! through `client`, render through `output`.
+
+pub mod admin;
+pub mod login;
+pub mod output;
+pub mod session;
+pub mod status;
 
 use clap::{Parser, Subcommand};
+
+use crate::client::ClientError;
 
 /// Exit codes: 0 ok, 1 error, 2 usage, 4 authentication needed.
 pub mod exit {
@@ -12,11 +21,24 @@ pub mod exit {
     pub const AUTH: i32 = 4;
 }
 
+/// An error that means "log in (again)": exit code 4.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AuthNeeded(pub String);
+
+/// A mistake in how the command was called: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "infra",
     version,
-    about = "Access to Kubernetes clusters through OpenID Connect"
+    about = "Access to Kubernetes clusters through OpenID Connect",
+    long_about = "infra gives people and workloads access to Kubernetes clusters through OpenID \
+                  Connect.\n\nStart with `infra login SERVER`.",
+    propagate_version = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -25,6 +47,35 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Log in to an infra server
+    #[command(
+        after_help = "Examples:\n  infra login infra.example.com --key $KEY\n  \
+                            infra login localhost:8443 --user admin@example.com"
+    )]
+    Login(login::LoginArgs),
+    /// Log out: revoke the access key and forget it on this machine
+    #[command(after_help = "Examples:\n  infra logout\n  infra logout --all")]
+    Logout(login::LogoutArgs),
+    /// Show the servers you are logged in to, and whether each accepts your key
+    Status(status::StatusArgs),
+    /// Manage users (admins)
+    #[command(subcommand)]
+    Users(admin::UsersCmd),
+    /// Manage groups and their members (admins)
+    #[command(subcommand)]
+    Groups(admin::GroupsCmd),
+    /// Manage grants: who may do what where
+    #[command(subcommand)]
+    Grants(admin::GrantsCmd),
+    /// List and remove destinations (clusters)
+    #[command(subcommand)]
+    Destinations(admin::DestinationsCmd),
+    /// Manage access keys
+    #[command(subcommand)]
+    Keys(admin::KeysCmd),
+    /// Manage identity providers (admins)
+    #[command(subcommand)]
+    Providers(admin::ProvidersCmd),
     /// Run the infra API server
     Server(crate::server::ServerArgs),
 }
@@ -44,23 +95,33 @@ pub fn main() -> i32 {
         }
     };
     match cli.command {
-        Command::Server(args) => run_async(async move { crate::server::run(args).await }),
+        Command::Server(args) => run_async(true, crate::server::run(args)),
+        Command::Login(args) => run_async(false, login::login(args)),
+        Command::Logout(args) => run_async(false, login::logout(args)),
+        Command::Status(args) => run_async(false, status::run(args)),
+        Command::Users(cmd) => run_async(false, admin::users(cmd)),
+        Command::Groups(cmd) => run_async(false, admin::groups(cmd)),
+        Command::Grants(cmd) => run_async(false, admin::grants(cmd)),
+        Command::Destinations(cmd) => run_async(false, admin::destinations(cmd)),
+        Command::Keys(cmd) => run_async(false, admin::keys(cmd)),
+        Command::Providers(cmd) => run_async(false, admin::providers(cmd)),
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INFRA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
 }
 
-/// Starts the runtime, the TLS provider and logging for commands that need them.
-fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
+/// Starts the runtime, the TLS provider and logging for commands that need
+/// them, and maps the outcome to an exit code.
+fn run_async(server: bool, fut: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    init_tracing();
+    init_tracing(if server { "info,sqlx=warn" } else { "warn" });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -71,11 +132,62 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 
             return exit::ERROR;
         }
     };
-    match rt.block_on(fut) {
+    let result = rt.block_on(fut);
+    // Don't wait for stray blocking tasks (a hung keyring call, say).
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
         Ok(()) => exit::OK,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            exit::ERROR
-        }
+        Err(e) => report(&e),
     }
+}
+
+/// Prints an error the way a person should read it; returns the exit code.
+pub fn report(e: &anyhow::Error) -> i32 {
+    if e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    }) {
+        return exit::OK;
+    }
+    if let Some(a) = e.downcast_ref::<AuthNeeded>() {
+        eprintln!("error: {a}");
+        return exit::AUTH;
+    }
+    if let Some(u) = e.downcast_ref::<Usage>() {
+        eprintln!("error: {u}");
+        return exit::USAGE;
+    }
+    if let Some(ce) = e.downcast_ref::<ClientError>() {
+        match ce {
+            ClientError::CertificateChanged {
+                server,
+                pinned,
+                seen,
+            } => {
+                eprintln!(
+                    "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+                     @  WARNING: THE CERTIFICATE OF {server} HAS CHANGED!\n\
+                     @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+                     Someone could be intercepting your connection, or the server's \
+                     certificate was replaced.\n\
+                     Pinned fingerprint:    {pinned}\n\
+                     Presented fingerprint: {seen}\n\
+                     Nothing was sent. If your administrator confirms the new certificate, run:\n  \
+                     infra login {host} --tls-trusted-fingerprint {seen}",
+                    host = server.trim_start_matches("https://"),
+                );
+                return exit::ERROR;
+            }
+            ClientError::Api { status: 401, .. } => {
+                let hint = session::login_hint();
+                eprintln!("error: {ce}\n{hint}");
+                return exit::AUTH;
+            }
+            _ => {}
+        }
+        eprintln!("error: {e:#}");
+        return exit::ERROR;
+    }
+    eprintln!("error: {e:#}");
+    exit::ERROR
 }

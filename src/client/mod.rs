@@ -1,1 +1,305 @@
-//! placeholder
+//! The typed HTTP client for the server's API, used by the CLI and the
+//! connector. It sends `Infra-Version`, applies the chosen TLS trust, and
+//! turns error bodies into [`ClientError`]s that carry the server's message.
+
+pub mod tls;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{self, ErrorResponse, ListResponse};
+pub use tls::Trust;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error body.
+    #[error("{}", api_message(.body))]
+    Api { status: u16, body: ErrorResponse },
+    /// A pinned server presented another certificate.
+    #[error("the certificate of {server} has changed (it was {pinned}, it is now {seen})")]
+    CertificateChanged {
+        server: String,
+        pinned: String,
+        seen: String,
+    },
+    /// The server could not be reached, or answered with something that is
+    /// not the infra API.
+    #[error("{0}")]
+    Transport(String),
+}
+
+fn api_message(body: &ErrorResponse) -> String {
+    let mut msg = body.message.clone();
+    for fe in &body.field_errors {
+        let line = format!("{}: {}", fe.field_name, fe.errors.join(", "));
+        if !msg.contains(&line) {
+            msg.push_str(&format!("\n  {line}"));
+        }
+    }
+    msg
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+    pub fn is_unauthorized(&self) -> bool {
+        self.status() == Some(401)
+    }
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A connection to one server.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: Option<SecretString>,
+    pinned: Option<(String, Arc<Mutex<Option<String>>>)>,
+}
+
+impl Client {
+    /// `base` is `https://host:port`.
+    pub fn new(base: &str, trust: &Trust, key: Option<SecretString>) -> anyhow::Result<Client> {
+        let mut b = reqwest::Client::builder()
+            .user_agent(concat!("infra/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60));
+        let mut pinned = None;
+        match trust {
+            Trust::System => {}
+            Trust::Insecure => b = b.danger_accept_invalid_certs(true),
+            Trust::Cert(pem) => {
+                let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                    .map_err(|e| anyhow::anyhow!("the trusted certificate is not PEM: {e}"))?;
+                anyhow::ensure!(
+                    !certs.is_empty(),
+                    "the trusted certificate file holds no PEM certificate"
+                );
+                for c in certs {
+                    b = b.add_root_certificate(c);
+                }
+            }
+            Trust::Fingerprint(fp) => {
+                let verifier = tls::PinnedVerifier::new(fp.clone());
+                pinned = Some((fp.clone(), verifier.seen.clone()));
+                let provider = rustls::crypto::CryptoProvider::get_default()
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+                let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()?
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verifier))
+                    .with_no_client_auth();
+                config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                b = b.use_preconfigured_tls(config);
+            }
+        }
+        Ok(Client {
+            http: b.build()?,
+            base: base.trim_end_matches('/').to_string(),
+            key,
+            pinned,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn with_key(mut self, key: SecretString) -> Client {
+        self.key = Some(key);
+        self
+    }
+
+    async fn send<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(api::VERSION_HEADER, api::version::CURRENT);
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k.expose_secret());
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| self.transport(e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str::<ErrorResponse>(&text).unwrap_or_else(|_| ErrorResponse {
+            code: status.as_u16(),
+            message: format!(
+                "{} answered {status} without an infra error body: is it an infra server?",
+                self.base
+            ),
+            field_errors: Vec::new(),
+        });
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            body,
+        })
+    }
+
+    fn transport(&self, e: reqwest::Error) -> ClientError {
+        if let Some((pinned, seen)) = &self.pinned {
+            let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(seen) = seen.filter(|s| s != pinned) {
+                return ClientError::CertificateChanged {
+                    server: self.base.clone(),
+                    pinned: pinned.clone(),
+                    seen,
+                };
+            }
+        }
+        let mut msg = format!("cannot reach {}: {e}", self.base);
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            let t = s.to_string();
+            if !msg.contains(&t) {
+                msg.push_str(": ");
+                msg.push_str(&t);
+            }
+            src = s.source();
+        }
+        ClientError::Transport(msg)
+    }
+
+    async fn json<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T> {
+        let text = resp.text().await.map_err(|e| self.transport(e))?;
+        serde_json::from_str(&text).map_err(|e| {
+            ClientError::Transport(format!(
+                "{} sent a response infra cannot read: {e}",
+                self.base
+            ))
+        })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self.send::<()>(Method::GET, path, None).await?;
+        self.json(resp).await
+    }
+
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let resp = self.send(Method::POST, path, Some(body)).await?;
+        self.json(resp).await
+    }
+
+    pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let resp = self.send(Method::PUT, path, Some(body)).await?;
+        self.json(resp).await
+    }
+
+    pub async fn patch<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let resp = self.send(Method::PATCH, path, Some(body)).await?;
+        self.json(resp).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.send::<()>(Method::DELETE, path, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Every item of a list, following pages.
+    pub async fn list_all<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut page = 1;
+        loop {
+            let resp: ListResponse<T> = self
+                .get(&format!(
+                    "{path}{sep}page={page}&limit={}",
+                    api::MAX_PAGE_LIMIT
+                ))
+                .await?;
+            let done = page >= resp.total_pages;
+            items.extend(resp.items);
+            if done {
+                return Ok(items);
+            }
+            page += 1;
+        }
+    }
+
+    // ------------------------------------------------------------ typed calls
+
+    pub async fn login(&self, req: &api::LoginRequest) -> Result<api::LoginResponse> {
+        self.post("/api/login", req).await
+    }
+
+    pub async fn logout(&self) -> Result<()> {
+        self.send::<()>(Method::POST, "/api/logout", None)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn user_by_name(&self, name: &str) -> Result<Option<api::User>> {
+        let list: ListResponse<api::User> =
+            self.get(&format!("/api/users?name={}", enc(name))).await?;
+        Ok(list.items.into_iter().next())
+    }
+
+    pub async fn group_by_name(&self, name: &str) -> Result<Option<api::Group>> {
+        let list: ListResponse<api::Group> =
+            self.get(&format!("/api/groups?name={}", enc(name))).await?;
+        Ok(list.items.into_iter().next())
+    }
+
+    pub async fn identity_by_name(&self, name: &str) -> Result<Option<api::Identity>> {
+        let list: ListResponse<api::Identity> = self
+            .get(&format!("/api/identities?name={}", enc(name)))
+            .await?;
+        Ok(list.items.into_iter().next())
+    }
+
+    pub async fn destination_by_name(&self, name: &str) -> Result<Option<api::Destination>> {
+        let list: ListResponse<api::Destination> = self
+            .get(&format!("/api/destinations?name={}", enc(name)))
+            .await?;
+        Ok(list.items.into_iter().next())
+    }
+
+    pub async fn provider_by_name(&self, name: &str) -> Result<Option<api::Provider>> {
+        let list: ListResponse<api::Provider> = self
+            .get(&format!("/api/providers?name={}", enc(name)))
+            .await?;
+        Ok(list.items.into_iter().next())
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -127,10 +127,11 @@ impl Server {
             (Backend::Sqlite, None) => None,
         };
         let mut cmd = Command::new(bin());
-        cmd.arg("server")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
+        cmd.arg("server");
+        if !opts.extra_args.iter().any(|a| a == "--listen") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
+        cmd.arg("--data-dir")
             .arg(&data_dir)
             .args(&opts.extra_args)
             .env_remove("INFRA_ADMIN_ACCESS_KEY")

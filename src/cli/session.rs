@@ -1,0 +1,150 @@
+//! Which server a command talks to, with which key and which TLS trust:
+//! `--server` or `INFRA_SERVER` or the current server in the config file;
+//! the key from `INFRA_ACCESS_KEY`, the keyring or its fallback file.
+
+use std::sync::OnceLock;
+
+use secrecy::SecretString;
+
+use super::AuthNeeded;
+use crate::client::{Client, Trust};
+use crate::local::config::{Config, KeyStore, ServerEntry, canonical_server};
+use crate::local::credentials;
+
+static HINT_SERVER: OnceLock<String> = OnceLock::new();
+
+/// The command that fixes an authentication error.
+pub fn login_hint() -> String {
+    match HINT_SERVER.get() {
+        Some(s) => format!("run `infra login {s}` to log in again"),
+        None => "run `infra login SERVER` to log in".to_string(),
+    }
+}
+
+/// A server to talk to, with the key to use.
+pub struct Session {
+    pub server: String,
+    pub entry: Option<ServerEntry>,
+    pub client: Client,
+    pub key_store: KeyStore,
+}
+
+/// The `--server` flag of commands that talk to a server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArg {
+    /// Server to use (default: the one you logged in to last)
+    #[arg(long, env = "INFRA_SERVER", value_name = "SERVER")]
+    pub server: Option<String>,
+}
+
+/// Where a server's key is kept: one entry per user and server, so two
+/// people (or two config dirs) on one OS account do not overwrite each other.
+pub fn account(user_name: &str, server: &str) -> String {
+    format!("{user_name}@{server}")
+}
+
+pub fn trust_of(entry: &ServerEntry) -> Trust {
+    if entry.skip_tls_verify {
+        Trust::Insecure
+    } else if let Some(fp) = &entry.trusted_fingerprint {
+        Trust::Fingerprint(fp.clone())
+    } else if let Some(pem) = &entry.trusted_cert {
+        Trust::Cert(pem.clone())
+    } else {
+        Trust::System
+    }
+}
+
+/// Resolves the server and key for a command, or says how to log in.
+pub fn resolve(server: Option<&str>) -> anyhow::Result<Session> {
+    let config = Config::load()?;
+    let chosen = match server {
+        Some(s) => {
+            let (canonical, _) =
+                canonical_server(s).map_err(|e| super::Usage(format!("--server: {e}")))?;
+            canonical
+        }
+        None => config.current.clone().ok_or_else(|| {
+            AuthNeeded("you are not logged in to any infra server; run `infra login SERVER`".into())
+        })?,
+    };
+    let _ = HINT_SERVER.set(chosen.clone());
+    let entry = config.find(&chosen).cloned();
+    let (url, trust, hint, acct) = match &entry {
+        Some(e) => (
+            e.url.clone(),
+            trust_of(e),
+            e.key_store,
+            account(&e.user_name, &e.server),
+        ),
+        None => {
+            let (_, url) = canonical_server(&chosen).map_err(super::Usage)?;
+            (url, Trust::System, KeyStore::Keyring, chosen.clone())
+        }
+    };
+    let found = if entry.is_some() || std::env::var_os("INFRA_ACCESS_KEY").is_some() {
+        credentials::load_key(&acct, hint)?
+    } else {
+        None
+    };
+    let Some((key, key_store)) = found else {
+        return Err(AuthNeeded(format!(
+            "you are not logged in to {chosen}; run `infra login {chosen}`"
+        ))
+        .into());
+    };
+    if matches!(trust, Trust::Insecure) {
+        eprintln!("warning: not verifying the TLS certificate of {chosen} (--skip-tls-verify)");
+    }
+    let client = Client::new(&url, &trust, Some(key))?;
+    Ok(Session {
+        server: chosen,
+        entry,
+        client,
+        key_store,
+    })
+}
+
+/// Reads a secret: prompted without echo on a terminal, else from `env`
+/// or one line of stdin.
+pub fn read_secret(prompt: &str, env: Option<&str>) -> anyhow::Result<SecretString> {
+    use std::io::IsTerminal;
+    if let Some(var) = env
+        && let Ok(v) = std::env::var(var)
+        && !v.is_empty()
+    {
+        return Ok(SecretString::from(v));
+    }
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        let v = rpassword::prompt_password(prompt)?;
+        return Ok(SecretString::from(v));
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let v = line.trim_end_matches(['\n', '\r']).to_string();
+    if v.is_empty() {
+        let from = env.map(|e| format!("set {e} or ")).unwrap_or_default();
+        anyhow::bail!("no password given: {from}pass it on standard input");
+    }
+    Ok(SecretString::from(v))
+}
+
+/// Whether we may ask the person a question.
+pub fn can_prompt() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// Asks a yes/no question on the terminal; default no.
+pub fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::Write;
+    let mut err = std::io::stderr();
+    write!(err, "{question} [y/N] ")?;
+    err.flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
