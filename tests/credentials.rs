@@ -3,8 +3,9 @@
 //! tests/run.sh, which sets `INFRA_TEST_KEYRING=1`), a missing D-Bus, a D-Bus
 //! socket that never answers, and the fallback file.
 //!
-//! Every case runs in a child process (this test binary again, running one
-//! `#[ignore]`d `child_*` function) with its own environment: `INFRA_HOME`
+//! This binary has its own `main` (harness = false): every case runs in a
+//! child process (this binary again, running one `child_*` function named
+//! by an environment variable) with its own environment: `INFRA_HOME`
 //! pointing at a fresh temporary directory, and `DBUS_SESSION_BUS_ADDRESS`,
 //! `INFRA_NO_KEYRING` or `INFRA_ACCESS_KEY` as the case needs. Environment
 //! variables are process-wide and the keyring store is set up once per
@@ -39,24 +40,17 @@ fn require_keyring() {
     }
 }
 
-/// Runs the ignored test `name` of this binary in a child process with
+/// Runs the child case `name` of this binary in a child process with
 /// `INFRA_HOME=home` and `env`, and fails with its output unless its body
 /// ran to the end.
 fn run_child(name: &str, home: &Path, env: &[(&str, &str)]) -> String {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new(exe);
-    cmd.args([
-        "--exact",
-        name,
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD, "1")
-    .env("INFRA_HOME", home)
-    .env_remove("INFRA_ACCESS_KEY")
-    .env_remove("INFRA_NO_KEYRING")
-    .env_remove("INFRA_KEYRING_TIMEOUT");
+    cmd.env(CHILD, name)
+        .env("INFRA_HOME", home)
+        .env_remove("INFRA_ACCESS_KEY")
+        .env_remove("INFRA_NO_KEYRING")
+        .env_remove("INFRA_KEYRING_TIMEOUT");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -71,12 +65,10 @@ fn run_child(name: &str, home: &Path, env: &[(&str, &str)]) -> String {
     stdout.into_owned()
 }
 
-/// True in a child started by [`run_child`]. A `child_*` function run any
-/// other way (`cargo test -- --ignored`) returns at once: without its
-/// environment it would touch the real config directory and keyring.
+/// True in a child started by [`run_child`]; checks its environment, so a
+/// child never touches the real config directory and keyring.
 fn in_child() -> bool {
     if std::env::var_os(CHILD).is_none() {
-        eprintln!("helper of another test; it only runs in a child process started by that test");
         return false;
     }
     // Make sure the child's files go to the test's temporary directory.
@@ -194,15 +186,12 @@ fn key_for(tag: &str) -> SecretString {
 // The OS keyring (real Secret Service).
 // ---------------------------------------------------------------------------
 
-#[test]
 fn keyring_store_load_delete() {
     require_keyring();
     let (_tmp, home) = fresh_home();
     run_child("child_keyring_store_load_delete", &home, &[]);
 }
 
-#[test]
-#[ignore = "run by keyring_store_load_delete in a child process"]
 fn child_keyring_store_load_delete() {
     if !in_child() {
         return;
@@ -267,7 +256,6 @@ fn child_keyring_store_load_delete() {
     done("child_keyring_store_load_delete");
 }
 
-#[test]
 fn access_key_env_wins_over_keyring_and_file() {
     require_keyring();
     let (_tmp, home) = fresh_home();
@@ -278,8 +266,6 @@ fn access_key_env_wins_over_keyring_and_file() {
     );
 }
 
-#[test]
-#[ignore = "run by access_key_env_wins_over_keyring_and_file in a child process"]
 fn child_access_key_env_wins_over_keyring_and_file() {
     if !in_child() {
         return;
@@ -320,7 +306,6 @@ fn child_access_key_env_wins_over_keyring_and_file() {
 // No usable keyring: the fallback file.
 // ---------------------------------------------------------------------------
 
-#[test]
 fn fallback_without_dbus() {
     let (_tmp, home) = fresh_home();
     run_child(
@@ -333,8 +318,6 @@ fn fallback_without_dbus() {
     );
 }
 
-#[test]
-#[ignore = "run by fallback_without_dbus in a child process"]
 fn child_fallback_without_dbus() {
     if !in_child() {
         return;
@@ -391,7 +374,6 @@ fn child_fallback_without_dbus() {
     done("child_fallback_without_dbus");
 }
 
-#[test]
 fn fallback_when_dbus_hangs() {
     // A socket that accepts connections and never says a word: the D-Bus
     // handshake waits forever, so only the timeout gets us out.
@@ -429,8 +411,6 @@ fn fallback_when_dbus_hangs() {
     drop(keep); // detached; ends with the test process
 }
 
-#[test]
-#[ignore = "run by fallback_when_dbus_hangs in a child process"]
 fn child_fallback_when_dbus_hangs() {
     if !in_child() {
         return;
@@ -458,7 +438,6 @@ fn child_fallback_when_dbus_hangs() {
     done("child_fallback_when_dbus_hangs");
 }
 
-#[test]
 fn fallback_when_infra_no_keyring() {
     let (_tmp, home) = fresh_home();
     run_child(
@@ -468,8 +447,6 @@ fn fallback_when_infra_no_keyring() {
     );
 }
 
-#[test]
-#[ignore = "run by fallback_when_infra_no_keyring in a child process"]
 fn child_fallback_when_infra_no_keyring() {
     if !in_child() {
         return;
@@ -497,7 +474,6 @@ fn child_fallback_when_infra_no_keyring() {
     done("child_fallback_when_infra_no_keyring");
 }
 
-#[test]
 fn access_key_env_wins_over_file() {
     // The same rule as above, without a keyring, so it runs everywhere.
     let (_tmp, home) = fresh_home();
@@ -508,8 +484,6 @@ fn access_key_env_wins_over_file() {
     );
 }
 
-#[test]
-#[ignore = "run by access_key_env_wins_over_file in a child process"]
 fn child_access_key_env_wins_over_file() {
     if !in_child() {
         return;
@@ -521,4 +495,81 @@ fn child_access_key_env_wins_over_file() {
     assert_eq!(from, KeyStore::Environment);
     delete_key(&server).unwrap();
     done("child_access_key_env_wins_over_file");
+}
+
+// ---------------------------------------------------------------------------
+
+fn main() {
+    let children: &[(&str, fn())] = &[
+        (
+            "child_keyring_store_load_delete",
+            child_keyring_store_load_delete,
+        ),
+        (
+            "child_access_key_env_wins_over_keyring_and_file",
+            child_access_key_env_wins_over_keyring_and_file,
+        ),
+        ("child_fallback_without_dbus", child_fallback_without_dbus),
+        (
+            "child_fallback_when_dbus_hangs",
+            child_fallback_when_dbus_hangs,
+        ),
+        (
+            "child_fallback_when_infra_no_keyring",
+            child_fallback_when_infra_no_keyring,
+        ),
+        (
+            "child_access_key_env_wins_over_file",
+            child_access_key_env_wins_over_file,
+        ),
+    ];
+    if let Ok(name) = std::env::var(CHILD) {
+        let Some((_, f)) = children.iter().find(|(n, _)| *n == name) else {
+            eprintln!("no child case named {name}");
+            std::process::exit(2);
+        };
+        f();
+        return;
+    }
+    let tests: &[(&str, fn())] = &[
+        ("keyring_store_load_delete", keyring_store_load_delete),
+        (
+            "access_key_env_wins_over_keyring_and_file",
+            access_key_env_wins_over_keyring_and_file,
+        ),
+        ("fallback_without_dbus", fallback_without_dbus),
+        ("fallback_when_dbus_hangs", fallback_when_dbus_hangs),
+        (
+            "fallback_when_infra_no_keyring",
+            fallback_when_infra_no_keyring,
+        ),
+        (
+            "access_key_env_wins_over_file",
+            access_key_env_wins_over_file,
+        ),
+    ];
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let (mut passed, mut failed) = (0, 0);
+    for (name, f) in tests {
+        if !filter.is_empty() && !filter.iter().any(|p| name.contains(p.as_str())) {
+            continue;
+        }
+        match std::panic::catch_unwind(f) {
+            Ok(()) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(101);
+    }
 }
