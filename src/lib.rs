@@ -9,4 +9,5 @@ pub mod cli;
 pub mod client;
 pub mod fsutil;
 pub mod local;
+pub mod login;
 pub mod server;

@@ -4,85 +4,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{ADMIN_KEY, Backend, OidcProvider, Server, ServerOptions};
+use common::{ADMIN_KEY, Backend, Machine, OidcProvider, Server, ServerOptions};
 use serde_json::Value;
-
-/// A person's machine: its own home, config dir and kubeconfig.
-struct Machine {
-    dir: tempfile::TempDir,
-}
-
-impl Machine {
-    fn new() -> Machine {
-        Machine {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn home(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn infra_home(&self) -> std::path::PathBuf {
-        self.dir.path().join(".config/infra")
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(common::bin());
-        c.env("HOME", self.home())
-            .env("INFRA_HOME", self.infra_home())
-            .env("XDG_CONFIG_HOME", self.home().join(".config"))
-            .env("XDG_DATA_HOME", self.home().join(".local/share"))
-            .env("KUBECONFIG", self.home().join(".kube/config"))
-            .env_remove("INFRA_ACCESS_KEY")
-            .env_remove("INFRA_SERVER")
-            .env_remove("INFRA_PASSWORD")
-            .env_remove("INFRA_NO_KEYRING")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    /// Runs and asserts success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "infra {}: {:?}\nstdout: {}\nstderr: {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Every file under the config dir, with its contents.
-    fn config_files(&self) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.infra_home()];
-        while let Some(d) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    out.push((p.clone(), std::fs::read(&p).unwrap()));
-                }
-            }
-        }
-        out
-    }
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()

@@ -66,6 +66,31 @@ pub struct LoginRequest {
     pub password_credentials: Option<PasswordCredentials>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcLogin>,
+}
+
+/// What the CLI got back from the provider through the browser, for the
+/// server to exchange.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcLogin {
+    #[serde(rename = "providerID")]
+    pub provider_id: String,
+    pub code: String,
+    #[serde(rename = "redirectURL")]
+    pub redirect_url: String,
+    pub code_verifier: String,
+    pub nonce: String,
+}
+
+impl std::fmt::Debug for OidcLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcLogin")
+            .field("provider_id", &self.provider_id)
+            .field("redirect_url", &self.redirect_url)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
@@ -388,6 +413,9 @@ pub struct CreateProviderRequest {
     #[serde(rename = "clientID")]
     pub client_id: String,
     pub client_secret: String,
+    /// PEM bundle of the provider's CA, when it is not publicly trusted.
+    #[serde(default, rename = "caCert", skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
 }
 
 pub fn default_provider_kind() -> String {
@@ -416,6 +444,9 @@ pub struct UpdateProviderRequest {
     pub client_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
+    /// PEM bundle of the provider's CA; an empty string goes back to the system roots.
+    #[serde(default, rename = "caCert", skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
 }
 
 impl std::fmt::Debug for UpdateProviderRequest {

@@ -782,6 +782,9 @@ pub enum ProvidersCmd {
         /// oidc, okta, azure, google, gitlab, dex or keycloak
         #[arg(long, default_value = "oidc")]
         kind: String,
+        /// PEM file with the provider's CA, when it is not publicly trusted
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<std::path::PathBuf>,
         #[command(flatten)]
         server: ServerArg,
     },
@@ -802,6 +805,9 @@ pub enum ProvidersCmd {
         client_id: Option<String>,
         #[arg(long, env = "INFRA_PROVIDER_CLIENT_SECRET", hide_env_values = true)]
         client_secret: Option<String>,
+        /// PEM file with the provider's CA
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<std::path::PathBuf>,
         #[command(flatten)]
         server: ServerArg,
     },
@@ -817,6 +823,15 @@ pub enum ProvidersCmd {
     },
 }
 
+fn read_ca(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    use anyhow::Context;
+    path.map(|p| {
+        std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read the CA file {}", p.display()))
+    })
+    .transpose()
+}
+
 pub async fn providers(cmd: ProvidersCmd) -> anyhow::Result<()> {
     match cmd {
         ProvidersCmd::Add {
@@ -825,8 +840,10 @@ pub async fn providers(cmd: ProvidersCmd) -> anyhow::Result<()> {
             client_id,
             client_secret,
             kind,
+            ca_file,
             server,
         } => {
+            let ca_cert = read_ca(ca_file.as_deref())?;
             let s = resolve(server.server.as_deref())?;
             let p: Provider = s
                 .client
@@ -838,6 +855,7 @@ pub async fn providers(cmd: ProvidersCmd) -> anyhow::Result<()> {
                         url,
                         client_id,
                         client_secret,
+                        ca_cert,
                     },
                 )
                 .await?;
@@ -869,9 +887,12 @@ pub async fn providers(cmd: ProvidersCmd) -> anyhow::Result<()> {
             url,
             client_id,
             client_secret,
+            ca_file,
             server,
         } => {
-            if url.is_none() && client_id.is_none() && client_secret.is_none() {
+            let ca_cert = read_ca(ca_file.as_deref())?;
+            if url.is_none() && client_id.is_none() && client_secret.is_none() && ca_cert.is_none()
+            {
                 return Err(Usage(
                     "nothing to change: give --url, --client-id or --client-secret".into(),
                 )
@@ -889,6 +910,7 @@ pub async fn providers(cmd: ProvidersCmd) -> anyhow::Result<()> {
                         url,
                         client_id,
                         client_secret,
+                        ca_cert,
                     },
                 )
                 .await?;

@@ -44,6 +44,22 @@ pub struct LoginArgs {
     /// Do not verify the server's certificate (unsafe)
     #[arg(long)]
     pub skip_tls_verify: bool,
+
+    /// Sign in with this identity provider (when the server has several)
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["key", "user"])]
+    pub provider: Option<String>,
+
+    /// Print the sign-in URL instead of opening a browser
+    #[arg(long, conflicts_with_all = ["key", "user"])]
+    pub no_browser: bool,
+
+    /// Local port for the provider's redirect (register http://localhost:PORT with it)
+    #[arg(long, value_name = "PORT", default_value_t = crate::login::DEFAULT_PORT, env = "INFRA_LOGIN_PORT")]
+    pub listen_port: u16,
+
+    /// How long to wait for the browser sign-in
+    #[arg(long, hide = true, env = "INFRA_LOGIN_TIMEOUT", default_value = "5m", value_parser = crate::server::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -128,8 +144,7 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         Usage("which server? run `infra login SERVER` (or set INFRA_SERVER)".into())
     })?;
     let (server, url) = canonical_server(&input).map_err(|e| Usage(format!("{input:?}: {e}")))?;
-    let mut config = Config::load()?;
-    let existing = config.find(&server).cloned();
+    let existing = Config::load()?.find(&server).cloned();
 
     let request = if let Some(key) = &args.key {
         LoginRequest {
@@ -146,14 +161,16 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
             ..Default::default()
         }
     } else {
-        return Err(Usage(format!(
-            "choose how to log in: `infra login {server} --key KEY` or `infra login {server} --user NAME`"
-        ))
-        .into());
+        LoginRequest::default()
     };
 
     let trust = decide_trust(&args, &server, existing.as_ref()).await?;
     let client = Client::new(&url, &trust, None)?;
+    let request = if request.access_key.is_none() && request.password_credentials.is_none() {
+        browser_sign_in(&args, &server, &client).await?
+    } else {
+        request
+    };
     let resp = match client.login(&request).await {
         Ok(r) => r,
         Err(e @ ClientError::Api { status: 401, .. }) => {
@@ -184,7 +201,7 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         Trust::Insecure => (None, None, true),
         Trust::System => (None, None, false),
     };
-    config.upsert(ServerEntry {
+    let entry = ServerEntry {
         server: server.clone(),
         url,
         user_id: resp.user_id.clone(),
@@ -194,15 +211,230 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         trusted_fingerprint,
         trusted_cert,
         skip_tls_verify,
-    });
-    config.current = Some(server.clone());
-    config.save()?;
+    };
+    update_config(|config| {
+        config.upsert(entry);
+        config.current = Some(server.clone());
+    })?;
     eprintln!("Logged in to {server} as {}", resp.name);
+    let client = client.with_key(key);
+    write_kubeconfig(&client, &server, &resp.user_id).await
+}
+
+/// Changes the config file under a lock, re-reading it first, so parallel
+/// logins and logouts do not lose each other's entries.
+fn update_config(f: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
+    let dir = crate::local::config::config_dir();
+    let _lock = crate::local::lock::FileLock::acquire(
+        &dir.join("config.lock"),
+        std::time::Duration::from_secs(30),
+    )?;
+    let mut config = Config::load()?;
+    f(&mut config);
+    config.save()
+}
+
+/// Signs in through the server's identity provider in a browser; returns
+/// the login request that carries the code.
+async fn browser_sign_in(
+    args: &LoginArgs,
+    server: &str,
+    client: &Client,
+) -> anyhow::Result<LoginRequest> {
+    let providers: Vec<crate::api::Provider> = client.list_all("/api/providers").await?;
+    let provider = match (&args.provider, providers.len()) {
+        (Some(name), _) => providers
+            .iter()
+            .find(|p| &p.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+                Usage(format!(
+                    "{server} has no identity provider named {name:?}; it has: {}",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            })?,
+        (None, 0) => {
+            return Err(Usage(format!(
+                "{server} has no identity provider to sign in with; log in with \
+                 `infra login {server} --key KEY` or `--user NAME`, or ask an admin to add one \
+                 (`infra providers add`)"
+            ))
+            .into());
+        }
+        (None, 1) => providers[0].clone(),
+        (None, _) => choose_provider(server, &providers)?,
+    };
+
+    let listeners = crate::login::bind(args.listen_port).await?;
+    let attempt = crate::login::Attempt::new(listeners.port);
+    let auth_url =
+        attempt.authorization_url(&provider.auth_url, &provider.client_id, &provider.scopes)?;
+    let opened = !args.no_browser && crate::login::open_browser(&auth_url);
+    if opened {
+        eprintln!(
+            "Opening your browser to sign in with {}. If it does not open, visit:\n\n  {auth_url}\n",
+            provider.name
+        );
+    } else {
+        eprintln!(
+            "To sign in with {}, open this URL in a browser on this machine:\n\n  {auth_url}\n",
+            provider.name
+        );
+    }
+    let spinner = spinner("Waiting for the browser sign-in (Ctrl-C to cancel)");
+    let outcome = tokio::select! {
+        cb = crate::login::wait_for_callback(listeners, attempt.state.clone()) => Ok(cb),
+        _ = tokio::time::sleep(args.timeout) => Err(anyhow::anyhow!(
+            "timed out after {} waiting for the browser sign-in; run `infra login {server}` again",
+            humantime::format_duration(args.timeout)
+        )),
+        _ = tokio::signal::ctrl_c() => Err(anyhow::Error::new(super::Cancelled)),
+    };
+    if let Some(sp) = spinner {
+        sp.finish_and_clear();
+    }
+    match outcome? {
+        crate::login::Callback::Code(code) => Ok(LoginRequest {
+            oidc: Some(crate::api::OidcLogin {
+                provider_id: provider.id,
+                code,
+                redirect_url: attempt.redirect_url,
+                code_verifier: attempt.code_verifier,
+                nonce: attempt.nonce,
+            }),
+            ..Default::default()
+        }),
+        crate::login::Callback::Denied(why) => {
+            Err(AuthNeeded(format!("{} did not sign you in: {why}", provider.name)).into())
+        }
+    }
+}
+
+fn choose_provider(
+    server: &str,
+    providers: &[crate::api::Provider],
+) -> anyhow::Result<crate::api::Provider> {
+    let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+    if !can_prompt() {
+        return Err(Usage(format!(
+            "{server} has several identity providers ({}); choose one with --provider NAME",
+            names.join(", ")
+        ))
+        .into());
+    }
+    eprintln!("Sign in with which identity provider?");
+    for (i, p) in providers.iter().enumerate() {
+        eprintln!("  {}) {} ({})", i + 1, p.name, p.url);
+    }
+    loop {
+        use std::io::Write;
+        eprint!("Number [1-{}]: ", providers.len());
+        std::io::stderr().flush()?;
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line)? == 0 {
+            return Err(anyhow::Error::new(super::Cancelled));
+        }
+        match line.trim().parse::<usize>() {
+            Ok(n) if (1..=providers.len()).contains(&n) => return Ok(providers[n - 1].clone()),
+            _ => eprintln!("Type a number from the list."),
+        }
+    }
+}
+
+fn spinner(msg: &'static str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let sp =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    sp.set_message(msg);
+    sp.enable_steady_tick(std::time::Duration::from_millis(100));
+    Some(sp)
+}
+
+/// Writes a kubeconfig context for every destination the user may reach
+/// through this server, and removes this server's contexts that are gone.
+pub async fn write_kubeconfig(client: &Client, server: &str, user_id: &str) -> anyhow::Result<()> {
+    use crate::local::kubeconfig::{self, InfraCluster};
+    let grants: Vec<crate::api::Grant> = client
+        .list_all(&format!(
+            "/api/grants?user={}&showInherited=true",
+            crate::client::enc(user_id)
+        ))
+        .await?;
+    let destinations: Vec<crate::api::Destination> = client.list_all("/api/destinations").await?;
+    let mut clusters: Vec<InfraCluster> = Vec::new();
+    for g in &grants {
+        let (dest, ns) = match g.destination.split_once('.') {
+            Some((d, n)) => (d, Some(n.to_string())),
+            None => (g.destination.as_str(), None),
+        };
+        let Some(d) = destinations
+            .iter()
+            .find(|d| d.name == dest && !d.url.is_empty())
+        else {
+            continue;
+        };
+        let c = InfraCluster {
+            destination: dest.to_string(),
+            namespace: ns,
+            url: d.url.clone(),
+            ca_pem: d.ca.clone(),
+        };
+        if !clusters.contains(&c) {
+            clusters.push(c);
+        }
+    }
+    let exe = std::env::current_exe().context("cannot find the path of the infra executable")?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let path = kubeconfig::kubeconfig_path();
+    let owner = server.to_string();
+    let summary = tokio::task::spawn_blocking(move || {
+        kubeconfig::write_infra_entries(&path, &owner, &exe, &clusters)
+    });
+    let summary = summary.await??;
+    let mut contexts: Vec<&String> = summary.added.iter().chain(&summary.updated).collect();
+    contexts.sort();
+    if !summary.added.is_empty() || !summary.updated.is_empty() || !summary.removed.is_empty() {
+        let names: Vec<&str> = contexts.iter().map(|s| s.as_str()).collect();
+        eprintln!(
+            "Updated {}: {}",
+            summary.path.display(),
+            if names.is_empty() {
+                "no clusters".into()
+            } else {
+                names.join(", ")
+            }
+        );
+        if !summary.removed.is_empty() {
+            eprintln!(
+                "Removed contexts no longer granted: {}",
+                summary.removed.join(", ")
+            );
+        }
+    } else if grants
+        .iter()
+        .all(|g| g.destination == crate::api::INFRA_DESTINATION)
+    {
+        eprintln!("You have no cluster grants yet; ask an admin for one (`infra grants add`).");
+    }
+    for s in &summary.skipped {
+        eprintln!(
+            "warning: not writing {} to the kubeconfig: an entry of that name belongs to {}",
+            s.context, s.owner
+        );
+    }
     Ok(())
 }
 
 pub async fn logout(args: LogoutArgs) -> anyhow::Result<()> {
-    let mut config = Config::load()?;
+    let config = Config::load()?;
     let targets: Vec<String> = if args.all {
         config.servers.iter().map(|s| s.server.clone()).collect()
     } else {
@@ -235,11 +467,25 @@ pub async fn logout(args: LogoutArgs) -> anyhow::Result<()> {
             }
         }
         credentials::delete_key(&acct)?;
-        config.remove(&server);
-        if config.current.as_deref() == Some(server.as_str()) {
-            config.current = config.servers.first().map(|s| s.server.clone());
+        let path = crate::local::kubeconfig::kubeconfig_path();
+        let srv = server.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            crate::local::kubeconfig::remove_infra_entries(&path, &srv)
+        })
+        .await??;
+        if !removed.removed.is_empty() {
+            eprintln!(
+                "Removed contexts {} from {}",
+                removed.removed.join(", "),
+                removed.path.display()
+            );
         }
-        config.save()?;
+        update_config(|config| {
+            config.remove(&server);
+            if config.current.as_deref() == Some(server.as_str()) || config.current.is_none() {
+                config.current = config.servers.first().map(|s| s.server.clone());
+            }
+        })?;
         eprintln!("Logged out of {server}");
     }
     Ok(())

@@ -19,12 +19,18 @@ pub mod exit {
     pub const ERROR: i32 = 1;
     pub const USAGE: i32 = 2;
     pub const AUTH: i32 = 4;
+    pub const CANCELLED: i32 = 130;
 }
 
 /// An error that means "log in (again)": exit code 4.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct AuthNeeded(pub String);
+
+/// The person cancelled (Ctrl-C at a prompt or while waiting): exit code 130.
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled")]
+pub struct Cancelled;
 
 /// A mistake in how the command was called: exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +158,14 @@ pub fn report(e: &anyhow::Error) -> i32 {
     if let Some(a) = e.downcast_ref::<AuthNeeded>() {
         eprintln!("error: {a}");
         return exit::AUTH;
+    }
+    if e.downcast_ref::<Cancelled>().is_some() {
+        eprintln!("cancelled");
+        return exit::CANCELLED;
+    }
+    if e.downcast_ref::<crate::login::ListenError>().is_some() {
+        eprintln!("error: {e}");
+        return exit::ERROR;
     }
     if let Some(u) = e.downcast_ref::<Usage>() {
         eprintln!("error: {u}");

@@ -8,3 +8,5 @@
 
 pub mod config;
 pub mod credentials;
+pub mod kubeconfig;
+pub mod lock;

@@ -48,6 +48,8 @@ pub struct ProviderConfig {
     pub client_id: String,
     /// The secret, or `env:VAR` / `file:PATH`.
     pub client_secret: String,
+    /// A PEM file with the provider's CA, when it is not publicly trusted.
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +176,11 @@ pub async fn run(state: &AppState, config_path: Option<&Path>) -> anyhow::Result
             &p.url,
             &p.client_id,
             secret.expose_secret(),
+            &match &p.ca_file {
+                Some(f) => std::fs::read_to_string(f)
+                    .with_context(|| format!("provider {}: cannot read caFile {f}", p.name))?,
+                None => String::new(),
+            },
         )
         .await;
         let new = match prepared {

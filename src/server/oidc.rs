@@ -136,3 +136,294 @@ mod tests {
         assert!(normalize_url("ftp://x").is_err());
     }
 }
+
+// ------------------------------------------------------------------ login
+
+use openidconnect::core::{
+    CoreClient, CoreGenderClaim, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+};
+use openidconnect::{
+    AccessToken, AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, IssuerUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeVerifier, RedirectUrl, RefreshToken, TokenResponse,
+    UserInfoClaims,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+/// ID tokens are accepted this long after their `exp`, for clock skew.
+pub const CLOCK_LEEWAY_SECS: i64 = 30;
+
+/// Asymmetric algorithms only: never `none`, never an HMAC (whose key
+/// could be forged from a public key).
+const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 10] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EcdsaP521Sha512,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
+
+/// The `groups` claim, which OpenID Connect Core does not define.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct GroupsClaim {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+}
+impl AdditionalClaims for GroupsClaim {}
+
+/// Who the provider says signed in.
+#[derive(Debug, Clone)]
+pub struct ProviderIdentity {
+    pub subject: String,
+    /// The infra user name: the email, else the name.
+    pub user_name: String,
+    pub email: String,
+    pub groups: Option<Vec<String>>,
+    pub refresh_token: Option<SecretString>,
+}
+
+/// Why a login through a provider failed; shown to the person.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    /// The provider or its answer cannot be trusted or used (401).
+    #[error("{0}")]
+    Rejected(String),
+    /// The provider could not be reached (502).
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// What the provider needs from us: its stored configuration.
+pub struct ProviderConfig<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: &'a SecretString,
+    pub ca_pem: &'a str,
+}
+
+/// An HTTP client for talking to one provider: its CA, no redirects (as
+/// OAuth 2 requires), bounded time.
+pub fn provider_http(ca_pem: &str) -> Result<reqwest::Client, OidcError> {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("infra/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(15));
+    if !ca_pem.trim().is_empty() {
+        let certs = reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes()).map_err(|e| {
+            OidcError::Rejected(format!("the provider's CA bundle is not PEM: {e}"))
+        })?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build()
+        .map_err(|e| OidcError::Unreachable(format!("cannot build an HTTP client: {e}")))
+}
+
+async fn discover_metadata(
+    p: &ProviderConfig<'_>,
+    http: &reqwest::Client,
+) -> Result<CoreProviderMetadata, OidcError> {
+    let issuer = IssuerUrl::new(p.issuer.to_string()).map_err(|e| {
+        OidcError::Rejected(format!(
+            "the provider's issuer {:?} is not a URL: {e}",
+            p.issuer
+        ))
+    })?;
+    CoreProviderMetadata::discover_async(issuer, http)
+        .await
+        .map_err(|e| {
+            OidcError::Unreachable(format!(
+                "cannot read the discovery document of {}: {}",
+                p.issuer,
+                error_chain(&e)
+            ))
+        })
+}
+
+fn core_client(p: &ProviderConfig<'_>, metadata: CoreProviderMetadata) -> CoreClientFromMetadata {
+    CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(p.client_id.to_string()),
+        Some(ClientSecret::new(
+            p.client_secret.expose_secret().to_string(),
+        )),
+    )
+}
+
+type CoreClientFromMetadata = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
+/// Exchanges an authorization code (with its PKCE verifier) at the
+/// provider, verifies the ID token, and reads UserInfo.
+pub async fn exchange_code(
+    p: &ProviderConfig<'_>,
+    code: &str,
+    redirect_url: &str,
+    code_verifier: &str,
+    nonce: &str,
+) -> Result<ProviderIdentity, OidcError> {
+    let http = provider_http(p.ca_pem)?;
+    let redirect = RedirectUrl::new(redirect_url.to_string())
+        .map_err(|e| OidcError::Rejected(format!("redirectURL is not a URL: {e}")))?;
+    let client = core_client(p, discover_metadata(p, &http).await?).set_redirect_uri(redirect);
+    let token = client
+        .exchange_code(AuthorizationCode::new(code.to_string()))
+        .map_err(|e| OidcError::Rejected(format!("the provider has no token endpoint: {e}")))?
+        .set_pkce_verifier(PkceCodeVerifier::new(code_verifier.to_string()))
+        .request_async(&http)
+        .await
+        .map_err(token_error)?;
+    let id_token = token
+        .id_token()
+        .ok_or_else(|| OidcError::Rejected("the provider returned no ID token".into()))?;
+    let verifier = client
+        .id_token_verifier()
+        .set_allowed_algs(ALLOWED_ALGS)
+        .set_time_fn(|| chrono::Utc::now() - chrono::Duration::seconds(CLOCK_LEEWAY_SECS));
+    let claims = id_token
+        .claims(&verifier, &Nonce::new(nonce.to_string()))
+        .map_err(|e| OidcError::Rejected(format!("the ID token is not valid: {e}")))?;
+    let subject = claims.subject().clone();
+    let id_groups = verified_payload_groups(&id_token.to_string());
+
+    let userinfo: UserInfoClaims<GroupsClaim, CoreGenderClaim> = client
+        .user_info(token.access_token().clone(), Some(subject.clone()))
+        .map_err(|e| OidcError::Rejected(format!("the provider has no UserInfo endpoint: {e}")))?
+        .request_async(&http)
+        .await
+        .map_err(|e| userinfo_error(&e))?;
+    let email = userinfo.email().map(|e| e.to_string()).unwrap_or_default();
+    let name = userinfo
+        .name()
+        .and_then(|n| n.get(None))
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    let user_name = if !email.trim().is_empty() {
+        email.trim().to_string()
+    } else if !name.trim().is_empty() {
+        name.trim().to_string()
+    } else {
+        return Err(OidcError::Rejected(
+            "the provider's UserInfo has neither `email` nor `name`; ask your administrator to \
+             release the email or profile claim to this application"
+                .into(),
+        ));
+    };
+    Ok(ProviderIdentity {
+        subject: subject.to_string(),
+        user_name,
+        email,
+        groups: userinfo.additional_claims().groups.clone().or(id_groups),
+        refresh_token: token
+            .refresh_token()
+            .map(|r| SecretString::from(r.secret().to_string())),
+    })
+}
+
+/// The outcome of a re-check with the provider.
+pub struct Refreshed {
+    pub groups: Option<Vec<String>>,
+    pub refresh_token: Option<SecretString>,
+}
+
+/// Refreshes the provider token and calls UserInfo. `Rejected` means the
+/// provider ended the session (invalid_grant, 401).
+pub async fn refresh(
+    p: &ProviderConfig<'_>,
+    refresh_token: &SecretString,
+) -> Result<Refreshed, OidcError> {
+    let http = provider_http(p.ca_pem)?;
+    let client = core_client(p, discover_metadata(p, &http).await?);
+    let rt = RefreshToken::new(refresh_token.expose_secret().to_string());
+    let token = client
+        .exchange_refresh_token(&rt)
+        .map_err(|e| OidcError::Rejected(format!("the provider has no token endpoint: {e}")))?
+        .request_async(&http)
+        .await
+        .map_err(token_error)?;
+    let userinfo: UserInfoClaims<GroupsClaim, CoreGenderClaim> = client
+        .user_info(
+            AccessToken::new(token.access_token().secret().clone()),
+            None,
+        )
+        .map_err(|e| OidcError::Rejected(format!("the provider has no UserInfo endpoint: {e}")))?
+        .request_async(&http)
+        .await
+        .map_err(|e| userinfo_error(&e))?;
+    Ok(Refreshed {
+        groups: userinfo.additional_claims().groups.clone(),
+        refresh_token: token
+            .refresh_token()
+            .map(|r| SecretString::from(r.secret().to_string())),
+    })
+}
+
+/// The `groups` claim of an ID token whose signature was already verified.
+fn verified_payload_groups(jwt: &str) -> Option<Vec<String>> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let v: GroupsClaim = serde_json::from_slice(&bytes).ok()?;
+    v.groups
+}
+
+fn token_error<E: std::error::Error + 'static>(
+    e: openidconnect::RequestTokenError<
+        E,
+        openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    >,
+) -> OidcError {
+    use openidconnect::RequestTokenError as R;
+    match e {
+        R::ServerResponse(r) => {
+            let mut msg = format!("the provider refused: {}", r.error());
+            if let Some(d) = r.error_description() {
+                msg.push_str(&format!(": {d}"));
+            }
+            OidcError::Rejected(msg)
+        }
+        R::Request(e) => OidcError::Unreachable(format!(
+            "cannot reach the provider's token endpoint: {}",
+            error_chain(&e)
+        )),
+        R::Parse(e, _) => {
+            OidcError::Rejected(format!("the provider's token response is not valid: {e}"))
+        }
+        R::Other(e) => OidcError::Rejected(format!("the token request failed: {e}")),
+    }
+}
+
+fn userinfo_error<E: std::error::Error + 'static>(
+    e: &openidconnect::UserInfoError<E>,
+) -> OidcError {
+    use openidconnect::UserInfoError as U;
+    match e {
+        U::Request(inner) => OidcError::Unreachable(format!(
+            "cannot reach the provider's UserInfo endpoint: {}",
+            error_chain(inner)
+        )),
+        U::Response(status, _, _) if status.as_u16() == 401 || status.as_u16() == 403 => {
+            OidcError::Rejected(format!(
+                "the provider's UserInfo refused the token ({status})"
+            ))
+        }
+        U::Response(status, _, _) if status.as_u16() == 429 || status.is_server_error() => {
+            OidcError::Unreachable(format!("the provider's UserInfo answered {status}"))
+        }
+        other => OidcError::Rejected(format!("UserInfo failed: {}", error_chain(other))),
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -357,5 +357,195 @@ impl Drop for OidcProvider {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A person's browser: follows the provider's redirects and fills in its
+/// login and consent forms (oidc-provider's development interactions),
+/// stopping at the redirect back to the CLI.
+pub struct Browser {
+    client: reqwest::Client,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Browser {
+    pub fn new() -> Browser {
+        Browser {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Signs in as `login` and returns the URL the provider redirects to
+    /// (starting with `redirect_prefix`), without visiting it.
+    pub async fn sign_in(&self, url: &str, login: &str, redirect_prefix: &str) -> String {
+        self.drive(url, Some(login), redirect_prefix).await
+    }
+
+    /// Clicks "abort" on the provider's page instead of signing in.
+    pub async fn abort(&self, url: &str, redirect_prefix: &str) -> String {
+        self.drive(url, None, redirect_prefix).await
+    }
+
+    async fn drive(&self, start: &str, login: Option<&str>, prefix: &str) -> String {
+        let mut url = start.to_string();
+        for _ in 0..30 {
+            if url.starts_with(prefix) {
+                return url;
+            }
+            let resp = self.client.get(&url).send().await.expect("browser GET");
+            if resp.status().is_redirection() {
+                url = next(&url, &resp);
+                continue;
+            }
+            let page = resp.url().to_string();
+            let status = resp.status();
+            let body = resp.text().await.unwrap();
+            assert!(
+                status.is_success() && page.contains("/interaction/"),
+                "unexpected page {page} ({status}): {body}"
+            );
+            let Some(name) = login else {
+                url = format!("{}/abort", page.trim_end_matches('/'));
+                continue;
+            };
+            let form: Vec<(&str, &str)> = if body.contains("name=\"login\"") {
+                vec![
+                    ("prompt", "login"),
+                    ("login", name),
+                    ("password", "anything"),
+                ]
+            } else {
+                vec![("prompt", "consent")]
+            };
+            let resp = self
+                .client
+                .post(&page)
+                .form(&form)
+                .send()
+                .await
+                .expect("browser POST");
+            assert!(
+                resp.status().is_redirection(),
+                "form post answered {}",
+                resp.status()
+            );
+            url = next(&page, &resp);
+        }
+        panic!("the browser went round in circles from {start}");
+    }
+
+    /// Visits a URL (the CLI's listener) like a browser; returns status and page.
+    pub async fn visit(&self, url: &str) -> (u16, String) {
+        let resp = reqwest::get(url).await.expect("visit");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+}
+
+fn next(base: &str, resp: &reqwest::Response) -> String {
+    let loc = resp.headers()["location"].to_str().unwrap();
+    url::Url::parse(base)
+        .unwrap()
+        .join(loc)
+        .unwrap()
+        .to_string()
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A person's machine: its own home, config dir and kubeconfig.
+pub struct Machine {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Machine {
+    pub fn new() -> Machine {
+        Machine {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn home(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn infra_home(&self) -> std::path::PathBuf {
+        self.dir.path().join(".config/infra")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.env("HOME", self.home())
+            .env("INFRA_HOME", self.infra_home())
+            .env("XDG_CONFIG_HOME", self.home().join(".config"))
+            .env("XDG_DATA_HOME", self.home().join(".local/share"))
+            .env("KUBECONFIG", self.home().join(".kube/config"))
+            .env_remove("INFRA_ACCESS_KEY")
+            .env_remove("INFRA_SERVER")
+            .env_remove("INFRA_PASSWORD")
+            .env_remove("INFRA_NO_KEYRING")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "infra {}: {:?}\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Every file under the config dir, with its contents.
+    pub fn config_files(&self) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.infra_home()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push((p.clone(), std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        out
     }
 }

@@ -37,6 +37,39 @@
 //                         consent page" rule is switched off either way.)
 //   OIDC_GROUPS           JSON object login -> array of groups, e.g.
 //                         {"alice":["dev","ops"]}; anyone else has [].
+//   OIDC_ACCOUNTS         JSON object login -> claim overrides for that account:
+//                         {claim: value} replaces the default value (any JSON
+//                         value, used as is), {claim: null} removes the claim
+//                         from the ID token and userinfo. Claims that can be
+//                         given: email, email_verified, name, preferred_username,
+//                         groups (anything else, sub included, is refused: exit
+//                         status 2). E.g.
+//                           {"nameless":{"name":null,"email":null,"email_verified":null,
+//                                        "preferred_username":null,"groups":null},
+//                            "carol":{"email":"carol@corp.example","groups":["a"]}}
+//                         "nameless" then has only sub. (Without "groups":null it
+//                         keeps "groups":[] like every account without groups,
+//                         when the groups scope is granted.) An overridden
+//                         groups wins over OIDC_GROUPS; a later /__admin/groups
+//                         for that account wins over both. Unlisted accounts and
+//                         unlisted claims keep the defaults (see "Claims").
+//   OIDC_CLOCK_OFFSET     seconds, may be negative; default 0. The provider runs
+//                         on a clock shifted by that much (Date.now() is shifted
+//                         for the whole process): everything it stamps is
+//                         shifted, i.e. the ID token's iat, exp and auth_time,
+//                         and the expiry of access tokens, refresh tokens, codes,
+//                         interactions and sessions. It checks its own tokens and
+//                         codes on the same shifted clock, so the whole flow works
+//                         as usual: codes are redeemable, userinfo accepts the
+//                         access token, refresh works, and expires_in is still the
+//                         TTL. What a client sees is only the ID token's times:
+//                         with -7200 and the default ID token TTL (3600) the ID
+//                         token from /token (and from each refresh) expired an
+//                         hour ago; with +7200 its iat is 2 h in the future.
+//                         Cookie expiry dates are converted back to real time,
+//                         so browsers keep the interaction and session cookies.
+//                         (auth_time is in the ID token only when requested, e.g.
+//                         with max_age=<seconds> in the authorization request.)
 //   OIDC_ACCESS_TOKEN_TTL seconds; default 3600
 //   OIDC_ID_TOKEN_TTL     seconds; default 3600
 //   OIDC_REFRESH_TOKEN_TTL seconds; default 14 days
@@ -69,6 +102,7 @@
 //              email_verified (true)
 //   profile -> name (= login), preferred_username (= login)
 //   groups  -> groups (array of strings, from OIDC_GROUPS / /__admin/groups)
+// OIDC_ACCOUNTS / /__admin/account replace or remove these per account.
 // These claims are in the ID token too (conformIdTokenClaims: false), as well as
 // from the userinfo endpoint, for the scopes that were granted.
 // Refresh tokens (OIDC_REFRESH_TOKENS unset): one is issued when offline_access
@@ -98,13 +132,30 @@
 //        {"sub":"ID"}. Answers {"revoked":<number of objects removed>}.
 //   POST /__admin/groups  body {"sub":"alice","groups":["dev"]} sets that
 //        account's groups from now on (userinfo, and tokens issued later,
-//        including by a refresh).
+//        including by a refresh). Drops a groups override of that account
+//        (OIDC_ACCOUNTS, /__admin/account): the latest setting wins.
+//   POST /__admin/account body {"sub":"nameless","claims":{"name":null,...}}
+//        sets that account's claim overrides, same format and rules as one
+//        entry of OIDC_ACCOUNTS, replacing the account's previous overrides
+//        ({"claims":{}} restores the defaults). Takes effect at once for
+//        userinfo (also with access tokens issued earlier) and for ID tokens
+//        issued later (including by a refresh). Answers {"sub":..,"claims":{..}};
+//        400 for a claim that cannot be set or claims that are not an object.
+//   POST /__admin/tamper  body {"idTokenAudience":"someone-else"}: every ID
+//        token issued from now on (code exchange and refresh) has
+//        "aud":"someone-else" instead of the client id; everything else in it is
+//        unchanged and it is still correctly RS256-signed with the provider's
+//        key from /jwks. An array of strings gives an array aud.
+//        {"idTokenAudience":null} turns it off. Other keys: 400. Answers
+//        {"tamper":{"idTokenAudience":...}}.
 //   POST /__admin/down    every other request gets 503 until /__admin/up.
 //        POST /__admin/down?mode=close drops every other connection instead,
 //        without an answer (like a crashed server; new connections are still
 //        accepted, then closed).
 //   POST /__admin/up      back to normal.
-//   GET  /__admin/state   {"down":false|"503"|"close","groups":{...}}
+//   GET  /__admin/state   {"down":false|"503"|"close","groups":{...},
+//        "accounts":{login:{claim overrides}},"tamper":{"idTokenAudience":null|..},
+//        "clockOffset":<OIDC_CLOCK_OFFSET>}
 //
 // ---------------------------------------------------------------------------
 // Headless "browser" walk from the authorization URL to the redirect.
@@ -185,7 +236,9 @@ const QUIET_WARNINGS = [/Unsupported runtime/, /devInteractions is enabled/];
   };
 }
 
-import { generateKeyPairSync, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import {
+  generateKeyPairSync, randomBytes, randomUUID, sign as cryptoSign, timingSafeEqual,
+} from 'node:crypto';
 import * as http from 'node:http';
 
 // Imported only now, after the console set-up above (static imports would run first).
@@ -193,15 +246,26 @@ const { default: Provider, interactionPolicy } = await import('oidc-provider');
 
 const env = process.env;
 
-function envInt(name, def) {
+function envInt(name, def, { signed = false } = {}) {
   const raw = env[name];
   if (raw === undefined || raw === '') return def;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0) {
-    console.error(`provider.mjs: ${name} must be a non-negative integer, got ${JSON.stringify(raw)}`);
+  if (!Number.isSafeInteger(n) || (!signed && n < 0)) {
+    console.error(`provider.mjs: ${name} must be a${signed ? 'n' : ' non-negative'} integer, got ${JSON.stringify(raw)}`);
     process.exit(2);
   }
   return n;
+}
+
+function envJson(name) {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return undefined;
+  try {
+    return JSON.parse(raw);
+  } catch (e) {
+    console.error(`provider.mjs: ${name} is not JSON: ${e.message}`);
+    process.exit(2);
+  }
 }
 
 const PORT = envInt('OIDC_PORT', 0);
@@ -221,6 +285,7 @@ const ID_TOKEN_TTL = envInt('OIDC_ID_TOKEN_TTL', 3600);
 const REFRESH_TOKEN_TTL = envInt('OIDC_REFRESH_TOKEN_TTL', 14 * 24 * 3600);
 const ADMIN_TOKEN = env.OIDC_ADMIN_TOKEN || '';
 const DEBUG = env.OIDC_DEBUG === '1';
+const CLOCK_OFFSET = envInt('OIDC_CLOCK_OFFSET', 0, { signed: true });
 
 if (!['native', 'web'].includes(APPLICATION_TYPE)) {
   console.error('provider.mjs: OIDC_APPLICATION_TYPE must be "native" or "web"');
@@ -228,14 +293,8 @@ if (!['native', 'web'].includes(APPLICATION_TYPE)) {
 }
 
 const groups = new Map();
-if (env.OIDC_GROUPS) {
-  let parsed;
-  try {
-    parsed = JSON.parse(env.OIDC_GROUPS);
-  } catch (e) {
-    console.error(`provider.mjs: OIDC_GROUPS is not JSON: ${e.message}`);
-    process.exit(2);
-  }
+{
+  const parsed = envJson('OIDC_GROUPS');
   for (const [sub, list] of Object.entries(parsed ?? {})) {
     if (!Array.isArray(list)) {
       console.error(`provider.mjs: OIDC_GROUPS.${sub} must be an array`);
@@ -243,6 +302,67 @@ if (env.OIDC_GROUPS) {
     }
     groups.set(sub, list.map(String));
   }
+}
+
+// Per-account claim overrides (OIDC_ACCOUNTS, /__admin/account):
+// login -> { claim: value | null }; null removes the claim.
+const OVERRIDABLE_CLAIMS = ['email', 'email_verified', 'name', 'preferred_username', 'groups'];
+
+// Returns the checked override object, or throws an Error saying what is wrong.
+function checkOverrides(sub, claims) {
+  if (claims === null || typeof claims !== 'object' || Array.isArray(claims)) {
+    throw new Error(`claims of ${sub} must be a JSON object`);
+  }
+  const out = {};
+  for (const [k, v] of Object.entries(claims)) {
+    if (!OVERRIDABLE_CLAIMS.includes(k)) {
+      throw new Error(`claim ${JSON.stringify(k)} of ${sub} cannot be set (allowed: ${OVERRIDABLE_CLAIMS.join(', ')}; null removes one)`);
+    }
+    out[k] = v; // any JSON value, as is (tests may want malformed claims too)
+  }
+  return out;
+}
+
+const accounts = new Map();
+{
+  const parsed = envJson('OIDC_ACCOUNTS');
+  if (parsed !== undefined && (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))) {
+    console.error('provider.mjs: OIDC_ACCOUNTS must be a JSON object login -> claims');
+    process.exit(2);
+  }
+  for (const [sub, claims] of Object.entries(parsed ?? {})) {
+    try {
+      accounts.set(sub, checkOverrides(sub, claims));
+    } catch (e) {
+      console.error(`provider.mjs: OIDC_ACCOUNTS: ${e.message}`);
+      process.exit(2);
+    }
+  }
+}
+
+// Runtime tamper switches (/__admin/tamper).
+const tamper = { idTokenAudience: null };
+
+// ---- clock (OIDC_CLOCK_OFFSET) --------------------------------------------
+// oidc-provider (and our adapter) read the time only through Date.now(), so
+// shifting Date.now() for the whole process shifts everything it stamps and
+// checks by the same amount: tokens, codes, interactions, sessions. Only cookie
+// expiry dates leave the process; those are shifted back to real time when the
+// response headers are written (realCookieExpiry below), so browsers keep them.
+
+const CLOCK_OFFSET_MS = CLOCK_OFFSET * 1000;
+if (CLOCK_OFFSET_MS) {
+  const realNow = Date.now.bind(Date);
+  Date.now = () => realNow() + CLOCK_OFFSET_MS;
+  console.error(`provider.mjs: clock shifted by ${CLOCK_OFFSET} s (OIDC_CLOCK_OFFSET)`);
+}
+
+function realCookieExpiry(cookie) {
+  return cookie.replace(/;\s*expires=([^;]+)/gi, (all, date) => {
+    const t = Date.parse(date);
+    if (!(t > 0)) return all; // deletion (1970-01-01) or unparsable: leave alone
+    return `; expires=${new Date(t - CLOCK_OFFSET_MS).toUTCString()}`;
+  });
 }
 
 // ---- storage: one in-memory map for every oidc-provider model -------------
@@ -339,7 +459,7 @@ async function findAccount(_ctx, id) {
   return {
     accountId: sub,
     async claims() {
-      return {
+      const claims = {
         sub,
         email: sub.includes('@') ? sub : `${sub}@example.com`,
         email_verified: true,
@@ -347,6 +467,11 @@ async function findAccount(_ctx, id) {
         preferred_username: sub,
         groups: [...(groups.get(sub) ?? [])],
       };
+      for (const [k, v] of Object.entries(accounts.get(sub) ?? {})) {
+        if (v === null) delete claims[k];
+        else claims[k] = structuredClone(v);
+      }
+      return claims;
     },
   };
 }
@@ -360,6 +485,19 @@ const signingKey = {
   alg: 'RS256',
   use: 'sig',
 };
+
+// Replaces claims of a JWS that oidc-provider signed with signingKey and signs it again.
+function resignJwt(jwt, claims) {
+  const parts = jwt.split('.');
+  const header = JSON.parse(Buffer.from(parts[0], 'base64url'));
+  if (parts.length !== 3 || header.alg !== 'RS256' || header.kid !== signingKey.kid) {
+    throw new Error(`cannot tamper with this JWT (alg ${header.alg}, ${parts.length} parts)`);
+  }
+  const payload = { ...JSON.parse(Buffer.from(parts[1], 'base64url')), ...claims };
+  const input = `${parts[0]}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
+  const sig = cryptoSign('sha256', Buffer.from(input), privateKey).toString('base64url');
+  return `${input}.${sig}`;
+}
 
 // ---- admin + down switch --------------------------------------------------
 
@@ -433,8 +571,41 @@ async function handleAdmin(req, res, url) {
         return sendJson(res, 400, { error: 'invalid_request', error_description: 'want {"sub":"...","groups":[...]}' });
       }
       groups.set(sub, body.groups.map(String));
+      // the latest setting wins: drop a groups override from OIDC_ACCOUNTS / /__admin/account
+      if (accounts.get(sub) && 'groups' in accounts.get(sub)) delete accounts.get(sub).groups;
       console.error(`provider.mjs: admin: groups of ${sub} = ${JSON.stringify(groups.get(sub))}`);
       return sendJson(res, 200, { sub, groups: groups.get(sub) });
+    }
+    case 'POST /__admin/account': {
+      const { sub, claims } = body ?? {};
+      if (typeof sub !== 'string' || !sub) {
+        return sendJson(res, 400, { error: 'invalid_request', error_description: 'want {"sub":"...","claims":{...}}' });
+      }
+      try {
+        accounts.set(sub, checkOverrides(sub, claims));
+      } catch (e) {
+        return sendJson(res, 400, { error: 'invalid_request', error_description: e.message });
+      }
+      console.error(`provider.mjs: admin: claims of ${sub} = ${JSON.stringify(accounts.get(sub))}`);
+      return sendJson(res, 200, { sub, claims: accounts.get(sub) });
+    }
+    case 'POST /__admin/tamper': {
+      if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+        return sendJson(res, 400, { error: 'invalid_request', error_description: 'body must be a JSON object' });
+      }
+      for (const [k, v] of Object.entries(body)) {
+        if (k !== 'idTokenAudience') {
+          return sendJson(res, 400, { error: 'invalid_request', error_description: `unknown tamper switch ${JSON.stringify(k)} (known: idTokenAudience)` });
+        }
+        const ok = v === null || (typeof v === 'string' && v !== '')
+          || (Array.isArray(v) && v.length > 0 && v.every((a) => typeof a === 'string'));
+        if (!ok) {
+          return sendJson(res, 400, { error: 'invalid_request', error_description: 'idTokenAudience must be a non-empty string, an array of strings, or null' });
+        }
+      }
+      Object.assign(tamper, body);
+      console.error(`provider.mjs: admin: tamper ${JSON.stringify(tamper)}`);
+      return sendJson(res, 200, { tamper });
     }
     case 'POST /__admin/down': {
       const mode = url.searchParams.get('mode') ?? body.mode ?? '503';
@@ -450,7 +621,13 @@ async function handleAdmin(req, res, url) {
       console.error('provider.mjs: admin: up');
       return sendJson(res, 200, { down });
     case 'GET /__admin/state':
-      return sendJson(res, 200, { down, groups: Object.fromEntries(groups) });
+      return sendJson(res, 200, {
+        down,
+        groups: Object.fromEntries(groups),
+        accounts: Object.fromEntries(accounts),
+        tamper,
+        clockOffset: CLOCK_OFFSET,
+      });
     default:
       return sendJson(res, 404, { error: 'not_found' });
   }
@@ -485,6 +662,16 @@ const server = http.createServer((req, res) => {
     res.writeHead(503, { 'content-type': 'text/plain' });
     res.end('starting\n');
     return;
+  }
+  if (CLOCK_OFFSET_MS) {
+    // Node writes the head through res.writeHead (also implicitly, from end()),
+    // after oidc-provider has finished editing its Set-Cookie list.
+    const { writeHead } = res;
+    res.writeHead = function writeHeadRealCookies(...args) {
+      const sc = this.getHeader('set-cookie');
+      if (sc !== undefined) this.setHeader('set-cookie', [].concat(sc).map(String).map(realCookieExpiry));
+      return writeHead.apply(this, args);
+    };
   }
   oidcHandler(req, res);
 });
@@ -576,6 +763,15 @@ server.listen(PORT, '127.0.0.1', () => {
       }</body></html>`;
     },
   });
+
+  // /__admin/tamper idTokenAudience: oidc-provider always signs ID tokens with
+  // aud = client_id (no hook for it), so re-sign its result with our key.
+  const { issue } = provider.IdToken.prototype;
+  provider.IdToken.prototype.issue = async function issueTampered(options = {}, ...rest) {
+    const jwt = await issue.call(this, options, ...rest);
+    if (options?.use !== 'idtoken' || tamper.idTokenAudience == null) return jwt;
+    return resignJwt(jwt, { aud: tamper.idTokenAudience });
+  };
 
   provider.on('server_error', (_ctx, err) => console.error('provider.mjs: server_error:', err));
   if (DEBUG) {

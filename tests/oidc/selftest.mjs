@@ -6,11 +6,14 @@
 //   exchange (client_secret_post), ID token claims, userinfo, refresh
 //   (client_secret_basic), single sign-on on a second login, /__admin/groups,
 //   /__admin/revoke, /__admin/down + /__admin/up (503 and close), public
-//   client, SIGTERM.
+//   client, SIGTERM, OIDC_ACCOUNTS (claim overrides; an account with only
+//   sub), /__admin/account, /__admin/tamper (ID token aud), OIDC_CLOCK_OFFSET
+//   (-7200: ID token already expired, flow still works; +7200).
 // Exits 0 when everything works.  Run: node tests/oidc/selftest.mjs
 
 import { spawn } from 'node:child_process';
 import { strict as assert } from 'node:assert';
+import { createPublicKey, verify as cryptoVerify } from 'node:crypto';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -146,7 +149,8 @@ function config(issuer, auth, secret = SECRET) {
   });
 }
 
-async function login(browser, cfg, who, redirectUri = 'http://127.0.0.1:45678/callback', extra = { prompt: 'consent' }) {
+// The browser part of a login: up to the redirect with the code.
+async function authorizeCode(browser, cfg, who, redirectUri = 'http://127.0.0.1:45678/callback', extra = { prompt: 'consent' }) {
   const verifier = client.randomPKCECodeVerifier();
   const state = client.randomState();
   const nonce = client.randomNonce();
@@ -163,6 +167,11 @@ async function login(browser, cfg, who, redirectUri = 'http://127.0.0.1:45678/ca
   assert.equal(redirect.searchParams.get('state'), state);
   assert(redirect.searchParams.get('code'), `no code in ${redirect}`);
   assert.equal(redirect.searchParams.get('iss'), cfg.serverMetadata().issuer);
+  return { redirect, pages, verifier, state, nonce, redirectUri };
+}
+
+async function login(browser, cfg, who, redirectUri = 'http://127.0.0.1:45678/callback', extra = { prompt: 'consent' }) {
+  const { redirect, pages, verifier, state, nonce } = await authorizeCode(browser, cfg, who, redirectUri, extra);
   const tokens = await client.authorizationCodeGrant(cfg, redirect, {
     pkceCodeVerifier: verifier,
     expectedState: state,
@@ -172,12 +181,59 @@ async function login(browser, cfg, who, redirectUri = 'http://127.0.0.1:45678/ca
   return { tokens, pages, redirect };
 }
 
+// Plain token request (client_secret_post), without openid-client's ID token
+// checks, for tokens a relying party must refuse.
+async function tokenRequest(cfg, params) {
+  const res = await fetch(cfg.serverMetadata().token_endpoint, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ ...params, client_id: CLIENT_ID, client_secret: SECRET }),
+  });
+  const json = await res.json();
+  assert.equal(res.status, 200, `token request: ${JSON.stringify(json)}`);
+  return json;
+}
+
+// Login with a plain code exchange. Returns the token response.
+async function rawLogin(browser, cfg, who, extra = { prompt: 'consent' }) {
+  const { redirect, verifier, redirectUri } = await authorizeCode(browser, cfg, who, undefined, extra);
+  return tokenRequest(cfg, {
+    grant_type: 'authorization_code',
+    code: redirect.searchParams.get('code'),
+    redirect_uri: redirectUri,
+    code_verifier: verifier,
+  });
+}
+
+// Decodes a JWS and checks its RS256 signature against the provider's JWKS.
+async function verifiedJwt(cfg, jwt) {
+  const [h, p, sig] = jwt.split('.');
+  const header = JSON.parse(Buffer.from(h, 'base64url'));
+  assert.equal(header.alg, 'RS256');
+  const { keys } = await (await fetch(cfg.serverMetadata().jwks_uri)).json();
+  const jwk = keys.find((k) => k.kid === header.kid);
+  assert(jwk, `no key ${header.kid} in the JWKS`);
+  const ok = cryptoVerify('sha256', Buffer.from(`${h}.${p}`), createPublicKey({ key: jwk, format: 'jwk' }), Buffer.from(sig, 'base64url'));
+  assert(ok, 'ID token signature verifies with the JWKS key');
+  return JSON.parse(Buffer.from(p, 'base64url'));
+}
+
+const nowSec = () => Math.floor(Date.now() / 1000);
+const JWT_CLAIMS = ['iss', 'aud', 'exp', 'iat', 'auth_time', 'nonce', 'at_hash', 'c_hash', 'sid', 'acr', 'amr', 'azp', 'jti'];
+const personal = (claims) => Object.keys(claims).filter((k) => !JWT_CLAIMS.includes(k)).sort();
+
 function step(name) {
   console.error(`selftest: ${name}`);
 }
 
 async function main() {
-  const { child, issuer, extraStdout } = await startProvider();
+  const { child, issuer, extraStdout } = await startProvider({
+    OIDC_GROUPS: JSON.stringify({ alice: ['dev', 'ops'], carol: ['x'] }),
+    OIDC_ACCOUNTS: JSON.stringify({
+      nameless: { name: null, email: null, email_verified: null, preferred_username: null, groups: null },
+      carol: { email: 'carol@corp.example', groups: ['a'] },
+    }),
+  });
   step(`provider at ${issuer}`);
 
   // discovery document
@@ -276,7 +332,81 @@ async function main() {
   step('other account, other redirect_uri (client_secret_basic code exchange) ok');
 
   // admin auth
-  assert.equal((await admin(issuer, '/__admin/up', undefined, 'nope')).status, 401);
+  for (const path of ['/__admin/up', '/__admin/tamper', '/__admin/account']) {
+    assert.equal((await admin(issuer, path, {}, 'nope')).status, 401);
+  }
+
+  // OIDC_ACCOUNTS: a null removes a claim; only sub is left
+  {
+    const n = await login(new Browser(), post, 'nameless');
+    assert.deepEqual(personal(n.tokens.claims()), ['sub']);
+    assert.deepEqual(await client.fetchUserInfo(post, n.tokens.access_token, 'nameless'), { sub: 'nameless' });
+    // overrides win over OIDC_GROUPS
+    const c = await login(new Browser(), post, 'carol');
+    const cc = c.tokens.claims();
+    assert.equal(cc.email, 'carol@corp.example');
+    assert.equal(cc.name, 'carol');
+    assert.deepEqual(cc.groups, ['a']);
+    const cu = await client.fetchUserInfo(post, c.tokens.access_token, 'carol');
+    assert.equal(cu.email, 'carol@corp.example');
+    assert.deepEqual(cu.groups, ['a']);
+    // /__admin/groups: the latest setting wins over the OIDC_ACCOUNTS groups
+    assert.equal((await admin(issuer, '/__admin/groups', { sub: 'carol', groups: ['b'] })).status, 200);
+    assert.deepEqual((await client.fetchUserInfo(post, c.tokens.access_token, 'carol')).groups, ['b']);
+    assert.equal((await client.fetchUserInfo(post, c.tokens.access_token, 'carol')).email, 'carol@corp.example');
+    step('OIDC_ACCOUNTS: nameless has only sub (ID token, userinfo); carol overrides win over OIDC_GROUPS');
+
+    // /__admin/account at runtime: replaces that account's overrides
+    const d = await login(new Browser(), post, 'dave');
+    assert.equal(d.tokens.claims().email, 'dave@example.com');
+    let a = await admin(issuer, '/__admin/account', {
+      sub: 'dave', claims: { name: null, email: null, email_verified: null, preferred_username: null },
+    });
+    assert.equal(a.status, 200, JSON.stringify(a.json));
+    assert.deepEqual(await client.fetchUserInfo(post, d.tokens.access_token, 'dave'), { sub: 'dave', groups: [] });
+    a = await admin(issuer, '/__admin/account', { sub: 'dave', claims: { name: 'Dave D', email_verified: false } });
+    assert.equal(a.status, 200);
+    const du = await client.fetchUserInfo(post, d.tokens.access_token, 'dave');
+    assert.equal(du.name, 'Dave D');
+    assert.equal(du.email, 'dave@example.com');
+    assert.equal(du.email_verified, false);
+    const d2 = await login(new Browser(), post, 'dave');
+    assert.equal(d2.tokens.claims().name, 'Dave D');
+    assert.equal((await admin(issuer, '/__admin/account', { sub: 'dave', claims: { sub: 'x' } })).status, 400);
+    assert.equal((await admin(issuer, '/__admin/account', { sub: 'dave', claims: { nickname: 'x' } })).status, 400);
+    assert.equal((await admin(issuer, '/__admin/account', { sub: 'dave' })).status, 400);
+    assert.equal((await admin(issuer, '/__admin/account', { sub: 'dave', claims: {} })).status, 200);
+    assert.equal((await client.fetchUserInfo(post, d.tokens.access_token, 'dave')).name, 'dave');
+    step('/__admin/account: userinfo and later ID tokens see the new claims; bad requests refused');
+  }
+
+  // tamper: ID tokens with another audience, still signed by the provider
+  {
+    assert.equal((await admin(issuer, '/__admin/tamper', { idTokenAlg: 'none' })).status, 400);
+    assert.equal((await admin(issuer, '/__admin/tamper', { idTokenAudience: 5 })).status, 400);
+    const t = await admin(issuer, '/__admin/tamper', { idTokenAudience: 'someone-else' });
+    assert.equal(t.status, 200);
+    assert.deepEqual(t.json, { tamper: { idTokenAudience: 'someone-else' } });
+    const tk = await rawLogin(new Browser(), post, 'alice');
+    const claims = await verifiedJwt(post, tk.id_token);
+    assert.equal(claims.aud, 'someone-else');
+    assert.equal(claims.iss, issuer);
+    assert.equal(claims.sub, 'alice');
+    assert.equal(claims.email, 'alice@example.com');
+    // refreshes too; an RP refuses those tokens
+    const rf = await tokenRequest(post, { grant_type: 'refresh_token', refresh_token: tk.refresh_token });
+    assert.equal((await verifiedJwt(post, rf.id_token)).aud, 'someone-else');
+    await assert.rejects(login(new Browser(), post, 'alice'), (e) => /"aud"/.test(e.cause?.message));
+    assert.deepEqual((await (await fetch(`${issuer}/__admin/state`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()).tamper,
+      { idTokenAudience: 'someone-else' });
+    assert.equal((await admin(issuer, '/__admin/tamper', { idTokenAudience: [CLIENT_ID, 'other'] })).status, 200);
+    const arr = await rawLogin(new Browser(), post, 'alice');
+    assert.deepEqual((await verifiedJwt(post, arr.id_token)).aud, [CLIENT_ID, 'other']);
+    assert.equal((await admin(issuer, '/__admin/tamper', { idTokenAudience: null })).status, 200);
+    const back = await login(new Browser(), post, 'alice');
+    assert.equal(back.tokens.claims().aud, CLIENT_ID);
+    step('/__admin/tamper idTokenAudience: signed ID tokens (code and refresh) with aud someone-else; null turns it off');
+  }
 
   // groups change at runtime
   const g = await admin(issuer, '/__admin/groups', { sub: 'alice', groups: ['admins'] });
@@ -344,6 +474,49 @@ async function main() {
   step('public client, exact redirect_uri, OIDC_REFRESH_TOKENS=always, rotation, OIDC_ACCESS_TOKEN_TTL ok');
   pub.child.kill('SIGINT');
   assert.equal((await once(pub.child, 'exit'))[0], 0);
+
+  // OIDC_CLOCK_OFFSET: a provider two hours behind. The whole flow works
+  // (interaction cookies keep real-time expiry dates), but the ID token it
+  // issues is already expired; the provider itself still accepts its tokens.
+  {
+    const sk = await startProvider({ OIDC_CLOCK_OFFSET: '-7200' });
+    const scfg = await config(sk.issuer, client.ClientSecretPost(SECRET));
+    const before = nowSec();
+    const skb = new Browser();
+    // max_age: auth_time is in the ID token only when asked for
+    const tk = await rawLogin(skb, scfg, 'alice', { prompt: 'consent', max_age: '600' });
+    const after = nowSec();
+    const c = await verifiedJwt(scfg, tk.id_token);
+    assert(c.exp < before, `exp ${c.exp} is in the past (now ${before})`);
+    assert.equal(c.exp - c.iat, 3600);
+    assert(c.iat >= before - 7200 - 1 && c.iat <= after - 7200 + 1, `iat ${c.iat} ~ now - 7200`);
+    assert(c.auth_time >= before - 7200 - 1 && c.auth_time <= after - 7200 + 1, `auth_time ${c.auth_time} ~ now - 7200`);
+    assert.equal(tk.expires_in, 3600);
+    assert(tk.refresh_token);
+    // the provider lives in its own time: userinfo and refresh work
+    assert.equal((await client.fetchUserInfo(scfg, tk.access_token, 'alice')).sub, 'alice');
+    const rf = await tokenRequest(scfg, { grant_type: 'refresh_token', refresh_token: tk.refresh_token });
+    assert((await verifiedJwt(scfg, rf.id_token)).exp < nowSec());
+    // a relying party refuses the ID token
+    await assert.rejects(login(new Browser(), scfg, 'alice'), (e) => /"exp"/.test(e.cause?.message));
+    // the session cookie is still valid in real time: SSO works
+    const sso = await authorizeCode(skb, scfg, 'alice');
+    assert.deepEqual(sso.pages, ['consent']);
+    step('OIDC_CLOCK_OFFSET=-7200: flow works, ID token exp/iat/auth_time shifted (already expired), userinfo + refresh ok');
+    sk.child.kill('SIGTERM');
+    assert.equal((await once(sk.child, 'exit'))[0], 0);
+
+    const ahead = await startProvider({ OIDC_CLOCK_OFFSET: '7200', OIDC_ID_TOKEN_TTL: '60' });
+    const acfg = await config(ahead.issuer, client.ClientSecretPost(SECRET));
+    const t0 = nowSec();
+    const at = await rawLogin(new Browser(), acfg, 'alice');
+    const ac = await verifiedJwt(acfg, at.id_token);
+    assert(ac.iat >= t0 + 7200 - 1 && ac.iat <= nowSec() + 7200 + 1, `iat ${ac.iat} ~ now + 7200`);
+    assert.equal(ac.exp - ac.iat, 60);
+    step('OIDC_CLOCK_OFFSET=7200: codes still redeemable, ID token iat in the future');
+    ahead.child.kill('SIGTERM');
+    assert.equal((await once(ahead.child, 'exit'))[0], 0);
+  }
 
   console.error('selftest: all passed');
 }

@@ -12,6 +12,7 @@ use crate::server::AppState;
 use crate::server::crypto;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, Caller, RemoteAddr};
+use crate::server::oidc;
 use crate::server::store::{self, AuditEntry, NewAccessKey};
 
 /// Failed logins allowed per name (or key) in the window.
@@ -36,8 +37,8 @@ pub async fn login(
     RemoteAddr(addr): RemoteAddr,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<(StatusCode, Json<LoginResponse>)> {
-    match (req.password_credentials, req.access_key) {
-        (Some(pc), None) => {
+    match (req.password_credentials, req.access_key, req.oidc) {
+        (Some(pc), None, None) => {
             let target = pc.name.trim().to_string();
             check_rate(&state, &target, &addr).await?;
             let user = state.store.find_user_by_name(&target).await?;
@@ -74,7 +75,7 @@ pub async fn login(
             succeed(&state, "password", &user.name, &addr).await?;
             Ok((StatusCode::CREATED, Json(resp)))
         }
-        (None, Some(key)) => {
+        (None, Some(key), None) => {
             let target = match crypto::parse_access_key(&key) {
                 Some((id, _)) => format!("key:{id}"),
                 None => "key:malformed".to_string(),
@@ -98,9 +99,13 @@ pub async fn login(
             succeed(&state, "access_key", &row.owner_name, &addr).await?;
             Ok((StatusCode::CREATED, Json(resp)))
         }
+        (None, None, Some(o)) => {
+            let resp = oidc_login(&state, &addr, o).await?;
+            Ok((StatusCode::CREATED, Json(resp)))
+        }
         _ => Err(ApiError::field(
             "passwordCredentials",
-            "give exactly one of passwordCredentials or accessKey",
+            "give exactly one of passwordCredentials, accessKey or oidc",
         )),
     }
 }
@@ -125,6 +130,92 @@ pub async fn logout(
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Exchanges the code the CLI got through the browser, and signs the
+/// person in as the user the provider vouches for.
+async fn oidc_login(
+    state: &AppState,
+    addr: &str,
+    o: crate::api::OidcLogin,
+) -> ApiResult<LoginResponse> {
+    let target = format!("oidc:{}", o.provider_id);
+    check_rate(state, &target, addr).await?;
+    let provider = match state.store.get_provider(&o.provider_id).await {
+        Ok(p) => p,
+        Err(store::StoreError::NotFound(_)) => {
+            return Err(ApiError::field(
+                "oidc.providerID",
+                "no such provider; see GET /api/providers",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let secret = state.root_key.decrypt(&provider.client_secret_enc)?;
+    let cfg = oidc::ProviderConfig {
+        issuer: &provider.issuer,
+        client_id: &provider.client_id,
+        client_secret: &secret,
+        ca_pem: &provider.ca_pem,
+    };
+    let id = match oidc::exchange_code(&cfg, &o.code, &o.redirect_url, &o.code_verifier, &o.nonce)
+        .await
+    {
+        Ok(id) => id,
+        Err(oidc::OidcError::Rejected(msg)) => {
+            fail(state, "oidc", &target, addr, &msg).await?;
+            return Err(ApiError::unauthorized(format!(
+                "sign-in with {} failed: {msg}",
+                provider.name
+            )));
+        }
+        Err(oidc::OidcError::Unreachable(msg)) => {
+            state.metrics.login("oidc", "error");
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("sign-in with {} failed: {msg}", provider.name),
+            ));
+        }
+    };
+    let user = match state.store.find_user_by_name(&id.user_name).await? {
+        Some(u) => u,
+        None => match state.store.create_user(&id.user_name, "user", None).await {
+            Ok(u) => u,
+            // Two sign-ins of a new user at once: the other one created it.
+            Err(store::StoreError::Conflict(_)) => state
+                .store
+                .find_user_by_name(&id.user_name)
+                .await?
+                .ok_or_else(|| ApiError::internal("user vanished during sign-in"))?,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    if user.kind != "user" {
+        fail(state, "oidc", &target, addr, "reserved user name").await?;
+        return Err(ApiError::forbidden(format!(
+            "{:?} is a built-in user and cannot sign in",
+            user.name
+        )));
+    }
+    if let Some(groups) = &id.groups {
+        state
+            .store
+            .sync_provider_groups(&provider.id, &user.id, groups)
+            .await?;
+    }
+    let refresh_enc = id
+        .refresh_token
+        .as_ref()
+        .map(|t| state.root_key.encrypt(t.expose_secret()))
+        .unwrap_or_default();
+    state
+        .store
+        .upsert_provider_user(&provider.id, &user.id, &id.subject, &id.email, &refresh_enc)
+        .await?;
+    let resp = issue_login_key(state, "user", &user.id, &user.name, None).await?;
+    state.store.touch_user(&user.id).await?;
+    succeed(state, "oidc", &user.name, addr).await?;
+    Ok(resp)
 }
 
 /// A new session key for the owner, lasting the session expiry (and never

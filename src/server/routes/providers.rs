@@ -42,6 +42,7 @@ pub async fn prepare(
     url: &str,
     client_id: &str,
     client_secret: &str,
+    ca_pem: &str,
 ) -> ApiResult<NewProvider> {
     if !is_dns_label(name) {
         return Err(ApiError::field(
@@ -61,8 +62,15 @@ pub async fn prepare(
     if client_secret.is_empty() {
         return Err(ApiError::field("clientSecret", "must not be empty"));
     }
+    if !ca_pem.trim().is_empty() && crate::server::tls::first_cert_der(ca_pem).is_none() {
+        return Err(ApiError::field(
+            "caCert",
+            "must be a PEM certificate bundle",
+        ));
+    }
     let url = oidc::normalize_url(url).map_err(|e| ApiError::field("url", e))?;
-    let d = oidc::discover(&state.http, &url)
+    let http = oidc::provider_http(ca_pem).map_err(|e| ApiError::field("caCert", e.to_string()))?;
+    let d = oidc::discover(&http, &url)
         .await
         .map_err(|e| ApiError::field("url", e))?;
     Ok(NewProvider {
@@ -77,6 +85,7 @@ pub async fn prepare(
         userinfo_url: d.userinfo_url,
         jwks_url: d.jwks_url,
         scopes: d.scopes.join(" "),
+        ca_pem: ca_pem.to_string(),
     })
 }
 
@@ -127,6 +136,7 @@ pub async fn create(
         &req.url,
         &req.client_id,
         &req.client_secret,
+        req.ca_cert.as_deref().unwrap_or(""),
     )
     .await?;
     let p = state.store.create_provider(&new).await?;
@@ -160,6 +170,7 @@ pub async fn update(
         req.url.as_deref().unwrap_or(&cur.url),
         req.client_id.as_deref().unwrap_or(&cur.client_id),
         &secret,
+        req.ca_cert.as_deref().unwrap_or(&cur.ca_pem),
     )
     .await?;
     let p = state.store.update_provider(&id, &new).await?;

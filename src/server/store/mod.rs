@@ -12,6 +12,7 @@ mod destinations;
 mod grants;
 mod groups;
 mod identities;
+mod provider_users;
 mod providers;
 mod users;
 
@@ -21,6 +22,7 @@ pub use destinations::DestinationRow;
 pub use grants::{GrantFilter, GrantRow, Subject};
 pub use groups::GroupRow;
 pub use identities::IdentityRow;
+pub use provider_users::ProviderUserRow;
 pub use providers::{NewProvider, ProviderRow};
 pub use users::UserRow;
 

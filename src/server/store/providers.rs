@@ -21,6 +21,8 @@ pub struct ProviderRow {
     pub jwks_url: String,
     /// Space-separated scopes the provider advertises that we request.
     pub scopes: String,
+    /// PEM bundle of the CA that signs the provider's certificate; empty for the system roots.
+    pub ca_pem: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -39,10 +41,11 @@ pub struct NewProvider {
     pub userinfo_url: String,
     pub jwks_url: String,
     pub scopes: String,
+    pub ca_pem: String,
 }
 
 const COLUMNS: &str = "id, name, kind, url, client_id, client_secret_enc, issuer, auth_url, \
-     token_url, userinfo_url, jwks_url, scopes, created_at, updated_at";
+     token_url, userinfo_url, jwks_url, scopes, ca_pem, created_at, updated_at";
 
 fn row(r: AnyRow) -> Result<ProviderRow> {
     Ok(ProviderRow {
@@ -58,6 +61,7 @@ fn row(r: AnyRow) -> Result<ProviderRow> {
         userinfo_url: r.try_get("userinfo_url")?,
         jwks_url: r.try_get("jwks_url")?,
         scopes: r.try_get("scopes")?,
+        ca_pem: r.try_get("ca_pem")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -68,8 +72,8 @@ impl Store {
         let id = new_id();
         sqlx::query(
             "INSERT INTO providers (id, name, kind, url, client_id, client_secret_enc, issuer, \
-             auth_url, token_url, userinfo_url, jwks_url, scopes, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+             auth_url, token_url, userinfo_url, jwks_url, scopes, ca_pem, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
         )
         .bind(&id)
         .bind(&p.name)
@@ -83,6 +87,7 @@ impl Store {
         .bind(&p.userinfo_url)
         .bind(&p.jwks_url)
         .bind(&p.scopes)
+        .bind(&p.ca_pem)
         .bind(now())
         .execute(self.pool())
         .await
@@ -99,7 +104,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE providers SET kind = $1, url = $2, client_id = $3, client_secret_enc = $4, \
              issuer = $5, auth_url = $6, token_url = $7, userinfo_url = $8, jwks_url = $9, \
-             scopes = $10, updated_at = $11 WHERE id = $12",
+             scopes = $10, ca_pem = $11, updated_at = $12 WHERE id = $13",
         )
         .bind(&p.kind)
         .bind(&p.url)
@@ -111,6 +116,7 @@ impl Store {
         .bind(&p.userinfo_url)
         .bind(&p.jwks_url)
         .bind(&p.scopes)
+        .bind(&p.ca_pem)
         .bind(now())
         .bind(id)
         .execute(self.pool())

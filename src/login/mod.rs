@@ -1,0 +1,335 @@
+//! Browser sign-in on this machine: the loopback listener on
+//! `localhost:8301` that receives the provider's redirect, the one-time
+//! secrets that bind the round trip (state, nonce, PKCE), and opening the
+//! browser. The server, not this module, exchanges the code.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
+
+/// The port registered with providers: `http://localhost:8301`.
+pub const DEFAULT_PORT: u16 = 8301;
+/// How long to wait for the browser.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// 256 random bits, base64url.
+pub fn random_token() -> String {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut b = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut b)
+        .expect("the system random generator failed");
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+/// The PKCE S256 challenge of a verifier (RFC 7636).
+pub fn pkce_challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// The secrets of one sign-in attempt.
+pub struct Attempt {
+    pub state: String,
+    pub nonce: String,
+    pub code_verifier: String,
+    pub redirect_url: String,
+}
+
+impl Attempt {
+    pub fn new(port: u16) -> Attempt {
+        Attempt {
+            state: random_token(),
+            nonce: random_token(),
+            code_verifier: random_token(),
+            redirect_url: format!("http://localhost:{port}"),
+        }
+    }
+
+    /// The provider's authorization URL for this attempt.
+    pub fn authorization_url(
+        &self,
+        auth_url: &str,
+        client_id: &str,
+        scopes: &[String],
+    ) -> anyhow::Result<String> {
+        let mut url = url::Url::parse(auth_url).map_err(|e| {
+            anyhow::anyhow!("the provider's authorization URL {auth_url:?} is not valid: {e}")
+        })?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", client_id)
+                .append_pair("redirect_uri", &self.redirect_url)
+                .append_pair("scope", &scopes.join(" "))
+                .append_pair("state", &self.state)
+                .append_pair("nonce", &self.nonce)
+                .append_pair("code_challenge", &pkce_challenge(&self.code_verifier))
+                .append_pair("code_challenge_method", "S256");
+            // Providers that follow oidc-provider grant offline_access (a
+            // refresh token, for the server's re-checks) only with consent.
+            if scopes.iter().any(|s| s == "offline_access") {
+                q.append_pair("prompt", "consent");
+            }
+        }
+        Ok(url.to_string())
+    }
+}
+
+/// Why the listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error(
+        "port {0} on localhost is in use (is another `infra login` running?); stop that program, \
+         or use --listen-port PORT with a port that is also registered as a redirect URI \
+         (http://localhost:PORT) at your identity provider"
+    )]
+    InUse(u16),
+    #[error("cannot listen on localhost:{0}: {1}")]
+    Other(u16, std::io::Error),
+}
+
+/// Listeners bound on 127.0.0.1 and, where the machine has it, ::1.
+pub struct Listeners {
+    v4: tokio::net::TcpListener,
+    v6: Option<tokio::net::TcpListener>,
+    pub port: u16,
+}
+
+pub async fn bind(port: u16) -> Result<Listeners, ListenError> {
+    let map = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            ListenError::InUse(port)
+        } else {
+            ListenError::Other(port, e)
+        }
+    };
+    let v4 = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .await
+        .map_err(map)?;
+    let v6 =
+        match tokio::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port))).await {
+            Ok(l) => Some(l),
+            // Browsers resolving localhost to ::1 would find someone else here.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(ListenError::InUse(port));
+            }
+            // No IPv6 on this machine: 127.0.0.1 is all there is.
+            Err(_) => None,
+        };
+    Ok(Listeners { v4, v6, port })
+}
+
+/// What came back to the listener.
+#[derive(Debug)]
+pub enum Callback {
+    Code(String),
+    /// The provider's `error` and `error_description`.
+    Denied(String),
+}
+
+struct Shared {
+    expected_state: String,
+    done: bool,
+    tx: Option<oneshot::Sender<Callback>>,
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> axum::response::Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>infra: {t}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;\
+         color:#222}}h1{{font-size:1.4rem}}</style></head><body><h1>{t}</h1><p>{b}</p></body></html>",
+        t = html_escape(title),
+        b = html_escape(body),
+    );
+    (
+        status,
+        [
+            ("Cache-Control", "no-store"),
+            ("X-Frame-Options", "DENY"),
+            (
+                "Content-Security-Policy",
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+        ],
+        Html(html),
+    )
+        .into_response()
+}
+
+pub fn html_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&#39;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+async fn callback(
+    State(shared): State<Arc<Mutex<Shared>>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> axum::response::Response {
+    let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+    if s.done {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Already signed in",
+            "This sign-in has already completed. You can close this tab.",
+        );
+    }
+    let state_ok = q
+        .get("state")
+        .is_some_and(|st| bool::from(st.as_bytes().ct_eq(s.expected_state.as_bytes())));
+    if !state_ok {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in link not recognized",
+            "This response does not belong to the sign-in that infra is waiting for (its state does \
+             not match). infra is still waiting: finish signing in from the link it printed.",
+        );
+    }
+    if let Some(err) = q.get("error") {
+        let mut text = err.clone();
+        if let Some(d) = q.get("error_description") {
+            text.push_str(": ");
+            text.push_str(d);
+        }
+        s.done = true;
+        if let Some(tx) = s.tx.take() {
+            let _ = tx.send(Callback::Denied(text.clone()));
+        }
+        return page(
+            StatusCode::OK,
+            "Sign-in failed",
+            &format!("Your identity provider said: {text}. You can close this tab."),
+        );
+    }
+    let Some(code) = q.get("code").filter(|c| !c.is_empty()) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "No code",
+            "The response carries no authorization code.",
+        );
+    };
+    s.done = true;
+    if let Some(tx) = s.tx.take() {
+        let _ = tx.send(Callback::Code(code.clone()));
+    }
+    page(
+        StatusCode::OK,
+        "Signed in",
+        "You are signed in to infra. You can close this tab and go back to your terminal.",
+    )
+}
+
+/// Serves the listeners until the first valid callback; returns it.
+pub async fn wait_for_callback(listeners: Listeners, expected_state: String) -> Callback {
+    let (tx, rx) = oneshot::channel();
+    let shared = Arc::new(Mutex::new(Shared {
+        expected_state,
+        done: false,
+        tx: Some(tx),
+    }));
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(callback))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .with_state(shared);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let serve = |l: tokio::net::TcpListener| {
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+        })
+    };
+    let mut tasks = vec![serve(listeners.v4)];
+    if let Some(v6) = listeners.v6 {
+        tasks.push(serve(v6));
+    }
+    let result = rx
+        .await
+        .unwrap_or(Callback::Denied("the listener stopped".into()));
+    // Let the browser receive its page, then stop listening.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
+    result
+}
+
+/// Opens the URL in the default browser, keeping whatever the launcher
+/// prints away from stdout. Returns false when no browser could be opened.
+pub fn open_browser(url: &str) -> bool {
+    let opts = {
+        let mut o = webbrowser::BrowserOptions::new();
+        o.with_suppress_output(true);
+        o
+    };
+    webbrowser::open_browser_with_options(webbrowser::Browser::Default, url, &opts).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_matches_rfc_7636_example() {
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn tokens_are_long_and_distinct() {
+        let a = random_token();
+        assert!(a.len() >= 43, "256 bits");
+        assert_ne!(a, random_token());
+    }
+
+    #[test]
+    fn authorization_url_carries_everything() {
+        let a = Attempt::new(8301);
+        let scopes = ["openid", "email", "offline_access"].map(String::from);
+        let u = a
+            .authorization_url("https://idp.example/auth?x=1", "cid", &scopes)
+            .unwrap();
+        let u = url::Url::parse(&u).unwrap();
+        let q: HashMap<_, _> = u.query_pairs().into_owned().collect();
+        assert_eq!(q["x"], "1");
+        assert_eq!(q["redirect_uri"], "http://localhost:8301");
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(q["code_challenge"], pkce_challenge(&a.code_verifier));
+        assert_eq!(q["state"], a.state);
+        assert_eq!(q["nonce"], a.nonce);
+        assert_eq!(q["prompt"], "consent");
+        assert_eq!(q["scope"], "openid email offline_access");
+    }
+
+    #[test]
+    fn escapes_html() {
+        assert_eq!(
+            html_escape("<script>&\"'"),
+            "&lt;script&gt;&amp;&quot;&#39;"
+        );
+    }
+}
