@@ -481,3 +481,32 @@ pub struct AuditQuery {
     pub page: Option<u64>,
     pub limit: Option<u64>,
 }
+
+// ---------------------------------------------------------------- cluster tokens
+
+/// `POST /api/tokens`: a short-lived token for one destination.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// The destination (cluster) name, without a namespace.
+    pub destination: String,
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateTokenResponse {
+    /// An ES256 JWT: `iss` the server, `aud` the destination, `sub` the
+    /// user's id, `name`, `groups`, `iat`, `exp`; `kid` in the header.
+    pub token: String,
+    /// RFC 3339.
+    pub expires: String,
+}
+
+impl std::fmt::Debug for CreateTokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateTokenResponse")
+            .field("token", &"[redacted]")
+            .field("expires", &self.expires)
+            .finish()
+    }
+}

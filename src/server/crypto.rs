@@ -88,7 +88,8 @@ impl RootKey {
             .map_err(|_| {
                 anyhow::anyhow!(
                     "cannot decrypt a secret in the store: the root key is not the one it was \
-                     encrypted with"
+                     encrypted with (servers sharing one database must share the root key: give \
+                     each the same --root-key-file)"
                 )
             })?;
         Ok(SecretString::from(

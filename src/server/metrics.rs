@@ -26,10 +26,17 @@ struct LoginLabels {
     result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     logins: Family<LoginLabels, Counter>,
+    tokens: Counter,
+    rechecks: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -53,11 +60,33 @@ impl Metrics {
             "Login attempts by method and result",
             logins.clone(),
         );
+        let tokens = Counter::default();
+        registry.register("tokens_minted", "Cluster tokens minted", tokens.clone());
+        let rechecks = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "idp_rechecks",
+            "Re-checks with identity providers by result",
+            rechecks.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
             logins,
+            tokens,
+            rechecks,
         }
+    }
+
+    pub fn token_minted(&self) {
+        self.tokens.inc();
+    }
+
+    pub fn recheck(&self, result: &str) {
+        self.rechecks
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     pub fn login(&self, method: &str, result: &str) {

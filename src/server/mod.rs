@@ -11,9 +11,11 @@ pub mod extract;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;
+pub mod recheck;
 pub mod routes;
 pub mod store;
 pub mod tls;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -85,6 +87,22 @@ pub struct ServerArgs {
     /// How long a key issued at login may go unused
     #[arg(long, env = "INFRA_SESSION_INACTIVITY_TIMEOUT", default_value = "3d", value_parser = parse_duration)]
     pub session_inactivity_timeout: Duration,
+
+    /// The server's public URL: the issuer of cluster tokens (default: https://LISTEN-ADDRESS)
+    #[arg(long, env = "INFRA_SERVER_URL", value_name = "URL")]
+    pub url: Option<String>,
+
+    /// How long a cluster token lasts
+    #[arg(long, env = "INFRA_TOKEN_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+
+    /// Re-check a user with their identity provider when the last check is older than this
+    #[arg(long, env = "INFRA_IDP_REVALIDATE_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub idp_revalidate_interval: Duration,
+
+    /// How often the token signing key is replaced
+    #[arg(long, env = "INFRA_SIGNING_KEY_ROTATION", default_value = "24h", value_parser = parse_duration)]
+    pub signing_key_rotation: Duration,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -103,6 +121,10 @@ pub struct Inner {
     pub http: reqwest::Client,
     pub session_expiry: Duration,
     pub session_inactivity_timeout: Duration,
+    pub signer: tokens::Signer,
+    /// `https://host:port`: the issuer of cluster tokens.
+    pub public_url: String,
+    pub idp_revalidate_interval: Duration,
 }
 
 impl std::ops::Deref for AppState {
@@ -113,7 +135,12 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, root_key: crypto::RootKey, args: &ServerArgs) -> anyhow::Result<Self> {
+    pub fn new(
+        store: Store,
+        root_key: crypto::RootKey,
+        args: &ServerArgs,
+        public_url: String,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("infra/", env!("CARGO_PKG_VERSION")))
             .timeout(Duration::from_secs(10))
@@ -127,6 +154,9 @@ impl AppState {
             http,
             session_expiry: args.session_expiry,
             session_inactivity_timeout: args.session_inactivity_timeout,
+            signer: tokens::Signer::new(args.signing_key_rotation, args.token_ttl),
+            public_url,
+            idp_revalidate_interval: args.idp_revalidate_interval,
         })))
     }
 }
@@ -142,6 +172,10 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .route("/api/openapi.json", axum::routing::get(openapi::serve))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/.well-known/jwks.json",
+            axum::routing::get(routes::tokens::jwks),
+        )
         .route("/metrics", axum::routing::get(metrics::serve))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn_with_state(
@@ -186,7 +220,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| data_dir.join("root.key"));
     let root_key = crypto::RootKey::load_or_create(&root_key_path)?;
-    let state = AppState::new(store.clone(), root_key, &args)?;
+    let listener = std::net::TcpListener::bind(args.listen).with_context(|| {
+        format!(
+            "cannot listen on {}: is another server running there? Choose another with --listen",
+            args.listen
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let public_url = match &args.url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None if addr.ip().is_unspecified() => format!("https://localhost:{}", addr.port()),
+        None => format!("https://{addr}"),
+    };
+    let state = AppState::new(store.clone(), root_key, &args, public_url)?;
 
     bootstrap::run(&state, args.config.as_deref()).await?;
 
@@ -196,14 +243,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         args.tls_key.as_deref(),
         args.listen,
     )?;
-    let listener = std::net::TcpListener::bind(args.listen).with_context(|| {
-        format!(
-            "cannot listen on {}: is another server running there? Choose another with --listen",
-            args.listen
-        )
-    })?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
 
     let handle = axum_server::Handle::new();
     tokio::spawn(shutdown_on_signal(handle.clone()));
@@ -259,6 +298,9 @@ async fn periodic_cleanup(store: Store) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
+        if let Err(e) = tokens::Signer::prune(&store).await {
+            tracing::warn!("cannot remove retired signing keys: {e}");
+        }
         match store.delete_stale_access_keys().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "removed expired access keys"),

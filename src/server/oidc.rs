@@ -195,6 +195,9 @@ pub enum OidcError {
     /// The provider could not be reached (502).
     #[error("{0}")]
     Unreachable(String),
+    /// The provider asked us to slow down (429).
+    #[error("{0}")]
+    RateLimited(String),
 }
 
 /// What the provider needs from us: its stored configuration.
@@ -421,7 +424,10 @@ fn userinfo_error<E: std::error::Error + 'static>(
                 "the provider's UserInfo refused the token ({status})"
             ))
         }
-        U::Response(status, _, _) if status.as_u16() == 429 || status.is_server_error() => {
+        U::Response(status, _, _) if status.as_u16() == 429 => {
+            OidcError::RateLimited(format!("the provider's UserInfo answered {status}"))
+        }
+        U::Response(status, _, _) if status.is_server_error() => {
             OidcError::Unreachable(format!("the provider's UserInfo answered {status}"))
         }
         other => OidcError::Rejected(format!("UserInfo failed: {}", error_chain(other))),

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::OpenApi;
 
 use super::routes::{
-    access_keys, audit, auth, destinations, grants, groups, identities, providers, users,
+    access_keys, audit, auth, destinations, grants, groups, identities, providers, tokens, users,
 };
 
 #[derive(OpenApi)]
@@ -51,6 +51,7 @@ use super::routes::{
         providers::update,
         providers::remove,
         audit::list,
+        tokens::create,
     ),
     components(schemas(crate::api::ErrorResponse, crate::api::FieldError))
 )]

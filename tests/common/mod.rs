@@ -262,6 +262,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- infra server log ({}):\n{}", self.url, self.stderr());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -169,7 +169,7 @@ async fn oidc_login(
                 provider.name
             )));
         }
-        Err(oidc::OidcError::Unreachable(msg)) => {
+        Err(oidc::OidcError::Unreachable(msg) | oidc::OidcError::RateLimited(msg)) => {
             state.metrics.login("oidc", "error");
             return Err(ApiError::new(
                 StatusCode::BAD_GATEWAY,

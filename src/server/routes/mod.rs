@@ -9,6 +9,7 @@ pub mod grants;
 pub mod groups;
 pub mod identities;
 pub mod providers;
+pub mod tokens;
 pub mod users;
 
 use axum::routing::{MethodRouter, delete, get, post};
@@ -119,6 +120,7 @@ pub fn api_routes() -> Vec<Route> {
                 .delete(providers::remove),
         ),
         route("/api/audit", &["get"], get(audit::list)),
+        route("/api/tokens", &["post"], post(tokens::create)),
     ]
 }
 

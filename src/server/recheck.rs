@@ -1,0 +1,206 @@
+//! The re-check with the identity provider before a cluster token is
+//! minted (the seed's "every 5 minutes").
+//!
+//! If the user's last check with a provider is older than the interval,
+//! refresh the provider token and call UserInfo; update groups. The
+//! provider saying the grant is gone ends the session: every access key of
+//! the user is revoked. A provider that cannot be reached refuses the token
+//! (fail closed) but keeps the keys. A lease in the store makes sure only
+//! one replica talks to the provider for a user at a time.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
+use super::AppState;
+use super::oidc::{self, OidcError};
+use super::store::{self, AuditEntry, ProviderUserRow};
+
+/// How long a replica may hold the re-check lease.
+const LEASE_SECS: i64 = 30;
+/// After an unreachable provider, leave it alone this long.
+const BACKOFF_UNREACHABLE_SECS: i64 = 5;
+/// After a 429, leave it alone this long.
+const BACKOFF_RATE_LIMITED_SECS: i64 = 60;
+/// How long to wait for another replica's re-check.
+const WAIT_FOR_OTHER: Duration = Duration::from_secs(10);
+
+/// Why no token may be minted.
+#[derive(Debug)]
+pub enum Refused {
+    /// The provider ended the session; the keys are revoked.
+    SessionEnded(String),
+    /// The provider cannot be asked right now; try again later.
+    Unavailable(String, i64),
+}
+
+/// Re-checks every provider the user signed in with whose last check is
+/// older than the interval.
+pub async fn recheck_user(state: &AppState, user_id: &str, user_name: &str) -> Result<(), Refused> {
+    let interval = state.idp_revalidate_interval.as_secs() as i64;
+    let rows = state
+        .store
+        .provider_users_of(user_id)
+        .await
+        .map_err(|e| Refused::Unavailable(format!("cannot read the session: {e}"), 5))?;
+    for row in rows {
+        if row.refresh_token_enc.is_empty() || store::now() - row.last_check_at < interval {
+            continue;
+        }
+        recheck_one(state, row, user_name, interval).await?;
+    }
+    Ok(())
+}
+
+async fn recheck_one(
+    state: &AppState,
+    row: ProviderUserRow,
+    user_name: &str,
+    interval: i64,
+) -> Result<(), Refused> {
+    let unavailable = |msg: String, secs: i64| Refused::Unavailable(msg, secs.max(1));
+    let db = |e: store::StoreError| unavailable(format!("cannot record the re-check: {e}"), 5);
+    let now = store::now();
+    if row.backoff_until > now {
+        return Err(unavailable(
+            "your identity provider could not be reached to re-check your session".into(),
+            row.backoff_until - now,
+        ));
+    }
+    if !state
+        .store
+        .take_recheck_lease(&row.provider_id, &row.user_id, LEASE_SECS)
+        .await
+        .map_err(db)?
+    {
+        return wait_for_other(state, &row, interval).await;
+    }
+    let provider = match state.store.get_provider(&row.provider_id).await {
+        Ok(p) => p,
+        Err(e) => return Err(db(e)),
+    };
+    let secret = state
+        .root_key
+        .decrypt(&provider.client_secret_enc)
+        .map_err(|e| unavailable(format!("{e:#}"), 5))?;
+    let refresh_token = state
+        .root_key
+        .decrypt(&row.refresh_token_enc)
+        .map_err(|e| unavailable(format!("{e:#}"), 5))?;
+    let cfg = oidc::ProviderConfig {
+        issuer: &provider.issuer,
+        client_id: &provider.client_id,
+        client_secret: &secret,
+        ca_pem: &provider.ca_pem,
+    };
+    match oidc::refresh(&cfg, &refresh_token).await {
+        Ok(r) => {
+            if let Some(groups) = &r.groups {
+                state
+                    .store
+                    .sync_provider_groups(&row.provider_id, &row.user_id, groups)
+                    .await
+                    .map_err(db)?;
+            }
+            let enc = r
+                .refresh_token
+                .as_ref()
+                .map(|t| state.root_key.encrypt(t.expose_secret()));
+            state
+                .store
+                .finish_recheck(&row.provider_id, &row.user_id, enc.as_deref())
+                .await
+                .map_err(db)?;
+            state.metrics.recheck("valid");
+            Ok(())
+        }
+        Err(OidcError::Rejected(why)) => {
+            let revoked = state
+                .store
+                .delete_access_keys_of("user", &row.user_id)
+                .await
+                .map_err(db)?;
+            state
+                .store
+                .upsert_provider_user(&row.provider_id, &row.user_id, &row.subject, &row.email, "")
+                .await
+                .map_err(db)?;
+            let _ = state
+                .store
+                .audit(&AuditEntry {
+                    actor: &provider.name,
+                    action: "session.ended",
+                    target: user_name,
+                    result: "success",
+                    remote_addr: "",
+                    detail: &format!("{why}; {revoked} access keys revoked"),
+                })
+                .await;
+            state.metrics.recheck("ended");
+            Err(Refused::SessionEnded(why))
+        }
+        Err(OidcError::RateLimited(why)) => {
+            let _ = state
+                .store
+                .fail_recheck(
+                    &row.provider_id,
+                    &row.user_id,
+                    store::now() + BACKOFF_RATE_LIMITED_SECS,
+                )
+                .await;
+            state.metrics.recheck("rate_limited");
+            Err(unavailable(why, BACKOFF_RATE_LIMITED_SECS))
+        }
+        Err(OidcError::Unreachable(why)) => {
+            let _ = state
+                .store
+                .fail_recheck(
+                    &row.provider_id,
+                    &row.user_id,
+                    store::now() + BACKOFF_UNREACHABLE_SECS,
+                )
+                .await;
+            state.metrics.recheck("unreachable");
+            Err(unavailable(why, BACKOFF_UNREACHABLE_SECS))
+        }
+    }
+}
+
+/// Another replica (or request) holds the lease: wait for its verdict.
+async fn wait_for_other(
+    state: &AppState,
+    row: &ProviderUserRow,
+    interval: i64,
+) -> Result<(), Refused> {
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let rows = state
+            .store
+            .provider_users_of(&row.user_id)
+            .await
+            .unwrap_or_default();
+        let Some(cur) = rows.into_iter().find(|r| r.provider_id == row.provider_id) else {
+            break;
+        };
+        let now = store::now();
+        if cur.refresh_token_enc.is_empty() {
+            return Err(Refused::SessionEnded(
+                "the session was ended by the identity provider".into(),
+            ));
+        }
+        if now - cur.last_check_at < interval {
+            return Ok(());
+        }
+        if cur.backoff_until > now {
+            return Err(Refused::Unavailable(
+                "your identity provider could not be reached to re-check your session".into(),
+                cur.backoff_until - now,
+            ));
+        }
+    }
+    Err(Refused::Unavailable(
+        "the re-check with your identity provider is taking too long".into(),
+        5,
+    ))
+}

@@ -1,0 +1,118 @@
+//! `POST /api/tokens`: a cluster token for a destination the caller holds
+//! a grant on, minted after the re-check with the identity provider; and
+//! `GET /.well-known/jwks.json`, the keys connectors verify them with.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::api::{CreateTokenRequest, CreateTokenResponse, INFRA_DESTINATION};
+use crate::server::AppState;
+use crate::server::error::{ApiError, ApiResult};
+use crate::server::extract::{ApiJson, Caller};
+use crate::server::recheck::{self, Refused};
+use crate::server::store::{PageRequest, Subject};
+use crate::server::tokens::Minted;
+
+use super::{is_dns_label, ts};
+
+#[utoipa::path(post, path = "/api/tokens", tag = "tokens", request_body = CreateTokenRequest,
+    responses((status = 201, body = CreateTokenResponse), (status = 401, body = crate::api::ErrorResponse),
+              (status = 403, body = crate::api::ErrorResponse), (status = 503, body = crate::api::ErrorResponse)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateTokenRequest>,
+) -> ApiResult<(StatusCode, Json<CreateTokenResponse>)> {
+    let dest = req.destination.as_str();
+    if !is_dns_label(dest) || dest == INFRA_DESTINATION {
+        return Err(ApiError::field(
+            "destination",
+            "must be a destination name such as prod",
+        ));
+    }
+    let grants = state.store.grants_of(&caller.subject).await?;
+    let prefix = format!("{dest}.");
+    if !grants
+        .iter()
+        .any(|g| g.destination == dest || g.destination.starts_with(&prefix))
+    {
+        return Err(ApiError::forbidden(format!(
+            "you have no grant on {dest}; ask an admin (`infra grants add {dest} --user {} --role view`)",
+            caller.name
+        )));
+    }
+    let groups = match &caller.subject {
+        Subject::User(uid) => {
+            if let Err(refused) = recheck::recheck_user(&state, uid, &caller.name).await {
+                return Err(refused_error(&state, refused));
+            }
+            state
+                .store
+                .list_groups(None, Some(uid), PageRequest::all())
+                .await?
+                .items
+                .into_iter()
+                .map(|g| g.name)
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    let (token, exp) = state
+        .signer
+        .mint(
+            &state.store,
+            &state.root_key,
+            Minted {
+                issuer: &state.public_url,
+                audience: dest,
+                subject: caller.subject.id(),
+                name: &caller.name,
+                groups,
+            },
+        )
+        .await?;
+    state.metrics.token_minted();
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateTokenResponse {
+            token,
+            expires: ts(exp),
+        }),
+    ))
+}
+
+fn refused_error(state: &AppState, r: Refused) -> ApiError {
+    let host = state.public_url.trim_start_matches("https://");
+    match r {
+        Refused::SessionEnded(why) => ApiError::unauthorized(format!(
+            "session ended by your identity provider ({why}); run `infra login {host}`"
+        )),
+        Refused::Unavailable(why, secs) => {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{why}; no token was issued (your login is kept): try again in {secs} seconds"
+                ),
+            );
+            e.retry_after = Some(secs.max(1) as u64);
+            e
+        }
+    }
+}
+
+/// The public keys of the token signers (no authentication, no version header).
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    match state.signer.jwks(&state.store, &state.root_key).await {
+        Ok(v) => {
+            let mut resp = Json(v).into_response();
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=60"),
+            );
+            resp
+        }
+        Err(e) => ApiError::internal(format!("{e:#}")).into_response(),
+    }
+}

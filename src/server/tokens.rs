@@ -1,0 +1,212 @@
+//! Cluster tokens: short-lived ES256 JWTs that connectors verify against
+//! the server's JWKS.
+//!
+//! Signing keys live in the store, encrypted with the root key, one per
+//! rotation epoch; a replica that needs the current epoch's key either
+//! finds it or creates it (the epoch is UNIQUE, so exactly one replica
+//! wins). A key stays published until the last token it signed expired.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::crypto::RootKey;
+use super::store::{self, Store};
+
+/// The claims of a cluster token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub name: String,
+    pub groups: Vec<String>,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+/// Whom a token is for, and where.
+pub struct Minted<'a> {
+    pub issuer: &'a str,
+    pub audience: &'a str,
+    pub subject: &'a str,
+    pub name: &'a str,
+    pub groups: Vec<String>,
+}
+
+struct CachedKey {
+    epoch: i64,
+    kid: String,
+    key: EncodingKey,
+}
+
+/// Mints tokens with the current epoch's key.
+pub struct Signer {
+    rotation: Duration,
+    ttl: Duration,
+    cache: Mutex<Option<CachedKey>>,
+}
+
+impl Signer {
+    pub fn new(rotation: Duration, ttl: Duration) -> Signer {
+        Signer {
+            rotation: rotation.max(Duration::from_secs(1)),
+            ttl,
+            cache: Mutex::new(None),
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn epoch(&self, now: i64) -> i64 {
+        now / self.rotation.as_secs() as i64
+    }
+
+    /// The key for the current epoch, from the cache, the store, or new.
+    async fn current(
+        &self,
+        store: &Store,
+        root: &RootKey,
+    ) -> anyhow::Result<(String, EncodingKey)> {
+        let now = store::now();
+        let epoch = self.epoch(now);
+        if let Some(c) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            && c.epoch == epoch
+        {
+            return Ok((c.kid.clone(), c.key.clone()));
+        }
+        let row = sqlx::query("SELECT id, private_enc FROM signing_keys WHERE epoch = $1")
+            .bind(epoch)
+            .fetch_optional(store.pool())
+            .await?;
+        let (kid, private_enc) = match row {
+            Some(r) => (
+                r.try_get::<String, _>("id")?,
+                r.try_get::<String, _>("private_enc")?,
+            ),
+            None => {
+                self.create(store, root, epoch, now).await?;
+                let r = sqlx::query("SELECT id, private_enc FROM signing_keys WHERE epoch = $1")
+                    .bind(epoch)
+                    .fetch_one(store.pool())
+                    .await?;
+                (r.try_get("id")?, r.try_get("private_enc")?)
+            }
+        };
+        let der = URL_SAFE_NO_PAD.decode(secrecy::ExposeSecret::expose_secret(
+            &root.decrypt(&private_enc)?,
+        ))?;
+        let key = EncodingKey::from_ec_der(&der);
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(CachedKey {
+            epoch,
+            kid: kid.clone(),
+            key: key.clone(),
+        });
+        Ok((kid, key))
+    }
+
+    async fn create(
+        &self,
+        store: &Store,
+        root: &RootKey,
+        epoch: i64,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|_| anyhow::anyhow!("cannot generate a signing key"))?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .map_err(|_| anyhow::anyhow!("cannot load the new signing key"))?;
+        let public = pair.public_key().as_ref();
+        let kid = store::random_string(16, b"abcdefghijklmnopqrstuvwxyz0123456789");
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(&public[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&public[33..65]),
+        });
+        // Signs until the epoch ends; published until its tokens expire.
+        let epoch_end = (epoch + 1) * self.rotation.as_secs() as i64;
+        let publish_until = epoch_end + self.ttl.as_secs() as i64 + 300;
+        sqlx::query(
+            "INSERT INTO signing_keys (id, epoch, alg, private_enc, public_jwk, created_at, publish_until) \
+             VALUES ($1, $2, 'ES256', $3, $4, $5, $6) ON CONFLICT (epoch) DO NOTHING",
+        )
+        .bind(&kid)
+        .bind(epoch)
+        .bind(root.encrypt(&URL_SAFE_NO_PAD.encode(pkcs8.as_ref())))
+        .bind(jwk.to_string())
+        .bind(now)
+        .bind(publish_until)
+        .execute(store.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Signs a token for `who` on `who.audience`.
+    pub async fn mint(
+        &self,
+        store: &Store,
+        root: &RootKey,
+        who: Minted<'_>,
+    ) -> anyhow::Result<(String, i64)> {
+        let (kid, key) = self.current(store, root).await?;
+        let now = store::now();
+        let exp = now + self.ttl.as_secs() as i64;
+        let claims = Claims {
+            iss: who.issuer.to_string(),
+            aud: who.audience.to_string(),
+            sub: who.subject.to_string(),
+            name: who.name.to_string(),
+            groups: who.groups,
+            iat: now,
+            nbf: now - 30,
+            exp,
+            jti: store::new_id(),
+        };
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid);
+        let token = jsonwebtoken::encode(&header, &claims, &key)?;
+        Ok((token, exp))
+    }
+
+    /// The public keys to publish, making sure the current one exists.
+    pub async fn jwks(&self, store: &Store, root: &RootKey) -> anyhow::Result<serde_json::Value> {
+        self.current(store, root).await?;
+        let rows = sqlx::query(
+            "SELECT public_jwk FROM signing_keys WHERE publish_until > $1 ORDER BY epoch DESC",
+        )
+        .bind(store::now())
+        .fetch_all(store.pool())
+        .await?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for r in rows {
+            let text: String = r.try_get("public_jwk")?;
+            keys.push(serde_json::from_str::<serde_json::Value>(&text)?);
+        }
+        Ok(serde_json::json!({ "keys": keys }))
+    }
+
+    /// Removes keys no longer published.
+    pub async fn prune(store: &Store) -> anyhow::Result<u64> {
+        let done = sqlx::query("DELETE FROM signing_keys WHERE publish_until < $1")
+            .bind(store::now())
+            .execute(store.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
