@@ -315,3 +315,107 @@ async fn install_admin_key(state: &AppState, admin: &str, key: &str) -> anyhow::
         Err(e) => Err(e.into()),
     }
 }
+
+/// Registers the embedded provider of `--dev` as `dev`, trusting the
+/// server's own certificate. Sessions from an earlier run of it end: its
+/// keys are new, so everyone signs in again.
+pub async fn register_dev_provider(
+    state: &AppState,
+    idp: &super::dev_idp::DevIdp,
+    own_cert_pem: &str,
+) -> anyhow::Result<()> {
+    let store = &state.store;
+    let new = super::store::NewProvider {
+        name: "dev".into(),
+        kind: "oidc".into(),
+        url: idp.issuer.clone(),
+        client_id: idp.client_id.clone(),
+        client_secret_enc: state.root_key.encrypt(&idp.client_secret),
+        issuer: idp.issuer.clone(),
+        auth_url: idp.endpoint("/authorize"),
+        token_url: idp.endpoint("/token"),
+        userinfo_url: idp.endpoint("/userinfo"),
+        jwks_url: idp.endpoint("/jwks"),
+        scopes: super::dev_idp::SCOPES.join(" "),
+        ca_pem: own_cert_pem.to_string(),
+    };
+    match store.find_provider_by_name("dev").await? {
+        Some(cur) => {
+            let ended: Vec<(String,)> =
+                sqlx::query_as("SELECT user_id FROM provider_users WHERE provider_id = $1")
+                    .bind(&cur.id)
+                    .fetch_all(store.pool())
+                    .await?;
+            for (uid,) in ended {
+                store.delete_access_keys_of("user", &uid).await?;
+            }
+            sqlx::query("DELETE FROM provider_users WHERE provider_id = $1")
+                .bind(&cur.id)
+                .execute(store.pool())
+                .await?;
+            store.update_provider(&cur.id, &new).await?;
+        }
+        None => {
+            store.create_provider(&new).await?;
+        }
+    }
+    // Signing in with the group `admins` makes an infra admin.
+    let admins = match store.find_group_by_name("admins").await? {
+        Some(g) => g.id,
+        None => store.create_group("admins").await?.id,
+    };
+    ensure_grant(
+        state,
+        &Subject::Group(admins),
+        INFRA_DESTINATION,
+        ADMIN_ROLE,
+        "dev",
+    )
+    .await?;
+    Ok(())
+}
+
+/// Registers (or updates) the provider given by the `--oidc-issuer-*` flags.
+pub async fn register_flag_provider(
+    state: &AppState,
+    args: &super::ServerArgs,
+    url: &str,
+) -> anyhow::Result<()> {
+    let client_id = args.oidc_issuer_client_id.as_deref().unwrap_or_default();
+    let secret = args
+        .oidc_issuer_client_secret
+        .as_deref()
+        .unwrap_or_default();
+    let ca = match &args.oidc_ca_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read --oidc-ca-file {}", f.display()))?,
+        None => String::new(),
+    };
+    let name = &args.oidc_provider_name;
+    let new = super::routes::providers::prepare(state, name, "oidc", url, client_id, secret, &ca)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--oidc-issuer-url {url}: {}",
+                e.message.trim_start_matches("url: ")
+            )
+        })?;
+    let given = super::oidc::normalize_url(url).unwrap_or_else(|_| url.to_string());
+    if new.issuer.trim_end_matches('/') != given.trim_end_matches('/') {
+        anyhow::bail!(
+            "issuer mismatch: --oidc-issuer-url is {given} but the provider's discovery document \
+             says its issuer is {}; use exactly the issuer URL the provider announces",
+            new.issuer
+        );
+    }
+    match state.store.find_provider_by_name(name).await? {
+        Some(cur) => {
+            state.store.update_provider(&cur.id, &new).await?;
+        }
+        None => {
+            state.store.create_provider(&new).await?;
+        }
+    }
+    eprintln!("registered the identity provider {name} ({given})");
+    Ok(())
+}

@@ -6,6 +6,7 @@
 
 pub mod bootstrap;
 pub mod crypto;
+pub mod dev_idp;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -103,6 +104,52 @@ pub struct ServerArgs {
     /// How often the token signing key is replaced
     #[arg(long, env = "INFRA_SIGNING_KEY_ROTATION", default_value = "24h", value_parser = parse_duration)]
     pub signing_key_rotation: Duration,
+
+    /// Development mode: an embedded OpenID provider that signs in anyone (no real security)
+    #[arg(long, env = "INFRA_DEV")]
+    pub dev: bool,
+
+    /// Keep everything in a temporary directory, removed at exit
+    #[arg(long, conflicts_with = "data_dir")]
+    pub ephemeral: bool,
+
+    /// Let --dev listen on a non-loopback address (anyone who reaches it can sign in)
+    #[arg(long, requires = "dev")]
+    pub dev_allow_remote: bool,
+
+    /// Register this OpenID provider at start (its issuer URL)
+    #[arg(long, env = "INFRA_OIDC_ISSUER_URL", value_name = "URL", requires_all = ["oidc_issuer_client_id", "oidc_issuer_client_secret"])]
+    pub oidc_issuer_url: Option<String>,
+
+    /// The client id registered at --oidc-issuer-url
+    #[arg(long, env = "INFRA_OIDC_ISSUER_CLIENT_ID", value_name = "ID")]
+    pub oidc_issuer_client_id: Option<String>,
+
+    /// The client secret registered at --oidc-issuer-url
+    #[arg(
+        long,
+        env = "INFRA_OIDC_ISSUER_CLIENT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub oidc_issuer_client_secret: Option<String>,
+
+    /// PEM file with the CA of --oidc-issuer-url, when it is not publicly trusted
+    #[arg(long, env = "INFRA_OIDC_CA_FILE", value_name = "FILE")]
+    pub oidc_ca_file: Option<PathBuf>,
+
+    /// The name of the provider registered from the --oidc-issuer-* flags
+    #[arg(
+        long,
+        env = "INFRA_OIDC_PROVIDER_NAME",
+        default_value = "oidc",
+        value_name = "NAME"
+    )]
+    pub oidc_provider_name: String,
+
+    /// The public URL of the server's web sign-in callback (behind a proxy)
+    #[arg(long, env = "INFRA_OIDC_CALLBACK_URL", value_name = "URL")]
+    pub oidc_callback_url: Option<String>,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -125,6 +172,10 @@ pub struct Inner {
     /// `https://host:port`: the issuer of cluster tokens.
     pub public_url: String,
     pub idp_revalidate_interval: Duration,
+    /// The embedded provider of `--dev`.
+    pub dev_idp: Option<Arc<dev_idp::DevIdp>>,
+    /// Where providers send the browser back for web sign-in.
+    pub callback_url: String,
 }
 
 impl std::ops::Deref for AppState {
@@ -140,6 +191,7 @@ impl AppState {
         root_key: crypto::RootKey,
         args: &ServerArgs,
         public_url: String,
+        dev_idp: Option<Arc<dev_idp::DevIdp>>,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("infra/", env!("CARGO_PKG_VERSION")))
@@ -155,21 +207,34 @@ impl AppState {
             session_expiry: args.session_expiry,
             session_inactivity_timeout: args.session_inactivity_timeout,
             signer: tokens::Signer::new(args.signing_key_rotation, args.token_ttl),
-            public_url,
             idp_revalidate_interval: args.idp_revalidate_interval,
+            dev_idp,
+            callback_url: callback_url(args, &public_url),
+            public_url,
         })))
     }
 }
 
+/// Where providers send the browser back after web sign-in.
+pub fn callback_url(args: &ServerArgs, public_url: &str) -> String {
+    args.oidc_callback_url
+        .clone()
+        .unwrap_or_else(|| format!("{public_url}/login/callback"))
+}
+
 /// Builds the whole HTTP application.
 pub fn router(state: AppState) -> Router {
+    let dev = state.dev_idp.clone();
     let mut api = Router::new();
     for route in routes::api_routes() {
         api = api.route(route.path, route.handler);
     }
     let api = api.route_layer(middleware::from_fn(require_version));
-    Router::new()
-        .merge(api)
+    let mut app = Router::new();
+    if let Some(dev) = dev {
+        app = app.nest_service("/oidc", dev_idp::router(dev));
+    }
+    app.merge(api)
         .route("/api/openapi.json", axum::routing::get(openapi::serve))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route(
@@ -206,7 +271,23 @@ pub fn default_data_dir() -> PathBuf {
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    if args.dev && !args.listen.ip().is_loopback() && !args.dev_allow_remote {
+        anyhow::bail!(
+            "--dev signs in anyone, so it listens only on a loopback address, not {}; use \
+             --listen 127.0.0.1:8443, or add --dev-allow-remote if you really mean it",
+            args.listen
+        );
+    }
+    // Kept alive until the server stops; removed then.
+    let ephemeral = if args.ephemeral {
+        Some(tempfile::Builder::new().prefix("infra-server-").tempdir()?)
+    } else {
+        None
+    };
+    let data_dir = match &ephemeral {
+        Some(t) => t.path().to_path_buf(),
+        None => args.data_dir.clone().unwrap_or_else(default_data_dir),
+    };
     crate::fsutil::create_private_dir(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
 
@@ -233,16 +314,30 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         None if addr.ip().is_unspecified() => format!("https://localhost:{}", addr.port()),
         None => format!("https://{addr}"),
     };
-    let state = AppState::new(store.clone(), root_key, &args, public_url)?;
-
-    bootstrap::run(&state, args.config.as_deref()).await?;
-
+    let dev = if args.dev {
+        Some(Arc::new(dev_idp::DevIdp::new(
+            &public_url,
+            Some(callback_url(&args, &public_url)),
+        )?))
+    } else {
+        None
+    };
+    let state = AppState::new(store.clone(), root_key, &args, public_url, dev.clone())?;
     let tls = tls::load_or_create(
         &data_dir,
         args.tls_cert.as_deref(),
         args.tls_key.as_deref(),
         args.listen,
     )?;
+    if let Some(idp) = &dev {
+        bootstrap::register_dev_provider(&state, idp, &tls.cert_pem).await?;
+        eprintln!("{}", dev_idp::warning(idp));
+    }
+
+    bootstrap::run(&state, args.config.as_deref()).await?;
+    if let Some(url) = &args.oidc_issuer_url {
+        bootstrap::register_flag_provider(&state, &args, url).await?;
+    }
 
     let handle = axum_server::Handle::new();
     tokio::spawn(shutdown_on_signal(handle.clone()));

@@ -169,7 +169,8 @@ impl Server {
             });
         }
         let url = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => url,
+            // A server on every address is reached, like a person would, on loopback.
+            Ok(url) => url.replace("https://0.0.0.0:", "https://127.0.0.1:"),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -377,6 +378,11 @@ impl Default for Browser {
 }
 
 impl Browser {
+    /// A browser with its own HTTP client (e.g. one that trusts a private CA).
+    pub fn with_client(client: reqwest::Client) -> Browser {
+        Browser { client }
+    }
+
     pub fn new() -> Browser {
         Browser {
             client: reqwest::Client::builder()

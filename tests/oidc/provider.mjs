@@ -85,6 +85,7 @@
 //                         with the IdP session, like oidc-provider does for
 //                         tokens without offline_access).
 //   OIDC_ADMIN_TOKEN      enables the /__admin/* endpoints below (404 without it)
+//   OIDC_TLS_CERT, OIDC_TLS_KEY  PEM files: serve HTTPS (issuer https://127.0.0.1:PORT)
 //   OIDC_DEBUG            "1": log every request line and status to stderr
 //   OIDC_WATCH_PARENT     "0": don't exit when the parent process goes away
 //
@@ -240,6 +241,8 @@ import {
   generateKeyPairSync, randomBytes, randomUUID, sign as cryptoSign, timingSafeEqual,
 } from 'node:crypto';
 import * as http from 'node:http';
+import * as https from 'node:https';
+import { readFileSync } from 'node:fs';
 
 // Imported only now, after the console set-up above (static imports would run first).
 const { default: Provider, interactionPolicy } = await import('oidc-provider');
@@ -637,7 +640,11 @@ async function handleAdmin(req, res, url) {
 
 let oidcHandler = null;
 
-const server = http.createServer((req, res) => {
+// OIDC_TLS_CERT / OIDC_TLS_KEY (PEM files): serve HTTPS, issuer https://127.0.0.1:PORT.
+const TLS_CERT = process.env.OIDC_TLS_CERT || '';
+const TLS_KEY = process.env.OIDC_TLS_KEY || '';
+
+const handle = (req, res) => {
   const url = new URL(req.url, 'http://127.0.0.1');
   if (DEBUG) {
     res.on('finish', () => console.error(`provider.mjs: ${req.method} ${req.url} -> ${res.statusCode}`));
@@ -674,7 +681,11 @@ const server = http.createServer((req, res) => {
     };
   }
   oidcHandler(req, res);
-});
+};
+
+const server = TLS_CERT
+  ? https.createServer({ cert: readFileSync(TLS_CERT), key: readFileSync(TLS_KEY) }, handle)
+  : http.createServer(handle);
 
 function shutdown(signal) {
   if (DEBUG) console.error(`provider.mjs: ${signal}, exiting`);
@@ -695,7 +706,7 @@ server.on('error', (err) => {
 
 server.listen(PORT, '127.0.0.1', () => {
   const { port } = server.address();
-  const issuer = `http://127.0.0.1:${port}`;
+  const issuer = `${TLS_CERT ? 'https' : 'http'}://127.0.0.1:${port}`;
 
   // oidc-provider shows the consent page on every authorization of a "native"
   // client; we use native only for its loopback-port leniency, so drop that.
