@@ -7,7 +7,9 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod connector;
 pub mod fsutil;
 pub mod local;
 pub mod login;
 pub mod server;
+pub mod tui;

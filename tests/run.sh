@@ -8,7 +8,8 @@
 #   1. installs missing Debian packages (postgresql, gnome-keyring,
 #      libsecret-tools, dbus, tmux, procps; nodejs/npm only if there is no node;
 #      Node >= 20.18 is needed) and `npm ci` in tests/oidc when its
-#      node_modules doesn't match package-lock.json;
+#      node_modules doesn't match package-lock.json; the Python `kubernetes`
+#      client (pip) when python3 can't import it (tests/list_pods.py);
 #   2. starts a throwaway PostgreSQL cluster (as the system user `infra-test`
 #      when run as root), listening on 127.0.0.1:<free port> only, trust auth,
 #      fsync off;
@@ -199,6 +200,15 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$want_stamp" ]]; then
 else
   (cd "$oidc" && npm ci --no-audit --no-fund --loglevel=error)
   printf '%s\n' "$want_stamp" >"$stamp"
+fi
+
+say "Python kubernetes client"
+if python3 -c 'import kubernetes' 2>/dev/null; then
+  note "already installed"
+else
+  python3 -m pip install --quiet 'kubernetes==37.0.2' \
+    || python3 -m pip install --quiet --break-system-packages 'kubernetes==37.0.2' \
+    || die "cannot install the Python kubernetes client: pip install 'kubernetes==37.0.2'"
 fi
 
 say "PostgreSQL"

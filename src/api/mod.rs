@@ -510,3 +510,156 @@ impl std::fmt::Debug for CreateTokenResponse {
             .finish()
     }
 }
+
+// ---------------------------------------------------------------- machine identities: oidc-auth
+
+/// Default lifetime of a machine identity's access token: 2 hours.
+pub const DEFAULT_ACCESS_TOKEN_TTL: u64 = 7200;
+/// Default limit on renewals, counted from login: 30 days.
+pub const DEFAULT_ACCESS_TOKEN_MAX_TTL: u64 = 30 * 86_400;
+/// Default trusted IPs: everywhere.
+pub const DEFAULT_TRUSTED_IPS: &[&str] = &["0.0.0.0/0", "::/0"];
+
+/// `PUT /api/identities/{id}/oidc-auth`: how a machine identity logs in
+/// with its workload's OIDC JWT. Replaces the whole configuration; fields
+/// left out take their defaults. `subject`, `audiences` and the values of
+/// `claims` are glob patterns (`*` any run of characters, `?` one).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcAuthRequest {
+    /// The issuer's base URL (`/.well-known/openid-configuration` is
+    /// appended) or the full URL of its discovery document.
+    #[serde(rename = "discoveryURL")]
+    pub discovery_url: String,
+    /// What the JWT's `iss` must be, exactly.
+    pub issuer: String,
+    /// PEM bundle of the CA that signs the issuer's certificate, when it is
+    /// not publicly trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    /// Pattern the JWT's `sub` must match.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subject: String,
+    /// Patterns one of which one of the JWT's `aud` must match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Claim name → pattern; a list-valued claim matches if one element does.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub claims: std::collections::BTreeMap<String, String>,
+    /// Seconds an access token lasts (and each renewal adds); default 7200.
+    #[serde(
+        default,
+        rename = "accessTokenTTL",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub access_token_ttl: Option<u64>,
+    /// Seconds from login past which no renewal reaches; default 30 days.
+    #[serde(
+        default,
+        rename = "accessTokenMaxTTL",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub access_token_max_ttl: Option<u64>,
+    /// How many requests an access token may make; 0 (default): unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_max_uses: Option<u64>,
+    /// CIDRs the token may be used (and the login made) from; default everywhere.
+    #[serde(
+        default,
+        rename = "accessTokenTrustedIPs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub access_token_trusted_ips: Option<Vec<String>>,
+}
+
+/// A machine identity's oidc-auth configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcAuth {
+    #[serde(rename = "identityID")]
+    pub identity_id: String,
+    pub identity_name: String,
+    #[serde(rename = "discoveryURL")]
+    pub discovery_url: String,
+    pub issuer: String,
+    #[serde(default)]
+    pub ca_cert: String,
+    #[serde(default)]
+    pub subject: String,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, String>,
+    #[serde(rename = "accessTokenTTL")]
+    pub access_token_ttl: u64,
+    #[serde(rename = "accessTokenMaxTTL")]
+    pub access_token_max_ttl: u64,
+    pub access_token_max_uses: u64,
+    #[serde(rename = "accessTokenTrustedIPs")]
+    pub access_token_trusted_ips: Vec<String>,
+    pub created: String,
+    pub updated: String,
+}
+
+/// `POST /api/v1/auth/oidc-auth/login`: a workload's JWT in, an access token out.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcAuthLoginRequest {
+    /// The machine identity's id or name.
+    pub identity_id: String,
+    /// The JWT the workload's platform gave it (GitLab CI's `id_tokens`,
+    /// a SPIFFE JWT-SVID, …).
+    pub jwt: String,
+}
+
+impl std::fmt::Debug for OidcAuthLoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcAuthLoginRequest")
+            .field("identity_id", &self.identity_id)
+            .field("jwt", &"[redacted]")
+            .finish()
+    }
+}
+
+/// A machine identity's access token: use it as `Authorization: Bearer`
+/// (or `INFRA_ACCESS_KEY`).
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineAccessToken {
+    pub access_token: String,
+    /// Seconds until it expires, unless renewed.
+    pub expires_in: u64,
+    /// Seconds from login past which it cannot be renewed.
+    #[serde(rename = "accessTokenMaxTTL")]
+    pub access_token_max_ttl: u64,
+    /// Always `Bearer`.
+    pub token_type: String,
+    pub identity_id: String,
+    pub identity_name: String,
+}
+
+impl std::fmt::Debug for MachineAccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MachineAccessToken")
+            .field("access_token", &"[redacted]")
+            .field("expires_in", &self.expires_in)
+            .field("access_token_max_ttl", &self.access_token_max_ttl)
+            .field("identity_name", &self.identity_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /api/v1/auth/token/renew` and `/revoke`.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessTokenRequest {
+    pub access_token: String,
+}
+
+impl std::fmt::Debug for AccessTokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessTokenRequest")
+            .field("access_token", &"[redacted]")
+            .finish()
+    }
+}

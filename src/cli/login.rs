@@ -60,6 +60,38 @@ pub struct LoginArgs {
     /// How long to wait for the browser sign-in
     #[arg(long, hide = true, env = "INFRA_LOGIN_TIMEOUT", default_value = "5m", value_parser = crate::server::parse_duration)]
     pub timeout: std::time::Duration,
+
+    /// Log in another way: oidc-auth (a machine identity, with its workload's OIDC JWT)
+    #[arg(long, value_enum, value_name = "METHOD", conflicts_with_all = ["user", "provider", "no_browser"])]
+    pub method: Option<LoginMethod>,
+
+    /// With --method=oidc-auth: the machine identity's id or name
+    #[arg(long, value_name = "ID", requires = "method")]
+    pub machine_identity_id: Option<String>,
+
+    /// With --method=oidc-auth: the workload's OIDC JWT (or INFRA_OIDC_JWT)
+    #[arg(
+        long,
+        value_name = "JWT",
+        env = "INFRA_OIDC_JWT",
+        hide_env_values = true
+    )]
+    pub oidc_jwt: Option<String>,
+
+    /// With --method=oidc-auth: print nothing on stderr when it works
+    #[arg(long, requires = "method")]
+    pub silent: bool,
+
+    /// With --method=oidc-auth: print only the access token on stdout and keep it nowhere
+    #[arg(long, requires = "method")]
+    pub plain: bool,
+}
+
+/// The ways to log in besides key, password and browser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoginMethod {
+    /// A machine identity logs in with its workload's OIDC JWT
+    OidcAuth,
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,7 +106,7 @@ pub struct LogoutArgs {
 }
 
 /// Decides how to trust the server, asking the person if needed.
-async fn decide_trust(
+pub(super) async fn decide_trust(
     args: &LoginArgs,
     server: &str,
     existing: Option<&ServerEntry>,
@@ -140,6 +172,9 @@ fn split_host_port(server: &str) -> (String, u16) {
 }
 
 pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
+    if args.method == Some(LoginMethod::OidcAuth) {
+        return super::identities::machine_login(&args).await;
+    }
     let input = args.server.clone().ok_or_else(|| {
         Usage("which server? run `infra login SERVER` (or set INFRA_SERVER)".into())
     })?;
@@ -191,6 +226,8 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         credentials::delete_key(&old_account)?;
     }
 
+    // Cluster tokens cached for an earlier session (maybe another user) go.
+    let _ = crate::local::token_cache::remove_server(&server);
     let stored = credentials::store_key(&account(&resp.name, &server), &key)?;
     if let Some(w) = &stored.warning {
         eprintln!("warning: {w}");
@@ -223,7 +260,7 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
 
 /// Changes the config file under a lock, re-reading it first, so parallel
 /// logins and logouts do not lose each other's entries.
-fn update_config(f: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
+pub(super) fn update_config(f: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
     let dir = crate::local::config::config_dir();
     let _lock = crate::local::lock::FileLock::acquire(
         &dir.join("config.lock"),
@@ -361,13 +398,23 @@ fn spinner(msg: &'static str) -> Option<indicatif::ProgressBar> {
 /// Writes a kubeconfig context for every destination the user may reach
 /// through this server, and removes this server's contexts that are gone.
 pub async fn write_kubeconfig(client: &Client, server: &str, user_id: &str) -> anyhow::Result<()> {
+    let grants = format!(
+        "/api/grants?user={}&showInherited=true",
+        crate::client::enc(user_id)
+    );
+    write_kubeconfig_with(client, server, &grants, false).await
+}
+
+/// [`write_kubeconfig`] for the grants at `grants_path`; `quiet` keeps
+/// stderr silent except for warnings.
+pub async fn write_kubeconfig_with(
+    client: &Client,
+    server: &str,
+    grants_path: &str,
+    quiet: bool,
+) -> anyhow::Result<()> {
     use crate::local::kubeconfig::{self, InfraCluster};
-    let grants: Vec<crate::api::Grant> = client
-        .list_all(&format!(
-            "/api/grants?user={}&showInherited=true",
-            crate::client::enc(user_id)
-        ))
-        .await?;
+    let grants: Vec<crate::api::Grant> = client.list_all(grants_path).await?;
     let destinations: Vec<crate::api::Destination> = client.list_all("/api/destinations").await?;
     let mut clusters: Vec<InfraCluster> = Vec::new();
     for g in &grants {
@@ -401,7 +448,11 @@ pub async fn write_kubeconfig(client: &Client, server: &str, user_id: &str) -> a
     let summary = summary.await??;
     let mut contexts: Vec<&String> = summary.added.iter().chain(&summary.updated).collect();
     contexts.sort();
-    if !summary.added.is_empty() || !summary.updated.is_empty() || !summary.removed.is_empty() {
+    let changed =
+        !summary.added.is_empty() || !summary.updated.is_empty() || !summary.removed.is_empty();
+    if quiet {
+        // Only the warnings below.
+    } else if changed {
         let names: Vec<&str> = contexts.iter().map(|s| s.as_str()).collect();
         eprintln!(
             "Updated {}: {}",
@@ -467,6 +518,9 @@ pub async fn logout(args: LogoutArgs) -> anyhow::Result<()> {
             }
         }
         credentials::delete_key(&acct)?;
+        if let Err(e) = crate::local::token_cache::remove_server(&server) {
+            eprintln!("warning: could not delete the cached cluster tokens of {server}: {e:#}");
+        }
         let path = crate::local::kubeconfig::kubeconfig_path();
         let srv = server.clone();
         let removed = tokio::task::spawn_blocking(move || {

@@ -4,10 +4,14 @@
 //! through `client`, render through `output`.
 
 pub mod admin;
+pub mod identities;
+pub mod list;
 pub mod login;
 pub mod output;
 pub mod session;
 pub mod status;
+pub mod tokens;
+pub mod use_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -64,6 +68,27 @@ pub enum Command {
     Logout(login::LogoutArgs),
     /// Show the servers you are logged in to, and whether each accepts your key
     Status(status::StatusArgs),
+    /// List the clusters (and namespaces) you can reach, with your roles there
+    #[command(
+        after_help = "STATUS is connected, disconnected (its connector has not reported in \
+                      lately) or not registered (no connector yet, so nothing to use). CURRENT \
+                      marks kubectl's current context.\n\nExamples:\n  infra list\n  \
+                      infra list --format json"
+    )]
+    List(list::ListArgs),
+    /// Switch kubectl to a cluster (or a namespace in it) you can reach
+    #[command(
+        after_help = "Sets kubectl's current context to infra:DEST or infra:DEST.NAMESPACE, \
+                      adding the kubeconfig entries first if they are missing.\n\n\
+                      With no argument on a terminal, opens a picker: type to filter (fuzzy, \
+                      like fzf); Up/Down or Ctrl-N/Ctrl-P move, and so do j/k while the filter \
+                      is empty (once you type, every letter filters); Enter switches; Esc, \
+                      Ctrl-C, or q with an empty filter, leave without changes (exit 130). \
+                      Without a terminal, it prints the list and exits with 2 (usage): name \
+                      the cluster instead.\n\nExamples:\n  infra use prod\n  \
+                      infra use prod.web\n  infra use"
+    )]
+    Use(use_cmd::UseArgs),
     /// Manage users (admins)
     #[command(subcommand)]
     Users(admin::UsersCmd),
@@ -82,8 +107,19 @@ pub enum Command {
     /// Manage identity providers (admins)
     #[command(subcommand)]
     Providers(admin::ProvidersCmd),
+    /// Manage machine identities and how they log in with OIDC JWTs (admins)
+    #[command(subcommand)]
+    Identities(identities::IdentitiesCmd),
+    /// Credentials for clusters: kubectl's exec plugin
+    #[command(subcommand)]
+    Tokens(tokens::TokensCmd),
     /// Run the infra API server
     Server(crate::server::ServerArgs),
+    /// Run the connector next to a cluster's API server
+    #[command(
+        after_help = "Example:\n  infra connector --server https://infra.example.com --access-key $KEY \\\n    --name prod --endpoint prod-connector.example.com:443"
+    )]
+    Connector(crate::connector::ConnectorArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -102,15 +138,20 @@ pub fn main() -> i32 {
     };
     match cli.command {
         Command::Server(args) => run_async(true, crate::server::run(args)),
+        Command::Connector(args) => run_async(true, crate::connector::run(args)),
         Command::Login(args) => run_async(false, login::login(args)),
         Command::Logout(args) => run_async(false, login::logout(args)),
         Command::Status(args) => run_async(false, status::run(args)),
+        Command::List(args) => run_async(false, list::run(args)),
+        Command::Use(args) => run_async(false, use_cmd::run(args)),
         Command::Users(cmd) => run_async(false, admin::users(cmd)),
         Command::Groups(cmd) => run_async(false, admin::groups(cmd)),
         Command::Grants(cmd) => run_async(false, admin::grants(cmd)),
         Command::Destinations(cmd) => run_async(false, admin::destinations(cmd)),
         Command::Keys(cmd) => run_async(false, admin::keys(cmd)),
         Command::Providers(cmd) => run_async(false, admin::providers(cmd)),
+        Command::Identities(cmd) => run_async(false, identities::run(cmd)),
+        Command::Tokens(cmd) => run_async(false, tokens::run(cmd)),
     }
 }
 

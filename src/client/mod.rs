@@ -119,6 +119,11 @@ impl Client {
         &self.base
     }
 
+    /// The underlying HTTP client, with this server's TLS trust.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     pub fn with_key(mut self, key: SecretString) -> Client {
         self.key = Some(key);
         self

@@ -13,6 +13,7 @@ use crate::api::{DEFAULT_PAGE_LIMIT, FieldError, MAX_PAGE_LIMIT};
 use crate::server::AppState;
 use crate::server::crypto;
 use crate::server::error::ApiError;
+use crate::server::machine_auth::{self, KeyUse};
 use crate::server::store::{self, AccessKeyRow, PageRequest, Subject};
 
 /// A JSON body. Malformed input is a 400 whose `fieldErrors` name the field.
@@ -111,6 +112,9 @@ pub struct Caller {
     pub key_expires_at: i64,
     pub is_admin: bool,
     pub is_connector: bool,
+    /// The key is a machine identity's token from an oidc-auth login,
+    /// bound by its TTL, uses and trusted IPs.
+    pub machine_token: bool,
 }
 
 impl Caller {
@@ -147,15 +151,36 @@ impl FromRequestParts<AppState> for Caller {
         let key = header.strip_prefix("Bearer ").ok_or_else(|| {
             ApiError::unauthorized("the Authorization header must be `Bearer <access key>`")
         })?;
-        let row = state.verify_access_key(key).await?;
-        state.caller_for_key(row).await
+        // Machine tokens are bound to trusted IPs, so the address goes along.
+        let remote = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let (row, machine_token) = state.verify_key(key, KeyUse::Request(remote)).await?;
+        let mut caller = state.caller_for_key(row).await?;
+        caller.machine_token = machine_token;
+        Ok(caller)
     }
 }
 
 impl AppState {
-    /// Checks an `<id>.<secret>` key against the store: shape, secret,
-    /// expiry and inactivity. Records the use.
+    /// Checks a key presented to be traded for another (`POST /api/login`);
+    /// see [`AppState::verify_key`].
     pub async fn verify_access_key(&self, key: &str) -> Result<AccessKeyRow, ApiError> {
+        self.verify_key(key, KeyUse::Exchange)
+            .await
+            .map(|(row, _)| row)
+    }
+
+    /// Checks an `<id>.<secret>` key against the store: shape, secret,
+    /// expiry and inactivity; for a machine identity's token also its
+    /// trusted IPs and uses (the only extra queries, and only for those).
+    /// Records the use. Also says whether it is a machine token.
+    pub async fn verify_key(
+        &self,
+        key: &str,
+        how: KeyUse,
+    ) -> Result<(AccessKeyRow, bool), ApiError> {
         let invalid = || ApiError::unauthorized("the access key is not valid; log in again");
         let (id, secret) = crypto::parse_access_key(key).ok_or_else(invalid)?;
         let row = match self.store.get_access_key(id).await {
@@ -177,6 +202,8 @@ impl AppState {
                 "the access key lapsed after going unused for its inactivity timeout; log in again",
             ));
         }
+        let machine_token =
+            row.owner_kind == "identity" && machine_auth::check_use(self, &row, how).await?;
         // Extending the deadline on every call would make each read a write;
         // once a minute is as good for a timeout measured in hours.
         if row.last_used_at.is_none_or(|t| now - t >= 60) {
@@ -184,7 +211,7 @@ impl AppState {
                 .touch_access_key(&row.id, now, row.inactivity_timeout, row.expires_at)
                 .await?;
         }
-        Ok(row)
+        Ok((row, machine_token))
     }
 
     pub async fn caller_for_key(&self, row: AccessKeyRow) -> Result<Caller, ApiError> {
@@ -205,6 +232,7 @@ impl AppState {
             name: row.owner_name,
             key_id: row.id,
             key_expires_at: row.expires_at,
+            machine_token: false,
         })
     }
 }

@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod dev_idp;
 pub mod error;
 pub mod extract;
+pub mod machine_auth;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;
@@ -176,6 +177,8 @@ pub struct Inner {
     pub dev_idp: Option<Arc<dev_idp::DevIdp>>,
     /// Where providers send the browser back for web sign-in.
     pub callback_url: String,
+    /// Machine identities' issuers' keys (a per-replica cache).
+    pub jwks_cache: machine_auth::JwksCache,
 }
 
 impl std::ops::Deref for AppState {
@@ -211,6 +214,7 @@ impl AppState {
             dev_idp,
             callback_url: callback_url(args, &public_url),
             public_url,
+            jwks_cache: machine_auth::JwksCache::default(),
         })))
     }
 }

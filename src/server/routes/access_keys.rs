@@ -89,6 +89,13 @@ pub async fn create(
     RemoteAddr(addr): RemoteAddr,
     ApiJson(req): ApiJson<CreateAccessKeyRequest>,
 ) -> ApiResult<(StatusCode, Json<CreateAccessKeyResponse>)> {
+    if caller.machine_token {
+        // It would outlive the token's TTL, uses and trusted IPs.
+        return Err(ApiError::forbidden(
+            "a machine identity's access token cannot create access keys; renew it or log in \
+             again with a fresh JWT",
+        ));
+    }
     let (owner_kind, owner_id, owner_name) = if req.connector {
         caller.require_admin()?;
         let u = state

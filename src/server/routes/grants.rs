@@ -94,7 +94,13 @@ pub async fn list(
         include_namespaces: true,
         role: q.role,
     };
-    if !caller.is_admin {
+    // A connector reads the grants on the destination it serves.
+    let connector_read = caller.is_connector
+        && filter.destination.is_some()
+        && filter.user.is_none()
+        && filter.group.is_none()
+        && filter.identity.is_none();
+    if !caller.is_admin && !connector_read {
         let forbidden = || ApiError::forbidden("you may only read your own grants");
         if filter.group.is_some() {
             return Err(forbidden());

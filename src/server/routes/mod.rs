@@ -76,6 +76,28 @@ pub fn api_routes() -> Vec<Route> {
             get(identities::get).delete(identities::remove),
         ),
         route(
+            "/api/identities/{id}/oidc-auth",
+            &["get", "put", "delete"],
+            get(identities::get_oidc_auth)
+                .put(identities::put_oidc_auth)
+                .delete(identities::delete_oidc_auth),
+        ),
+        route(
+            "/api/v1/auth/oidc-auth/login",
+            &["post"],
+            post(identities::oidc_auth_login),
+        ),
+        route(
+            "/api/v1/auth/token/renew",
+            &["post"],
+            post(identities::renew_token),
+        ),
+        route(
+            "/api/v1/auth/token/revoke",
+            &["post"],
+            post(identities::revoke_token),
+        ),
+        route(
             "/api/grants",
             &["get", "post"],
             get(grants::list).post(grants::create),

@@ -1,9 +1,16 @@
 //! Machine identities: workloads that log in with their own OIDC JWT.
+//! An identity may have one oidc-auth configuration (the issuer and the
+//! bounds its JWTs must meet); each login through it yields an access key
+//! whose bounds (max TTL from login, uses, trusted IPs) are kept beside it.
+
+use std::collections::BTreeMap;
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Page, PageRequest, Result, Store, StoreError, conflict, new_id, now, total};
+use super::{
+    NewAccessKey, Page, PageRequest, Result, Store, StoreError, conflict, new_id, now, total,
+};
 
 #[derive(Debug, Clone)]
 pub struct IdentityRow {
@@ -31,6 +38,21 @@ impl Store {
             .await
             .map_err(|e| conflict(e, || format!("an identity named {name:?} already exists")))?;
         self.get_identity(&id).await
+    }
+
+    /// The identity with this id or, failing that, this name.
+    pub async fn find_identity(&self, id_or_name: &str) -> Result<IdentityRow> {
+        match sqlx::query(
+            "SELECT id, name, created_at FROM identities WHERE id = $1 OR name = $1 \
+             ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1",
+        )
+        .bind(id_or_name)
+        .fetch_optional(self.pool())
+        .await?
+        {
+            Some(r) => row(r),
+            None => Err(StoreError::NotFound("identity")),
+        }
     }
 
     pub async fn get_identity(&self, id: &str) -> Result<IdentityRow> {
@@ -88,6 +110,263 @@ impl Store {
             return Err(StoreError::NotFound("identity"));
         }
         tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// An identity's oidc-auth configuration. Times and durations in seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcAuthRow {
+    pub identity_id: String,
+    pub discovery_url: String,
+    pub issuer: String,
+    /// PEM bundle trusted for the discovery and JWKS requests; empty: the
+    /// system's roots.
+    pub ca_pem: String,
+    /// Glob pattern for `sub`; empty: any.
+    pub subject: String,
+    /// Glob patterns, one of which some `aud` must match; empty: any.
+    pub audiences: Vec<String>,
+    /// Claim name to glob pattern.
+    pub claims: BTreeMap<String, String>,
+    pub access_token_ttl: i64,
+    pub access_token_max_ttl: i64,
+    /// 0: unlimited.
+    pub access_token_max_uses: i64,
+    /// CIDRs, normalized.
+    pub trusted_ips: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+fn json_list(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn oidc_auth_row(r: AnyRow) -> Result<OidcAuthRow> {
+    let audiences: String = r.try_get("audiences")?;
+    let claims: String = r.try_get("claims")?;
+    let ips: String = r.try_get("trusted_ips")?;
+    Ok(OidcAuthRow {
+        identity_id: r.try_get("identity_id")?,
+        discovery_url: r.try_get("discovery_url")?,
+        issuer: r.try_get("issuer")?,
+        ca_pem: r.try_get("ca_pem")?,
+        subject: r.try_get("subject")?,
+        audiences: json_list(&audiences),
+        claims: serde_json::from_str(&claims).unwrap_or_default(),
+        access_token_ttl: r.try_get("access_token_ttl")?,
+        access_token_max_ttl: r.try_get("access_token_max_ttl")?,
+        access_token_max_uses: r.try_get("access_token_max_uses")?,
+        trusted_ips: json_list(&ips),
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// An access key issued by an oidc-auth login, with its bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineTokenRow {
+    pub key_id: String,
+    pub identity_id: String,
+    pub login_at: i64,
+    pub ttl: i64,
+    pub max_ttl: i64,
+    pub uses: i64,
+    /// 0: unlimited.
+    pub max_uses: i64,
+    pub trusted_ips: Vec<String>,
+}
+
+impl MachineTokenRow {
+    /// The key may not live past this: login time + max TTL.
+    pub fn hard_expiry(&self) -> i64 {
+        self.login_at.saturating_add(self.max_ttl)
+    }
+}
+
+/// What a new machine token is bound by.
+pub struct NewMachineToken<'a> {
+    pub key: NewAccessKey<'a>,
+    pub login_at: i64,
+    pub ttl: i64,
+    pub max_ttl: i64,
+    pub max_uses: i64,
+    pub trusted_ips: &'a [String],
+}
+
+const OIDC_AUTH_COLUMNS: &str = "identity_id, discovery_url, issuer, ca_pem, subject, audiences, \
+     claims, access_token_ttl, access_token_max_ttl, access_token_max_uses, trusted_ips, \
+     created_at, updated_at";
+
+impl Store {
+    /// Creates or replaces the identity's oidc-auth configuration. Tokens
+    /// issued earlier keep the bounds they were issued with.
+    pub async fn put_oidc_auth(&self, c: &OidcAuthRow) -> Result<OidcAuthRow> {
+        let t = now();
+        let sql = format!(
+            "INSERT INTO identity_oidc_auth ({OIDC_AUTH_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
+             ON CONFLICT (identity_id) DO UPDATE SET discovery_url = excluded.discovery_url, \
+             issuer = excluded.issuer, ca_pem = excluded.ca_pem, subject = excluded.subject, \
+             audiences = excluded.audiences, claims = excluded.claims, \
+             access_token_ttl = excluded.access_token_ttl, \
+             access_token_max_ttl = excluded.access_token_max_ttl, \
+             access_token_max_uses = excluded.access_token_max_uses, \
+             trusted_ips = excluded.trusted_ips, updated_at = excluded.updated_at"
+        );
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&c.identity_id)
+            .bind(&c.discovery_url)
+            .bind(&c.issuer)
+            .bind(&c.ca_pem)
+            .bind(&c.subject)
+            .bind(serde_json::to_string(&c.audiences).unwrap_or_else(|_| "[]".into()))
+            .bind(serde_json::to_string(&c.claims).unwrap_or_else(|_| "{}".into()))
+            .bind(c.access_token_ttl)
+            .bind(c.access_token_max_ttl)
+            .bind(c.access_token_max_uses)
+            .bind(serde_json::to_string(&c.trusted_ips).unwrap_or_else(|_| "[]".into()))
+            .bind(t)
+            .execute(self.pool())
+            .await;
+        match done {
+            Ok(_) => {}
+            // The identity went away meanwhile (a foreign-key violation).
+            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+                return Err(StoreError::NotFound("identity"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.get_oidc_auth(&c.identity_id).await
+    }
+
+    pub async fn get_oidc_auth(&self, identity_id: &str) -> Result<OidcAuthRow> {
+        let sql =
+            format!("SELECT {OIDC_AUTH_COLUMNS} FROM identity_oidc_auth WHERE identity_id = $1");
+        match sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(identity_id)
+            .fetch_optional(self.pool())
+            .await?
+        {
+            Some(r) => oidc_auth_row(r),
+            None => Err(StoreError::NotFound("oidc-auth configuration")),
+        }
+    }
+
+    /// Removes the configuration and revokes the access tokens it issued;
+    /// returns how many tokens were revoked.
+    pub async fn delete_oidc_auth(&self, identity_id: &str) -> Result<u64> {
+        let mut tx = self.pool().begin().await?;
+        let done = sqlx::query("DELETE FROM identity_oidc_auth WHERE identity_id = $1")
+            .bind(identity_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("oidc-auth configuration"));
+        }
+        let revoked = sqlx::query(
+            "DELETE FROM access_keys WHERE id IN \
+             (SELECT key_id FROM identity_access_tokens WHERE identity_id = $1)",
+        )
+        .bind(identity_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM identity_access_tokens WHERE identity_id = $1")
+            .bind(identity_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(revoked.rows_affected())
+    }
+
+    /// Stores the access key of an oidc-auth login with its bounds, at once.
+    pub async fn create_machine_token(&self, t: &NewMachineToken<'_>) -> Result<()> {
+        let k = &t.key;
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO access_keys (id, name, owner_kind, owner_id, secret_hash, created_at, \
+             expires_at, inactivity_timeout, inactivity_deadline) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7)",
+        )
+        .bind(k.id)
+        .bind(k.name)
+        .bind(k.owner_kind)
+        .bind(k.owner_id)
+        .bind(k.secret_hash)
+        .bind(t.login_at)
+        .bind(k.expires_at)
+        .bind(k.inactivity_timeout)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, || "an access key with this id already exists".into()))?;
+        sqlx::query(
+            "INSERT INTO identity_access_tokens (key_id, identity_id, login_at, ttl, max_ttl, \
+             uses, max_uses, trusted_ips) VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
+        )
+        .bind(k.id)
+        .bind(k.owner_id)
+        .bind(t.login_at)
+        .bind(t.ttl)
+        .bind(t.max_ttl)
+        .bind(t.max_uses)
+        .bind(serde_json::to_string(t.trusted_ips).unwrap_or_else(|_| "[]".into()))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The bounds of an access key issued by an oidc-auth login; `None`
+    /// for any other key.
+    pub async fn get_machine_token(&self, key_id: &str) -> Result<Option<MachineTokenRow>> {
+        let r = sqlx::query(
+            "SELECT key_id, identity_id, login_at, ttl, max_ttl, uses, max_uses, trusted_ips \
+             FROM identity_access_tokens WHERE key_id = $1",
+        )
+        .bind(key_id)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(r) = r else { return Ok(None) };
+        let ips: String = r.try_get("trusted_ips")?;
+        Ok(Some(MachineTokenRow {
+            key_id: r.try_get("key_id")?,
+            identity_id: r.try_get("identity_id")?,
+            login_at: r.try_get("login_at")?,
+            ttl: r.try_get("ttl")?,
+            max_ttl: r.try_get("max_ttl")?,
+            uses: r.try_get("uses")?,
+            max_uses: r.try_get("max_uses")?,
+            trusted_ips: json_list(&ips),
+        }))
+    }
+
+    /// Counts one use of a machine token; `false` when it has no use left
+    /// (then nothing is counted). Atomic, so parallel requests on several
+    /// replicas never exceed the limit.
+    pub async fn use_machine_token(&self, key_id: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE identity_access_tokens SET uses = uses + 1 \
+             WHERE key_id = $1 AND (max_uses = 0 OR uses < max_uses)",
+        )
+        .bind(key_id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Moves a machine token's expiry (and its inactivity deadline with it).
+    pub async fn renew_machine_token(&self, key_id: &str, expires_at: i64) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE access_keys SET expires_at = $1, inactivity_deadline = $1 WHERE id = $2",
+        )
+        .bind(expires_at)
+        .bind(key_id)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("access key"));
+        }
         Ok(())
     }
 }

@@ -21,7 +21,7 @@ pub use audit::{AuditEntry, AuditRow};
 pub use destinations::DestinationRow;
 pub use grants::{GrantFilter, GrantRow, Subject};
 pub use groups::GroupRow;
-pub use identities::IdentityRow;
+pub use identities::{IdentityRow, MachineTokenRow, NewMachineToken, OidcAuthRow};
 pub use provider_users::ProviderUserRow;
 pub use providers::{NewProvider, ProviderRow};
 pub use users::UserRow;

@@ -1,0 +1,177 @@
+//! Verifying the cluster tokens users present: ES256 JWTs signed by the
+//! server. Keys come from the server's JWKS, cached, and fetched again when
+//! a token names a `kid` we do not know (at most once every few seconds, so
+//! a stream of forged `kid`s cannot make us hammer the server).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+use serde::Deserialize;
+
+/// Leeway for `exp` and `nbf`, for clock skew.
+pub const LEEWAY_SECS: u64 = 30;
+/// How often an unknown `kid` may trigger a JWKS fetch.
+const REFETCH_EVERY: Duration = Duration::from_secs(5);
+
+/// The claims the connector uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Claims {
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub sub: String,
+}
+
+/// Why a token was refused; the label of the rejection metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Missing,
+    Malformed,
+    UnknownKey,
+    BadSignature,
+    Expired,
+    WrongAudience,
+    WrongIssuer,
+    Algorithm,
+    Invalid,
+}
+
+impl Rejection {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::Missing => "missing",
+            Rejection::Malformed => "malformed",
+            Rejection::UnknownKey => "unknown_key",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::Expired => "expired",
+            Rejection::WrongAudience => "wrong_audience",
+            Rejection::WrongIssuer => "wrong_issuer",
+            Rejection::Algorithm => "algorithm",
+            Rejection::Invalid => "invalid",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Rejection::Missing => "no bearer token: configure kubectl with `infra login`",
+            Rejection::Expired => {
+                "the token has expired; kubectl fetches a new one from `infra tokens create`"
+            }
+            Rejection::WrongAudience => "the token is for another cluster",
+            Rejection::WrongIssuer => "the token was issued by another infra server",
+            _ => "the token is not valid for this cluster",
+        }
+    }
+}
+
+struct Keys {
+    by_kid: HashMap<String, DecodingKey>,
+    /// When an unknown `kid` last made us fetch; other fetches don't count.
+    refetched: Option<Instant>,
+}
+
+/// Verifies tokens for one destination.
+pub struct Verifier {
+    issuer: String,
+    audience: String,
+    jwks_url: String,
+    http: reqwest::Client,
+    leeway: u64,
+    keys: Mutex<Keys>,
+    fetch_lock: tokio::sync::Mutex<()>,
+}
+
+impl Verifier {
+    pub fn new(issuer: &str, audience: &str, http: reqwest::Client, leeway: u64) -> Verifier {
+        let issuer = issuer.trim_end_matches('/').to_string();
+        Verifier {
+            jwks_url: format!("{issuer}/.well-known/jwks.json"),
+            issuer,
+            audience: audience.to_string(),
+            http,
+            leeway,
+            keys: Mutex::new(Keys {
+                by_kid: HashMap::new(),
+                refetched: None,
+            }),
+            fetch_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn cached(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_kid
+            .get(kid)
+            .cloned()
+    }
+
+    /// Fetches the JWKS. `for_unknown_kid` fetches are rate-limited.
+    pub async fn refresh(&self, for_unknown_kid: bool) -> anyhow::Result<()> {
+        let _guard = self.fetch_lock.lock().await;
+        if for_unknown_kid {
+            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            if keys.refetched.is_some_and(|t| t.elapsed() < REFETCH_EVERY) {
+                return Ok(());
+            }
+            keys.refetched = Some(Instant::now());
+        }
+        let set: JwkSet = self
+            .http
+            .get(&self.jwks_url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let mut by_kid = HashMap::new();
+        for jwk in &set.keys {
+            if let (Some(kid), Ok(key)) = (&jwk.common.key_id, DecodingKey::from_jwk(jwk)) {
+                by_kid.insert(kid.clone(), key);
+            }
+        }
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).by_kid = by_kid;
+        Ok(())
+    }
+
+    /// Checks a bearer token: signature (ES256 only), `iss`, `aud`, `exp`, `nbf`.
+    pub async fn verify(&self, token: &str) -> Result<Claims, Rejection> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
+        if header.alg != Algorithm::ES256 {
+            return Err(Rejection::Algorithm);
+        }
+        let kid = header.kid.ok_or(Rejection::UnknownKey)?;
+        let key = match self.cached(&kid) {
+            Some(k) => k,
+            None => {
+                if let Err(e) = self.refresh(true).await {
+                    tracing::warn!("cannot fetch the server's JWKS: {e}");
+                }
+                self.cached(&kid).ok_or(Rejection::UnknownKey)?
+            }
+        };
+        let mut v = Validation::new(Algorithm::ES256);
+        v.algorithms = vec![Algorithm::ES256];
+        v.leeway = self.leeway;
+        v.validate_nbf = true;
+        v.set_audience(&[&self.audience]);
+        v.set_issuer(&[&self.issuer]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        jsonwebtoken::decode::<Claims>(token, &key, &v)
+            .map(|d| d.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                match e.kind() {
+                    K::ExpiredSignature | K::ImmatureSignature => Rejection::Expired,
+                    K::InvalidAudience => Rejection::WrongAudience,
+                    K::InvalidIssuer => Rejection::WrongIssuer,
+                    K::InvalidSignature => Rejection::BadSignature,
+                    K::InvalidAlgorithm => Rejection::Algorithm,
+                    _ => Rejection::Invalid,
+                }
+            })
+    }
+}

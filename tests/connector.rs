@@ -1,0 +1,898 @@
+//! `infra connector` in front of a loopback stand-in for a cluster's API
+//! server (there is no kube-apiserver here): the stand-in records what it
+//! receives and answers like the API server for the calls used. Users'
+//! requests go through the real `kubectl` with cluster tokens from the real
+//! `infra server`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use common::{Backend, Server, ServerOptions, free_port};
+use serde_json::{Value, json};
+
+/// What the stand-in saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct Cluster {
+    seen: Vec<Seen>,
+    /// "" for cluster-scoped bindings, else the namespace.
+    bindings: BTreeMap<(String, String), Value>,
+}
+
+#[derive(Clone)]
+struct StandIn {
+    state: Arc<Mutex<Cluster>>,
+    token_file: std::path::PathBuf,
+}
+
+fn k8s_status(code: StatusCode, msg: &str) -> Response {
+    (code, axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": msg, "code": code.as_u16()}))).into_response()
+}
+
+/// Records the request and checks the connector's own credentials.
+fn admit(s: &StandIn, path: &str, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let seen = Seen {
+        path: path.to_string(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+    };
+    s.state.lock().unwrap().seen.push(seen);
+    let want = format!(
+        "Bearer {}",
+        std::fs::read_to_string(&s.token_file).unwrap().trim()
+    );
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
+        return Err(Box::new(k8s_status(
+            StatusCode::UNAUTHORIZED,
+            "not the connector's service-account token",
+        )));
+    }
+    Ok(())
+}
+
+async fn version(State(s): State<StandIn>, headers: HeaderMap) -> Response {
+    if let Err(r) = admit(&s, "/version", &headers) {
+        return *r;
+    }
+    axum::Json(json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-standin", "platform": "linux/amd64"})).into_response()
+}
+
+async fn pods(
+    State(s): State<StandIn>,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    if let Err(r) = admit(&s, "/api/v1/namespaces/default/pods", &headers) {
+        return *r;
+    }
+    let pod = |name: &str| json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": name, "namespace": "default", "resourceVersion": "1"}});
+    if q.get("watch").map(String::as_str) == Some("true") {
+        // A watch: events arrive one by one, with pauses, over a chunked stream.
+        let events = vec![
+            json!({"type": "ADDED", "object": pod("web-1")}),
+            json!({"type": "MODIFIED", "object": pod("web-2")}),
+        ];
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::new(Events::new(events)))
+            .unwrap();
+    }
+    axum::Json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": [pod("web-1"), pod("web-2")]})).into_response()
+}
+
+/// Watch events, one frame each, with a pause between them.
+struct Events {
+    events: Vec<Value>,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Events {
+    fn new(mut events: Vec<Value>) -> Events {
+        events.reverse();
+        Events {
+            events,
+            sleep: None,
+        }
+    }
+}
+
+impl http_body::Body for Events {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        use std::future::Future;
+        if let Some(s) = self.sleep.as_mut() {
+            if s.as_mut().poll(cx).is_pending() {
+                return std::task::Poll::Pending;
+            }
+            self.sleep = None;
+        }
+        match self.events.pop() {
+            Some(e) => {
+                self.sleep = Some(Box::pin(tokio::time::sleep(Duration::from_millis(300))));
+                std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from(
+                    format!("{e}\n"),
+                )))))
+            }
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
+
+/// An upgrade that echoes bytes (like exec's stream, without SPDY framing).
+async fn echo(State(s): State<StandIn>, mut req: Request) -> Response {
+    if let Err(r) = admit(&s, "/echo", req.headers()) {
+        return *r;
+    }
+    if req.headers().get("upgrade").is_none() {
+        return k8s_status(StatusCode::BAD_REQUEST, "upgrade required");
+    }
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(io) = on.await {
+            let io = hyper_util::rt::TokioIo::new(io);
+            let (mut r, mut w) = tokio::io::split(io);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "Upgrade")
+        .header("upgrade", "echo")
+        .body(Body::empty())
+        .unwrap()
+}
+
+async fn list_bindings(
+    State(s): State<StandIn>,
+    headers: HeaderMap,
+    kind: &str,
+    ns: Option<String>,
+) -> Response {
+    if let Err(r) = admit(&s, "rbac list", &headers) {
+        return *r;
+    }
+    let st = s.state.lock().unwrap();
+    let items: Vec<Value> = st
+        .bindings
+        .iter()
+        .filter(|((n, _), v)| {
+            let is_crb = n.is_empty();
+            (kind == "ClusterRoleBinding") == is_crb
+                && ns.as_deref().is_none_or(|want| want == n)
+                && v["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "infra"
+        })
+        .map(|(_, v)| v.clone())
+        .collect();
+    axum::Json(json!({"kind": format!("{kind}List"), "apiVersion": "rbac.authorization.k8s.io/v1", "metadata": {"resourceVersion": "1"}, "items": items})).into_response()
+}
+
+async fn create_binding(s: StandIn, headers: HeaderMap, ns: String, mut body: Value) -> Response {
+    if let Err(r) = admit(&s, "rbac create", &headers) {
+        return *r;
+    }
+    let name = body["metadata"]["name"].as_str().unwrap().to_string();
+    body["metadata"]["resourceVersion"] = json!("1");
+    let mut st = s.state.lock().unwrap();
+    if st.bindings.contains_key(&(ns.clone(), name.clone())) {
+        return k8s_status(StatusCode::CONFLICT, "already exists");
+    }
+    st.bindings.insert((ns, name), body.clone());
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+async fn delete_binding(s: StandIn, headers: HeaderMap, ns: String, name: String) -> Response {
+    if let Err(r) = admit(&s, "rbac delete", &headers) {
+        return *r;
+    }
+    match s.state.lock().unwrap().bindings.remove(&(ns, name)) {
+        Some(_) => axum::Json(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+        )
+        .into_response(),
+        None => k8s_status(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+struct Running {
+    url: String,
+    ca: std::path::PathBuf,
+    standin: StandIn,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_standin() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    let cert = params.self_signed(&key).unwrap();
+    let ca = dir.path().join("kube-ca.crt");
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let token_file = dir.path().join("token");
+    // Projected service-account tokens have no trailing newline.
+    std::fs::write(&token_file, "sa-token-1").unwrap();
+    let standin = StandIn {
+        state: Arc::new(Mutex::new(Cluster::default())),
+        token_file,
+    };
+    // A binding infra does not manage, which must survive.
+    standin.state.lock().unwrap().bindings.insert(
+        (String::new(), "cluster-admins".into()),
+        json!({"metadata": {"name": "cluster-admins"}, "roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}}),
+    );
+    const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
+    let app = axum::Router::new()
+        .route("/version", get(version))
+        .route("/api/v1/namespaces/default/pods", get(pods))
+        .route("/echo", get(echo).post(echo))
+        .route(
+            &format!("{RBAC}/clusterrolebindings"),
+            get(|st: State<StandIn>, h: HeaderMap| {
+                list_bindings(st, h, "ClusterRoleBinding", None)
+            })
+            .post(
+                |State(st): State<StandIn>, h: HeaderMap, axum::Json(b): axum::Json<Value>| {
+                    create_binding(st, h, String::new(), b)
+                },
+            ),
+        )
+        .route(
+            &format!("{RBAC}/clusterrolebindings/{{name}}"),
+            delete(
+                |State(st): State<StandIn>, h: HeaderMap, Path(name): Path<String>| {
+                    delete_binding(st, h, String::new(), name)
+                },
+            ),
+        )
+        .route(
+            &format!("{RBAC}/rolebindings"),
+            get(|st: State<StandIn>, h: HeaderMap| list_bindings(st, h, "RoleBinding", None)),
+        )
+        .route(
+            &format!("{RBAC}/namespaces/{{ns}}/rolebindings"),
+            axum::routing::post(
+                |State(st): State<StandIn>,
+                 h: HeaderMap,
+                 Path(ns): Path<String>,
+                 axum::Json(b): axum::Json<Value>| create_binding(st, h, ns, b),
+            ),
+        )
+        .route(
+            &format!("{RBAC}/namespaces/{{ns}}/rolebindings/{{name}}"),
+            delete(
+                |State(st): State<StandIn>,
+                 h: HeaderMap,
+                 Path((ns, name)): Path<(String, String)>| {
+                    delete_binding(st, h, ns, name)
+                },
+            ),
+        )
+        .with_state(standin.clone());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        cert.pem().into_bytes(),
+        key.serialize_pem().into_bytes(),
+    )
+    .await
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        axum_server::from_tcp_rustls(listener, tls)
+            .unwrap()
+            .serve(app.into_make_service())
+            .await
+            .unwrap();
+    });
+    Running {
+        url: format!("https://127.0.0.1:{port}"),
+        ca,
+        standin,
+        _dir: dir,
+    }
+}
+
+struct ConnectorProc {
+    child: Child,
+    url: String,
+    ca_pem: String,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ConnectorProc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- connector log:\n{}", self.log.lock().unwrap());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_connector(s: &Server, k: &Running, name: &str, extra: &[&str]) -> ConnectorProc {
+    let key = s
+        .ok(
+            "POST",
+            "/api/access-keys",
+            Some(json!({"connector": true, "name": format!("{name}-{}", free_port())})),
+            201,
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(common::bin())
+        .args(["connector", "--server", &s.url, "--name", name])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--endpoint",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--kube-api", &k.url])
+        .arg("--kube-token-file")
+        .arg(&k.standin.token_file)
+        .arg("--kube-ca-file")
+        .arg(&k.ca)
+        .arg("--server-ca-file")
+        .arg(s.data_dir.join("tls.crt"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--rbac-poll", "1s", "--leeway", "0"])
+        .args(extra)
+        .env(
+            "INFRA_CONNECTOR_ACCESS_KEY",
+            key["accessKey"].as_str().unwrap(),
+        )
+        .env("INFRA_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    let acc = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = tx.send(());
+            }
+            let mut a = acc.lock().unwrap();
+            a.push_str(&line);
+            a.push('\n');
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = child.kill();
+        panic!("the connector did not start:\n{}", log.lock().unwrap());
+    }
+    let ca_pem = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+    ConnectorProc {
+        child,
+        url: format!("https://127.0.0.1:{port}"),
+        ca_pem,
+        log,
+        _dir: dir,
+    }
+}
+
+async fn mint(s: &Server, key: &str, dest: &str) -> String {
+    let (status, t) = s
+        .call(
+            "POST",
+            "/api/tokens",
+            Some(key),
+            Some(json!({"destination": dest})),
+        )
+        .await;
+    assert_eq!(status, 201, "{t}");
+    t["token"].as_str().unwrap().to_string()
+}
+
+/// Runs the real kubectl against the connector with a bearer token.
+fn kubectl(c: &ConnectorProc, token: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, &c.ca_pem).unwrap();
+    Command::new("kubectl")
+        .args([
+            "--server",
+            &c.url,
+            "--token",
+            token,
+            "--certificate-authority",
+        ])
+        .arg(&ca)
+        .args(["--kubeconfig", "/dev/null"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn seen_last(k: &Running, path: &str) -> Seen {
+    k.standin
+        .state
+        .lock()
+        .unwrap()
+        .seen
+        .iter()
+        .rev()
+        .find(|s| s.path == path)
+        .cloned()
+        .expect("the stand-in saw it")
+}
+
+fn header_values(s: &Seen, name: &str) -> Vec<String> {
+    s.headers
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+async fn setup(server_args: &[&str]) -> (Server, Running, ConnectorProc, String) {
+    let mut o = ServerOptions::new(Backend::Sqlite);
+    o.extra_args = server_args.iter().map(|s| s.to_string()).collect();
+    let s = Server::start_with(o).await;
+    let k = start_standin().await;
+    let c = start_connector(&s, &k, "prod", &[]).await;
+    let (alice, key) = s.user_with_key("alice").await;
+    let sre = s
+        .ok("POST", "/api/groups", Some(json!({"name": "sre"})), 201)
+        .await;
+    s.ok(
+        "PATCH",
+        &format!("/api/groups/{}/users", sre["id"].as_str().unwrap()),
+        Some(json!({"usersToAdd": [alice]})),
+        200,
+    )
+    .await;
+    s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"user": alice, "destination": "prod", "role": "view"})),
+        201,
+    )
+    .await;
+    (s, k, c, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_through_the_connector_as_the_user() {
+    let (s, k, c, key) = setup(&[]).await;
+
+    // The destination is registered, with the connector's CA, and connected.
+    let d = s.ok("GET", "/api/destinations?name=prod", None, 200).await["items"][0].clone();
+    assert_eq!(d["url"], c.url);
+    assert_eq!(d["ca"], c.ca_pem);
+    assert_eq!(d["connected"], true);
+
+    let token = mint(&s, &key, "prod").await;
+    let out = kubectl(&c, &token, &["get", "--raw", "/version"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("v1.33.0-standin"));
+    let seen = seen_last(&k, "/version");
+    assert_eq!(header_values(&seen, "impersonate-user"), ["alice"]);
+    assert_eq!(header_values(&seen, "impersonate-group"), ["sre"]);
+    assert_eq!(header_values(&seen, "authorization"), ["Bearer sa-token-1"]);
+    assert!(
+        !seen.headers.iter().any(|(_, v)| v.contains(&token)),
+        "the user's JWT never reaches the cluster"
+    );
+
+    // A list.
+    let out = kubectl(
+        &c,
+        &token,
+        &["get", "--raw", "/api/v1/namespaces/default/pods"],
+    );
+    assert!(out.status.success());
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+
+    // A watch streams its events as they come.
+    let out = kubectl(
+        &c,
+        &token,
+        &["get", "--raw", "/api/v1/namespaces/default/pods?watch=true"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ADDED") && text.contains("MODIFIED"),
+        "{text}"
+    );
+
+    // No token, a garbage one: 401 in the Status shape kubectl prints.
+    let out = kubectl(&c, "not-a-jwt", &["get", "--raw", "/version"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("must be logged in") && err.contains("not valid for this cluster"),
+        "{err}"
+    );
+    let metrics = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(c.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+        .get(format!("{}/metrics", c.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("infra_connector_token_rejections_total{reason=\"malformed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("infra_connector_requests_total{status=\"200\"}"),
+        "{metrics}"
+    );
+}
+
+fn client_for(c: &ConnectorProc) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(c.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_choose_who_they_are() {
+    let (s, k, c, key) = setup(&[]).await;
+    let token = mint(&s, &key, "prod").await;
+    let http = client_for(&c);
+    let resp = http
+        .get(format!("{}/version", c.url))
+        .bearer_auth(&token)
+        .header("Impersonate-User", "admin")
+        .header("Impersonate-Group", "system:masters")
+        .header("Impersonate-Extra-Scopes", "everything")
+        .header("Impersonate-Uid", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let seen = seen_last(&k, "/version");
+    assert_eq!(header_values(&seen, "impersonate-user"), ["alice"]);
+    assert_eq!(header_values(&seen, "impersonate-group"), ["sre"]);
+    assert!(
+        !seen
+            .headers
+            .iter()
+            .any(|(k, _)| k.starts_with("impersonate-extra") || k == "impersonate-uid")
+    );
+
+    // A second Authorization header is refused outright.
+    let resp = http
+        .get(format!("{}/version", c.url))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Authorization", "Bearer sa-token-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["code"], 401);
+}
+
+/// Encodes a JWT by hand (for tokens no honest signer would make).
+fn forge(header: Value, claims: Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    use base64::Engine;
+    let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let msg = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = sign(msg.as_bytes());
+    format!("{msg}.{}", b64(&sig))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_refused() {
+    let (s, _k, c, key) = setup(&["--token-ttl", "2s"]).await;
+    let http = client_for(&c);
+    let status_of = |t: String| {
+        let http = http.clone();
+        let url = c.url.clone();
+        async move {
+            http.get(format!("{url}/version"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // For another destination.
+    let alice = s.ok("GET", "/api/users?name=alice", None, 200).await["items"][0]["id"].clone();
+    s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"user": alice, "destination": "staging", "role": "view"})),
+        201,
+    )
+    .await;
+    assert_eq!(status_of(mint(&s, &key, "staging").await).await, 401);
+
+    // Signed by the server, then expired.
+    let good = mint(&s, &key, "prod").await;
+    assert_eq!(status_of(good.clone()).await, 200);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(status_of(good.clone()).await, 401);
+
+    // The right kid, another key; alg none; HS256 keyed with the public key.
+    let fresh = mint(&s, &key, "prod").await;
+    let header: Value = {
+        use base64::Engine;
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(fresh.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let claims: Value = {
+        use base64::Engine;
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(fresh.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let kid = header["kid"].as_str().unwrap().to_string();
+    let other = {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &rng,
+        )
+        .unwrap();
+        ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            pkcs8.as_ref(),
+            &rng,
+        )
+        .unwrap()
+    };
+    let rng = ring::rand::SystemRandom::new();
+    let forged = forge(
+        json!({"alg": "ES256", "kid": kid, "typ": "JWT"}),
+        claims.clone(),
+        |m| other.sign(&rng, m).unwrap().as_ref().to_vec(),
+    );
+    assert_eq!(status_of(forged).await, 401);
+    let none = forge(json!({"alg": "none", "kid": kid}), claims.clone(), |_| {
+        Vec::new()
+    });
+    assert_eq!(status_of(none).await, 401);
+    let jwks: Value = s
+        .client
+        .get(format!("{}/.well-known/jwks.json", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let public = jwks["keys"][0].to_string();
+    let hs = forge(json!({"alg": "HS256", "kid": kid}), claims, |m| {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, public.as_bytes());
+        ring::hmac::sign(&key, m).as_ref().to_vec()
+    });
+    assert_eq!(status_of(hs).await, 401);
+    assert_eq!(
+        status_of(fresh).await,
+        200,
+        "a fresh honest token still works"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_and_token_file_rotation_are_picked_up() {
+    let (s, k, c, key) = setup(&["--signing-key-rotation", "2s"]).await;
+    let http = client_for(&c);
+    let t1 = mint(&s, &key, "prod").await;
+    assert_eq!(
+        http.get(format!("{}/version", c.url))
+            .bearer_auth(&t1)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let t2 = mint(&s, &key, "prod").await;
+    assert_ne!(t1.split('.').next(), t2.split('.').next(), "a new kid");
+    assert_eq!(
+        http.get(format!("{}/version", c.url))
+            .bearer_auth(&t2)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+
+    // The projected token rotates: the next request uses the new one.
+    std::fs::write(&k.standin.token_file, "sa-token-2").unwrap();
+    let resp = http
+        .get(format!("{}/version", c.url))
+        .bearer_auth(&t2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        header_values(&seen_last(&k, "/version"), "authorization"),
+        ["Bearer sa-token-2"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_become_a_byte_pipe() {
+    let (s, _k, c, key) = setup(&[]).await;
+    let token = mint(&s, &key, "prod").await;
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(c.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let addr = c.url.trim_start_matches("https://");
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(format!("POST /echo HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: echo\r\nContent-Length: 0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tls.write_all(b"hello through the pipe").await.unwrap();
+    let mut buf = vec![0u8; 22];
+    tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"hello through the pipe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_become_rbac_bindings() {
+    let (s, k, _c, _key) = setup(&[]).await;
+    let managed = |k: &Running| -> Vec<(String, Value)> {
+        k.standin
+            .state
+            .lock()
+            .unwrap()
+            .bindings
+            .iter()
+            .filter(|(_, v)| v["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "infra")
+            .map(|((ns, _), v)| (ns.clone(), v.clone()))
+            .collect()
+    };
+    let wait_for = |k: &Running, n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let m = managed(k);
+            if m.len() == n {
+                return m;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "expected {n} managed bindings, have {m:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // alice's cluster-wide view grant.
+    let m = wait_for(&k, 1);
+    assert_eq!(m[0].0, "");
+    assert_eq!(m[0].1["roleRef"]["name"], "view");
+    assert_eq!(m[0].1["subjects"][0]["kind"], "User");
+    assert_eq!(m[0].1["subjects"][0]["name"], "alice");
+
+    // A namespace grant to a group: a RoleBinding in that namespace.
+    let sre = s.ok("GET", "/api/groups?name=sre", None, 200).await["items"][0]["id"].clone();
+    let g = s
+        .ok(
+            "POST",
+            "/api/grants",
+            Some(json!({"group": sre, "destination": "prod.web", "role": "edit"})),
+            201,
+        )
+        .await;
+    let m = wait_for(&k, 2);
+    let rb = m
+        .iter()
+        .find(|(ns, _)| ns == "web")
+        .expect("a RoleBinding in web");
+    assert_eq!(rb.1["subjects"][0]["kind"], "Group");
+    assert_eq!(rb.1["subjects"][0]["name"], "sre");
+    assert_eq!(rb.1["roleRef"]["name"], "edit");
+
+    // Grants elsewhere make nothing here; removing a grant removes its binding.
+    let bob = s
+        .ok("POST", "/api/users", Some(json!({"name": "bob"})), 201)
+        .await;
+    s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"user": bob["id"], "destination": "staging", "role": "admin"})),
+        201,
+    )
+    .await;
+    s.ok(
+        "DELETE",
+        &format!("/api/grants/{}", g["id"].as_str().unwrap()),
+        None,
+        204,
+    )
+    .await;
+    let m = wait_for(&k, 1);
+    assert_eq!(m[0].0, "");
+    // The binding infra does not manage is untouched.
+    assert!(
+        k.standin
+            .state
+            .lock()
+            .unwrap()
+            .bindings
+            .contains_key(&(String::new(), "cluster-admins".to_string()))
+    );
+}

@@ -1,0 +1,909 @@
+//! `infra tokens create`, kubectl's exec credential plugin, as kubectl and
+//! client libraries run it: the real binary with HOME, INFRA_HOME,
+//! KUBECONFIG and INFRA_CACHE_DIR in a temp dir, against a real
+//! `infra server`; the real `kubectl` (several versions) and the Python
+//! `kubernetes` client against a loopback HTTPS stand-in for a cluster that
+//! checks each bearer token against the server's JWKS.
+//!
+//! Run with tests/run.sh (keys go to the Secret Service it starts, and it
+//! installs the Python client).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use common::{Backend, Machine, Server};
+use serde_json::{Value, json};
+
+const V1: &str = "client.authentication.k8s.io/v1";
+const V1BETA1: &str = "client.authentication.k8s.io/v1beta1";
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn host(s: &Server) -> String {
+    s.url.trim_start_matches("https://").to_string()
+}
+
+fn fingerprint(s: &Server) -> String {
+    s.stderr()
+        .lines()
+        .find_map(|l| l.strip_prefix("TLS certificate SHA-256 fingerprint: "))
+        .expect("the server prints its fingerprint")
+        .trim()
+        .to_string()
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A server with a user alice granted `prod` (but not `secret`), and a
+/// machine logged in as alice.
+struct Setup {
+    s: Server,
+    m: Machine,
+    alice_id: String,
+    alice_key: String,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        Self::with_cluster("https://127.0.0.1:1", "").await
+    }
+
+    /// `prod` is served at `url` with the CA `ca_pem`.
+    async fn with_cluster(url: &str, ca_pem: &str) -> Setup {
+        let s = Server::start(Backend::Sqlite).await;
+        s.ok(
+            "POST",
+            "/api/destinations",
+            Some(json!({"name": "prod", "url": url, "ca": ca_pem})),
+            201,
+        )
+        .await;
+        s.ok(
+            "POST",
+            "/api/destinations",
+            Some(json!({"name": "secret", "url": "https://127.0.0.1:2"})),
+            201,
+        )
+        .await;
+        let (alice_id, alice_key) = s.user_with_key("alice").await;
+        s.ok(
+            "POST",
+            "/api/grants",
+            Some(json!({"user": alice_id, "destination": "prod", "role": "view"})),
+            201,
+        )
+        .await;
+        let m = Machine::new();
+        let su = Setup {
+            s,
+            m,
+            alice_id,
+            alice_key,
+        };
+        let out = su.m.run(&[
+            "login",
+            &host(&su.s),
+            "--key",
+            &su.alice_key,
+            "--tls-trusted-fingerprint",
+            &fingerprint(&su.s),
+        ]);
+        assert!(out.status.success(), "login: {}", stderr(&out));
+        su
+    }
+
+    fn cache_dir(&self) -> PathBuf {
+        self.m.home().join("cache").join("tokens")
+    }
+
+    /// The environment a person's kubectl has on this machine.
+    fn env(&self, c: &mut Command) {
+        let home = self.m.home();
+        c.env("HOME", home)
+            .env("INFRA_HOME", self.m.infra_home())
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env("XDG_CACHE_HOME", home.join(".cache"))
+            .env("KUBECONFIG", home.join(".kube/config"))
+            .env("INFRA_CACHE_DIR", self.cache_dir())
+            .env_remove("INFRA_ACCESS_KEY")
+            .env_remove("INFRA_SERVER")
+            .env_remove("INFRA_NO_KEYRING")
+            .env_remove("INFRA_TOKEN_MARGIN")
+            .env_remove("KUBERNETES_EXEC_INFO")
+            .stdin(Stdio::null());
+    }
+
+    /// `infra tokens create --server HOST --destination DEST`, as kubectl runs it.
+    fn plugin(&self, dest: &str) -> Command {
+        let mut c = Command::new(common::bin());
+        self.env(&mut c);
+        c.args([
+            "tokens",
+            "create",
+            "--server",
+            &host(&self.s),
+            "--destination",
+            dest,
+        ]);
+        c
+    }
+
+    /// Another infra command on this machine, with the same environment.
+    fn infra(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(common::bin());
+        self.env(&mut c);
+        c.args(args).output().unwrap()
+    }
+
+    fn run(&self, dest: &str, env: &[(&str, &str)]) -> Output {
+        let mut c = self.plugin(dest);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+
+    /// Runs the plugin, asserts success and a clean stderr, and returns the
+    /// ExecCredential.
+    fn credential(&self, env: &[(&str, &str)]) -> Value {
+        let out = self.run("prod", env);
+        assert!(
+            out.status.success(),
+            "{:?}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+        assert_eq!(stderr(&out), "", "nothing on stderr when all is well");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// The single cache file (there is one per server and destination).
+    fn cache_file(&self) -> PathBuf {
+        let files = token_files(&self.cache_dir());
+        assert_eq!(files.len(), 1, "{files:?}");
+        files[0].clone()
+    }
+
+    /// Makes the cached token look expired (same token, expiry in the past).
+    fn expire_cache(&self) {
+        let path = self.cache_file();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let token = text.lines().nth(1).unwrap();
+        std::fs::write(&path, format!("v1 {}\n{token}\n", now() - 10)).unwrap();
+    }
+
+    async fn minted(&self) -> u64 {
+        minted(&self.s).await
+    }
+}
+
+fn token_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "token"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `infra_tokens_minted_total` from the server's /metrics.
+async fn minted(s: &Server) -> u64 {
+    let text = s
+        .client
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("infra_tokens_minted_total "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+fn token_of(cred: &Value) -> String {
+    cred["status"]["token"].as_str().unwrap().to_string()
+}
+
+/// The claims of a JWT, unverified (the stand-in cluster verifies).
+fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn assert_credential(cred: &Value, api: &str) {
+    assert_eq!(cred["apiVersion"], api, "{cred}");
+    assert_eq!(cred["kind"], "ExecCredential", "{cred}");
+    let token = token_of(cred);
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let ts = cred["status"]["expirationTimestamp"].as_str().unwrap();
+    let exp = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .unix_timestamp();
+    assert!(ts.ends_with('Z') && ts.len() == 20, "{ts}");
+    assert_eq!(exp, claims(&token)["exp"].as_i64().unwrap(), "{cred}");
+    assert!(exp > now() + 60, "expires in the future: {ts}");
+}
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_in_the_version_asked_and_then_from_the_cache() {
+    let mut su = Setup::new().await;
+    assert_eq!(su.minted().await, 0);
+
+    // Cold: no KUBERNETES_EXEC_INFO means v1beta1.
+    let first = su.credential(&[]);
+    assert_credential(&first, V1BETA1);
+    let token = token_of(&first);
+    let c = claims(&token);
+    assert_eq!(c["aud"], "prod");
+    assert_eq!(c["sub"], su.alice_id);
+    assert_eq!(c["name"], "alice");
+    assert_eq!(su.minted().await, 1);
+
+    // The cache: one private file in a private directory.
+    let file = su.cache_file();
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(file.parent().unwrap()), 0o700);
+    assert!(std::fs::read_to_string(&file).unwrap().contains(&token));
+
+    // Warm, in each version and however the JSON is spaced.
+    let client_go = format!(
+        r#"{{"kind":"ExecCredential","apiVersion":"{V1}","spec":{{"cluster":{{"server":"https://127.0.0.1:1","certificate-authority-data":"TFMwdExTMUNSVWRKVGlCRFJWSlU=","config":{{"apiVersion":"{V1BETA1}"}}}},"interactive":false}}}}"#
+    );
+    let python = format!(
+        r#"{{"apiVersion": "{V1}", "kind": "ExecCredential", "spec": {{"interactive": false}}}}"#
+    );
+    let beta = format!(r#"{{"kind":"ExecCredential","apiVersion":"{V1BETA1}","spec":{{}}}}"#);
+    for (info, api) in [
+        (client_go.as_str(), V1),
+        (python.as_str(), V1),
+        (beta.as_str(), V1BETA1),
+        ("not json", V1BETA1),
+    ] {
+        let cred = su.credential(&[("KUBERNETES_EXEC_INFO", info)]);
+        assert_credential(&cred, api);
+        assert_eq!(token_of(&cred), token, "from the cache");
+        assert_eq!(
+            cred["status"]["expirationTimestamp"],
+            first["status"]["expirationTimestamp"]
+        );
+    }
+    // `--flag=value` and another order take the warm path too.
+    let out = {
+        let mut c = Command::new(common::bin());
+        su.env(&mut c);
+        c.args([
+            "tokens",
+            "create",
+            "--destination=prod",
+            &format!("--server={}", host(&su.s)),
+        ]);
+        c.output().unwrap()
+    };
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        token_of(&serde_json::from_slice(&out.stdout).unwrap()),
+        token
+    );
+    assert_eq!(su.minted().await, 1, "none of these asked the server");
+
+    // With the server gone, the cache still answers; it needs neither the
+    // config file nor the keyring either.
+    su.s.stop();
+    std::fs::write(su.m.infra_home().join("config.yaml"), "servers: [ {").unwrap();
+    let cred = su.credential(&[
+        ("KUBERNETES_EXEC_INFO", &python),
+        ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus"),
+    ]);
+    assert_credential(&cred, V1);
+    assert_eq!(token_of(&cred), token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_a_token_inside_the_margin() {
+    let su = Setup::new().await;
+    let first = token_of(&su.credential(&[]));
+    assert_eq!(su.minted().await, 1);
+    // A margin longer than a token lives: every call refreshes.
+    let second = token_of(&su.credential(&[("INFRA_TOKEN_MARGIN", "100000")]));
+    assert_ne!(second, first);
+    assert_eq!(su.minted().await, 2);
+    // The new token is cached: with the default margin it is used as it is.
+    assert_eq!(token_of(&su.credential(&[])), second);
+    assert_eq!(su.minted().await, 2);
+    // An expired cache entry is refreshed with the default margin too.
+    su.expire_cache();
+    let third = token_of(&su.credential(&[]));
+    assert_ne!(third, second);
+    assert_eq!(su.minted().await, 3);
+    // A corrupt cache file is a miss, and is overwritten.
+    std::fs::write(su.cache_file(), "garbage").unwrap();
+    let fourth = token_of(&su.credential(&[]));
+    assert_eq!(su.minted().await, 4);
+    assert!(
+        std::fs::read_to_string(su.cache_file())
+            .unwrap()
+            .contains(&fourth)
+    );
+    // A bad margin is a usage error, with nothing on stdout.
+    let out = su.run("prod", &[("INFRA_TOKEN_MARGIN", "soon")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).contains("INFRA_TOKEN_MARGIN"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_parallel_calls_mint_one_token() {
+    let su = Setup::new().await;
+    su.credential(&[]);
+    assert_eq!(su.minted().await, 1);
+    // Round 1: the cached token has expired. Round 2: there is none.
+    for round in [1, 2] {
+        match round {
+            1 => su.expire_cache(),
+            _ => std::fs::remove_file(su.cache_file()).unwrap(),
+        }
+        let children: Vec<_> = (0..50)
+            .map(|_| {
+                su.plugin("prod")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outs: Vec<Output> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        let mut tokens = std::collections::BTreeSet::new();
+        for out in &outs {
+            assert!(out.status.success(), "{}", stderr(out));
+            let cred: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_credential(&cred, V1BETA1);
+            tokens.insert(token_of(&cred));
+        }
+        assert_eq!(
+            tokens.len(),
+            1,
+            "round {round}: everyone got the same token"
+        );
+        assert_eq!(
+            su.minted().await,
+            1 + round,
+            "round {round}: exactly one POST /api/tokens"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_logged_in_says_how_to_log_in() {
+    let s = Server::start(Backend::Sqlite).await;
+    let m = Machine::new();
+    let mut c = Command::new(common::bin());
+    c.env("HOME", m.home())
+        .env("INFRA_HOME", m.infra_home())
+        .env("XDG_CONFIG_HOME", m.home().join(".config"))
+        .env("INFRA_CACHE_DIR", m.home().join("cache"))
+        .env_remove("INFRA_ACCESS_KEY")
+        .env_remove("INFRA_SERVER")
+        .args([
+            "tokens",
+            "create",
+            "--server",
+            &host(&s),
+            "--destination",
+            "prod",
+        ])
+        .stdin(Stdio::null());
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "stdout stays empty");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("infra login {}", host(&s))),
+        "names the command: {err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert_eq!(minted(&s).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_means_log_in_again() {
+    let su = Setup::new().await;
+    su.credential(&[]);
+    // An admin removes every key alice has, the one this machine holds too.
+    let keys =
+        su.s.ok(
+            "GET",
+            &format!("/api/access-keys?userID={}", su.alice_id),
+            None,
+            200,
+        )
+        .await;
+    for k in keys["items"].as_array().unwrap() {
+        let id = k["id"].as_str().unwrap();
+        su.s.ok("DELETE", &format!("/api/access-keys/{id}"), None, 204)
+            .await;
+    }
+    // The cached token still answers while it is valid...
+    su.credential(&[]);
+    // ...but a refresh fails, without a browser or a prompt.
+    let out = su.run("prod", &[("INFRA_TOKEN_MARGIN", "100000")]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("infra login {}", host(&su.s))),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    // So does a wrong INFRA_ACCESS_KEY.
+    let out = su.run(
+        "prod",
+        &[("INFRA_ACCESS_KEY", "Nope012345.NopeSecret0123456789abc")],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_grant_is_an_error_not_a_login() {
+    let su = Setup::new().await;
+    let out = su.run("secret", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert!(err.contains("secret") && err.contains("grant"), "{err}");
+    assert!(!err.contains("infra login"), "{err}");
+    assert!(token_files(&su.cache_dir()).is_empty(), "nothing cached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_is_named() {
+    let mut su = Setup::new().await;
+    let token = token_of(&su.credential(&[]));
+    su.s.stop();
+    // Inside the margin but not expired: the cached token, with a warning.
+    let out = su.run("prod", &[("INFRA_TOKEN_MARGIN", "100000")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cred: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(token_of(&cred), token);
+    assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
+    // Expired: an error naming the server, nothing on stdout.
+    su.expire_cache();
+    let out = su.run("prod", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(stderr(&out).contains(&host(&su.s)), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_key_never_gets_another_identitys_token() {
+    let su = Setup::new().await;
+    let (bob_id, bob_key) = su.s.user_with_key("bob").await;
+    su.s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"user": bob_id, "destination": "prod", "role": "view"})),
+        201,
+    )
+    .await;
+    let alice = token_of(&su.credential(&[]));
+    assert_eq!(claims(&alice)["name"], "alice");
+    let bob = token_of(&su.credential(&[("INFRA_ACCESS_KEY", &bob_key)]));
+    assert_eq!(claims(&bob)["name"], "bob");
+    assert_eq!(token_files(&su.cache_dir()).len(), 2);
+    // Both are cached, each for its own key.
+    assert_eq!(token_of(&su.credential(&[])), alice);
+    assert_eq!(
+        token_of(&su.credential(&[("INFRA_ACCESS_KEY", &bob_key)])),
+        bob
+    );
+    assert_eq!(su.minted().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_deletes_the_cached_tokens() {
+    let su = Setup::new().await;
+    su.credential(&[]);
+    assert_eq!(token_files(&su.cache_dir()).len(), 1);
+    let out = su.infra(&["logout"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(token_files(&su.cache_dir()).is_empty());
+    let out = su.run("prod", &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+}
+
+// ------------------------------------------------------------ a real client
+
+/// A loopback HTTPS stand-in for a cluster's API server: it accepts a
+/// request only with a bearer token signed by a key in the infra server's
+/// JWKS, issued by it, for `prod`, and answers the pods of `default`.
+struct Cluster {
+    url: String,
+    ca_pem: String,
+    seen: Arc<Mutex<Vec<Value>>>,
+    rejected: Arc<Mutex<Vec<String>>>,
+    state: ClusterState,
+    handle: axum_server::Handle<SocketAddr>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
+
+#[derive(Clone)]
+struct ClusterState {
+    jwks_url: Arc<Mutex<String>>,
+    issuer: Arc<Mutex<String>>,
+    http: Arc<Mutex<Option<reqwest::Client>>>,
+    seen: Arc<Mutex<Vec<Value>>>,
+    rejected: Arc<Mutex<Vec<String>>>,
+}
+
+const POD: &str = "web-6b7f9c5d4-x2x9q";
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose, SanType,
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "infra test cluster CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        leaf.subject_alt_names
+            .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        leaf.distinguished_name
+            .push(DnType::CommonName, "kube-apiserver");
+        let leaf_cert = leaf.signed_by(&leaf_key, &ca).unwrap();
+
+        let state = ClusterState {
+            jwks_url: Default::default(),
+            issuer: Default::default(),
+            http: Default::default(),
+            seen: Default::default(),
+            rejected: Default::default(),
+        };
+        let app = axum::Router::new()
+            .fallback(serve_cluster)
+            .with_state(state.clone());
+        let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+            leaf_cert.pem().into_bytes(),
+            leaf_key.serialize_pem().into_bytes(),
+        )
+        .await
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = axum_server::Handle::new();
+        let server = axum_server::from_tcp_rustls(listener, config)
+            .unwrap()
+            .handle(handle.clone());
+        tokio::spawn(async move {
+            let _ = server.serve(app.into_make_service()).await;
+        });
+        Cluster {
+            url: format!("https://{addr}"),
+            ca_pem: ca.pem(),
+            seen: state.seen.clone(),
+            rejected: state.rejected.clone(),
+            state,
+            handle,
+        }
+    }
+
+    /// Trust tokens from this infra server.
+    fn trust(&self, s: &Server) {
+        let st = &self.state;
+        *st.jwks_url.lock().unwrap() = format!("{}/.well-known/jwks.json", s.url);
+        *st.issuer.lock().unwrap() = s.url.clone();
+        *st.http.lock().unwrap() = Some(s.client.clone());
+    }
+}
+
+async fn serve_cluster(
+    axum::extract::State(st): axum::extract::State<ClusterState>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let status = |code: StatusCode, reason: &str, message: String| {
+        (
+            code,
+            axum::Json(json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": message, "reason": reason, "code": code.as_u16(),
+            })),
+        )
+            .into_response()
+    };
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let claims = match token {
+        None => Err("no bearer token".to_string()),
+        Some(t) => verify(&st, &t).await,
+    };
+    let claims = match claims {
+        Ok(c) => c,
+        Err(e) => {
+            st.rejected.lock().unwrap().push(format!("{uri}: {e}"));
+            return status(StatusCode::UNAUTHORIZED, "Unauthorized", e);
+        }
+    };
+    st.seen.lock().unwrap().push(claims);
+    if uri.path() != "/api/v1/namespaces/default/pods" {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{} not found", uri.path()),
+        );
+    }
+    axum::Json(json!({
+        "kind": "PodList",
+        "apiVersion": "v1",
+        "metadata": {"resourceVersion": "42"},
+        "items": [{
+            "metadata": {
+                "name": POD, "namespace": "default",
+                "uid": "8d3c1a52-4b43-4f0e-9a53-6f1c2e7a9b10",
+                "resourceVersion": "41", "creationTimestamp": "2026-01-02T03:04:05Z",
+                "labels": {"app": "web"},
+            },
+            "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}], "nodeName": "node-1"},
+            "status": {"phase": "Running", "podIP": "10.0.0.7"},
+        }],
+    }))
+    .into_response()
+}
+
+/// Checks a token the way a connector does: signature by `kid` from the
+/// server's JWKS, `iss`, `aud`, `exp`.
+async fn verify(st: &ClusterState, token: &str) -> Result<Value, String> {
+    use jsonwebtoken::jwk::JwkSet;
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    let jwks_url = st.jwks_url.lock().unwrap().clone();
+    let issuer = st.issuer.lock().unwrap().clone();
+    let http = st
+        .http
+        .lock()
+        .unwrap()
+        .clone()
+        .ok_or("no server to trust")?;
+    let header = jsonwebtoken::decode_header(token).map_err(|e| format!("header: {e}"))?;
+    let kid = header.kid.ok_or("no kid")?;
+    let jwks: JwkSet = http
+        .get(&jwks_url)
+        .send()
+        .await
+        .map_err(|e| format!("jwks: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("jwks: {e}"))?;
+    let jwk = jwks.find(&kid).ok_or(format!("unknown kid {kid}"))?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("jwk: {e}"))?;
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_audience(&["prod"]);
+    v.set_issuer(&[issuer]);
+    v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+    jsonwebtoken::decode::<Value>(token, &key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| format!("token: {e}"))
+}
+
+/// `kubectl` as found on PATH, and the versioned binaries beside it.
+fn kubectls() -> Vec<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let kubectl = std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+        .expect("kubectl is not on PATH (it comes with the Google Cloud CLI here)");
+    let real = std::fs::canonicalize(&kubectl).unwrap();
+    let dir = real.parent().unwrap();
+    let mut out = vec![kubectl.clone()];
+    for v in ["1.27", "1.33"] {
+        let p = dir.join(format!("kubectl.{v}"));
+        assert!(p.is_file(), "{} is missing", p.display());
+        out.push(p);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_and_the_python_client_reach_a_cluster_through_the_plugin() {
+    let cluster = Cluster::start().await;
+    let su = Setup::with_cluster(&cluster.url, &cluster.ca_pem).await;
+    cluster.trust(&su.s);
+    let kubeconfig = su.m.home().join(".kube/config");
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(text.contains("infra:prod"), "{text}");
+
+    // The kubeconfig infra wrote asks for v1; a copy asks for v1beta1.
+    let beta = su.m.home().join(".kube/config-v1beta1");
+    let beta_text = text.replace(&format!("{V1}\n"), &format!("{V1BETA1}\n"));
+    assert_ne!(beta_text, text);
+    std::fs::write(&beta, beta_text).unwrap();
+
+    let mut runs = 0;
+    for kubectl in kubectls() {
+        for config in [&kubeconfig, &beta] {
+            // Each time from a cold cache, then warm.
+            let _ = std::fs::remove_dir_all(su.cache_dir());
+            for _ in 0..2 {
+                let mut c = Command::new(&kubectl);
+                su.env(&mut c);
+                let out = c
+                    .arg("--kubeconfig")
+                    .arg(config)
+                    .args([
+                        "--context",
+                        "infra:prod",
+                        "get",
+                        "--raw",
+                        "/api/v1/namespaces/default/pods",
+                    ])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{} with {}: {}\n{}",
+                    kubectl.display(),
+                    config.display(),
+                    stderr(&out),
+                    String::from_utf8_lossy(&out.stdout)
+                );
+                let pods: Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_eq!(pods["items"][0]["metadata"]["name"], POD);
+                runs += 1;
+            }
+        }
+    }
+    let rejected = cluster.rejected.lock().unwrap().clone();
+    assert!(
+        rejected.is_empty(),
+        "every request carried a valid token: {rejected:?}"
+    );
+    let seen = cluster.seen.lock().unwrap().clone();
+    assert!(
+        seen.len() >= runs,
+        "{} requests for {runs} runs",
+        seen.len()
+    );
+    assert!(
+        seen.iter()
+            .all(|c| c["name"] == "alice" && c["aud"] == "prod")
+    );
+
+    // The Python client, through the same kubeconfig.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/list_pods.py");
+    let _ = std::fs::remove_dir_all(su.cache_dir());
+    for _ in 0..2 {
+        let mut c = Command::new("python3");
+        su.env(&mut c);
+        let out = c
+            .arg(&script)
+            .args(["infra:prod", "default"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "python (run the tests with tests/run.sh, which installs the kubernetes package): {}",
+            stderr(&out)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), POD);
+    }
+    assert!(cluster.seen.lock().unwrap().len() >= seen.len() + 2);
+    assert!(cluster.rejected.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stand_in_cluster_refuses_other_tokens() {
+    // A test of the test: without a token from the infra server, no pods.
+    let cluster = Cluster::start().await;
+    let s = Server::start(Backend::Sqlite).await;
+    cluster.trust(&s);
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cluster.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("{}/api/v1/namespaces/default/pods", cluster.url);
+    let resp = http.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let forged = "eyJhbGciOiJFUzI1NiIsImtpZCI6IngifQ.eyJhdWQiOiJwcm9kIn0.c2ln";
+    let resp = http.get(&url).bearer_auth(forged).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    // A real token for another destination is refused too.
+    let (uid, key) = s.user_with_key("carol").await;
+    s.ok(
+        "POST",
+        "/api/destinations",
+        Some(json!({"name": "stage", "url": "https://127.0.0.1:3"})),
+        201,
+    )
+    .await;
+    s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"user": uid, "destination": "stage", "role": "view"})),
+        201,
+    )
+    .await;
+    let (status, t) = s
+        .call(
+            "POST",
+            "/api/tokens",
+            Some(&key),
+            Some(json!({"destination": "stage"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{t}");
+    let resp = http
+        .get(&url)
+        .bearer_auth(t["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(cluster.seen.lock().unwrap().is_empty());
+    assert_eq!(cluster.rejected.lock().unwrap().len(), 3);
+}
