@@ -18,10 +18,6 @@ use std::time::{Duration, Instant};
 use common::{Backend, Machine, Server};
 use serde_json::{Value, json};
 
-/// Set for the child that panics inside the picker (see
-/// `panic_in_the_picker_restores_the_terminal`).
-const PANIC_CHILD: &str = "INFRA_TEST_TUI_PANIC_CHILD";
-
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
@@ -641,24 +637,22 @@ async fn picker_follows_resizes() {
     assert_eq!(current_context(&m), "infra:stage");
 }
 
-#[test]
-fn panic_in_the_picker_restores_the_terminal() {
-    // This test binary again, running only the child below, in a terminal.
-    let exe = std::env::current_exe().unwrap().display().to_string();
+/// A panic while the picker is open (forced in the real binary with
+/// `INFRA_TUI_PANIC_FOR_TESTS`) restores the terminal before the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_in_the_picker_restores_the_terminal() {
+    let Setup { s: _s, m } = setup().await;
+    let mut env = machine_env(&m);
+    env.push(("INFRA_TUI_PANIC_FOR_TESTS", "1".into()));
+    env.push(("RUST_BACKTRACE", "0".into()));
     let t = Tmux::start(
-        &[
-            exe,
-            "--exact".into(),
-            "child_panics_inside_the_picker".into(),
-            "--ignored".into(),
-            "--nocapture".into(),
-        ],
-        &[(PANIC_CHILD, "1".into()), ("RUST_BACKTRACE", "0".into())],
+        &[common::bin().display().to_string(), "use".into()],
+        &env,
         80,
         24,
     );
     let (code, screen) = t.wait_for_exit();
-    assert_eq!(code, 101, "the child test fails by panicking: {screen:#?}");
+    assert_ne!(code, 0, "a panic is an error: {screen:#?}");
     // The message is on the normal screen: the terminal was restored first.
     assert!(
         screen
@@ -667,25 +661,4 @@ fn panic_in_the_picker_restores_the_terminal() {
         "{screen:#?}"
     );
     assert_terminal_restored(&t, &screen);
-}
-
-/// Run by `panic_in_the_picker_restores_the_terminal` in tmux; does nothing
-/// elsewhere.
-#[test]
-#[ignore = "a child of panic_in_the_picker_restores_the_terminal, run in tmux"]
-fn child_panics_inside_the_picker() {
-    if std::env::var_os(PANIC_CHILD).is_none() {
-        return;
-    }
-    let _guard = infra::tui::terminal::Guard::enter().expect("a terminal");
-    assert!(
-        std::process::Command::new("stty")
-            .arg("-a")
-            .stdin(std::process::Stdio::inherit())
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains("-icanon"))
-            .unwrap_or(false),
-        "raw mode is on"
-    );
-    panic!("a panic while the picker is open");
 }

@@ -38,6 +38,10 @@ pub fn run(mut picker: Picker, stop: &AtomicBool) -> std::io::Result<Option<usiz
                 .terminal
                 .draw(|frame| render::draw(frame, &mut picker))?;
             redraw = false;
+            // Lets the tests prove the terminal is restored on a panic.
+            if std::env::var_os("INFRA_TUI_PANIC_FOR_TESTS").is_some() {
+                panic!("a panic while the picker is open (INFRA_TUI_PANIC_FOR_TESTS)");
+            }
         }
         if stop.load(Ordering::SeqCst) {
             return Ok(None);
