@@ -139,6 +139,89 @@ impl http_body::Body for Events {
     }
 }
 
+async fn discovery_api(State(s): State<StandIn>, headers: HeaderMap) -> Response {
+    if let Err(r) = admit(&s, "/api", &headers) {
+        return *r;
+    }
+    axum::Json(json!({"kind": "APIVersions", "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}))
+    .into_response()
+}
+
+async fn discovery_apis(State(s): State<StandIn>, headers: HeaderMap) -> Response {
+    if let Err(r) = admit(&s, "/apis", &headers) {
+        return *r;
+    }
+    axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})).into_response()
+}
+
+async fn discovery_v1(State(s): State<StandIn>, headers: HeaderMap) -> Response {
+    if let Err(r) = admit(&s, "/api/v1", &headers) {
+        return *r;
+    }
+    axum::Json(
+        json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+            {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod",
+             "verbs": ["get", "list", "watch"], "shortNames": ["po"]},
+            {"name": "pods/exec", "singularName": "", "namespaced": true, "kind": "PodExecOptions",
+             "verbs": ["create", "get"]}
+        ]}),
+    )
+    .into_response()
+}
+
+async fn one_pod(State(s): State<StandIn>, headers: HeaderMap) -> Response {
+    if let Err(r) = admit(&s, "/api/v1/namespaces/default/pods/web-1", &headers) {
+        return *r;
+    }
+    axum::Json(json!({"kind": "Pod", "apiVersion": "v1",
+        "metadata": {"name": "web-1", "namespace": "default", "resourceVersion": "1"},
+        "spec": {"containers": [{"name": "app", "image": "example/app"}]},
+        "status": {"phase": "Running"}}))
+    .into_response()
+}
+
+/// `kubectl exec` over WebSocket (the v5.channel.k8s.io framing: one
+/// channel byte, then data): answers the command's arguments on stdout and
+/// a success status.
+async fn exec(
+    State(s): State<StandIn>,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    if let Err(r) = admit(&s, "/api/v1/namespaces/default/pods/web-1/exec", &headers) {
+        return *r;
+    }
+    let words: Vec<String> = q
+        .into_iter()
+        .filter(|(k, _)| k == "command")
+        .map(|(_, v)| v)
+        .collect();
+    ws.protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
+        .on_upgrade(move |mut socket| async move {
+            use axum::extract::ws::Message;
+            let mut out = vec![1u8];
+            out.extend_from_slice(format!("ran {} in the stand-in\n", words.join(" ")).as_bytes());
+            let _ = socket.send(Message::Binary(out.into())).await;
+            let mut status = vec![3u8];
+            status.extend_from_slice(br#"{"metadata":{},"status":"Success"}"#);
+            let _ = socket.send(Message::Binary(status.into())).await;
+            let _ = socket
+                .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                    code: 1000,
+                    reason: "".into(),
+                })))
+                .await;
+            // Wait for the client's close before going away.
+            while let Some(Ok(m)) = socket.recv().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+}
+
 /// An upgrade that echoes bytes (like exec's stream, without SPDY framing).
 async fn echo(State(s): State<StandIn>, mut req: Request) -> Response {
     if let Err(r) = admit(&s, "/echo", req.headers()) {
@@ -246,6 +329,14 @@ async fn start_standin() -> Running {
         .route("/version", get(version))
         .route("/api/v1/namespaces/default/pods", get(pods))
         .route("/echo", get(echo).post(echo))
+        .route("/api", get(discovery_api))
+        .route("/apis", get(discovery_apis))
+        .route("/api/v1", get(discovery_v1))
+        .route("/api/v1/namespaces/default/pods/web-1", get(one_pod))
+        .route(
+            "/api/v1/namespaces/default/pods/web-1/exec",
+            get(exec).post(exec),
+        )
         .route(
             &format!("{RBAC}/clusterrolebindings"),
             get(|st: State<StandIn>, h: HeaderMap| {
@@ -533,6 +624,20 @@ async fn kubectl_through_the_connector_as_the_user() {
         text.contains("ADDED") && text.contains("MODIFIED"),
         "{text}"
     );
+
+    // kubectl exec: discovery, the pod, then the WebSocket upgrade.
+    let out = kubectl(&c, &token, &["exec", "web-1", "--", "uname", "-a"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ran uname -a in the stand-in\n"
+    );
+    let seen = seen_last(&k, "/api/v1/namespaces/default/pods/web-1/exec");
+    assert_eq!(header_values(&seen, "impersonate-user"), ["alice"]);
 
     // No token, a garbage one: 401 in the Status shape kubectl prints.
     let out = kubectl(&c, "not-a-jwt", &["get", "--raw", "/version"]);
