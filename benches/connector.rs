@@ -180,7 +180,7 @@ fn main() {
              http {{\n  access_log off;\n  upstream kube {{ server 127.0.0.1:{sport}; keepalive 64; }}\n\
                server {{\n    listen 127.0.0.1:{nport} ssl;\n    ssl_certificate {d}/kube.crt;\n    ssl_certificate_key {d}/kube.key;\n\
                  location / {{\n      proxy_pass https://kube;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
-                   proxy_ssl_trusted_certificate {d}/kube.crt;\n      proxy_ssl_verify on;\n      proxy_ssl_name 127.0.0.1;\n      proxy_ssl_session_reuse on;\n    }}\n  }}\n}}\n",
+                   proxy_ssl_verify off;\n      proxy_ssl_session_reuse on;\n    }}\n  }}\n}}\n",
             d = d.display(),
             sport = standin.rsplit(':').next().unwrap(),
         );
