@@ -139,7 +139,7 @@ impl LoginRun {
 
 fn kubeconfig(m: &Machine) -> Value {
     let out = std::process::Command::new("kubectl")
-        .args(["config", "view", "-o", "json", "--kubeconfig"])
+        .args(["config", "view", "--raw", "-o", "json", "--kubeconfig"])
         .arg(m.home().join(".kube/config"))
         .output()
         .unwrap();
@@ -644,4 +644,110 @@ async fn key_login_writes_the_kubeconfig_too() {
     ]);
     assert!(context_names(&kubeconfig(&m)).is_empty());
     let _ = ADMIN_KEY;
+}
+
+/// Twenty `infra login` processes at once, each for another server name
+/// (and so other kubeconfig entries), on one machine: the kubeconfig and
+/// the config file end up valid, with every entry present, and the entries
+/// infra does not own untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_parallel_logins_share_one_kubeconfig() {
+    let mut o = common::ServerOptions::new(Backend::Sqlite);
+    o.extra_args = vec!["--listen".into(), "0.0.0.0:0".into()];
+    let s = Server::start_with(o).await;
+    let port = s.url.rsplit(':').next().unwrap().to_string();
+    let ca = std::fs::read_to_string(s.data_dir.join("tls.crt")).unwrap();
+    let mut keys = Vec::new();
+    for i in 0..20 {
+        let dest = format!("d{i:02}");
+        s.ok(
+            "POST",
+            "/api/destinations",
+            Some(json!({"name": dest, "url": format!("https://10.0.0.{i}:443"), "ca": ca})),
+            201,
+        )
+        .await;
+        let u = s
+            .ok(
+                "POST",
+                "/api/users",
+                Some(json!({"name": format!("user{i:02}")})),
+                201,
+            )
+            .await;
+        s.ok(
+            "POST",
+            "/api/grants",
+            Some(json!({"user": u["id"], "destination": dest, "role": "view"})),
+            201,
+        )
+        .await;
+        let k = s
+            .ok(
+                "POST",
+                "/api/access-keys",
+                Some(json!({"userID": u["id"]})),
+                201,
+            )
+            .await;
+        keys.push(k["accessKey"].as_str().unwrap().to_string());
+    }
+    let m = Machine::new();
+    std::fs::create_dir_all(m.home().join(".kube")).unwrap();
+    std::fs::write(
+        m.home().join(".kube/config"),
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: home\n  cluster: {server: 'https://10.1.1.1'}\ncontexts:\n- name: home\n  context: {cluster: home, user: me}\nusers:\n- name: me\n  user: {token: \"0123\"}\ncurrent-context: home\n",
+    )
+    .unwrap();
+    let fp = fingerprint(&s);
+    let children: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            // 127.0.0.2 … 127.0.0.21: twenty names for the one server.
+            m.cmd()
+                .args([
+                    "login",
+                    &format!("127.0.0.{}:{port}", i + 2),
+                    "--key",
+                    key,
+                    "--tls-trusted-fingerprint",
+                    &fp,
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let k = kubeconfig(&m);
+    let mut want: Vec<String> = (0..20).map(|i| format!("infra:d{i:02}")).collect();
+    want.push("home".into());
+    want.sort();
+    assert_eq!(context_names(&k), want);
+    assert_eq!(k["current-context"], "home");
+    let home_user = k["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "me")
+        .unwrap();
+    assert_eq!(
+        home_user["user"]["token"], "0123",
+        "a string that looks like a number stays a string"
+    );
+    let status: Value = serde_json::from_str(&m.ok(&["status", "--format", "json"])).unwrap();
+    assert_eq!(
+        status.as_array().unwrap().len(),
+        20,
+        "every login is in the config file"
+    );
 }
