@@ -277,9 +277,15 @@ pub struct GrantQuery {
     pub role: Option<String>,
     /// With `user`: include grants the user holds through groups.
     pub show_inherited: Option<bool>,
+    /// Long poll: answer only once the grants changed after this index (the
+    /// `Last-Update-Index` header of an earlier answer), or after 30 s.
+    pub last_update_index: Option<i64>,
     pub page: Option<u64>,
     pub limit: Option<u64>,
 }
+
+/// The response header carrying the grants' change counter.
+pub const LAST_UPDATE_INDEX_HEADER: &str = "Last-Update-Index";
 
 // ---------------------------------------------------------------- destinations
 
@@ -660,6 +666,131 @@ impl std::fmt::Debug for AccessTokenRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccessTokenRequest")
             .field("access_token", &"[redacted]")
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------- device sign-in
+
+/// `POST /api/device`: start a sign-in for a machine without a browser
+/// (RFC 8628's device authorization request, through the server's own web
+/// sign-in). No authentication.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceAuthorizationRequest {
+    /// The identity provider to sign in with; may be left out when the
+    /// server has only one.
+    #[serde(
+        default,
+        rename = "providerID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub provider_id: Option<String>,
+}
+
+/// RFC 8628's device authorization response, in the API's camelCase.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceAuthorization {
+    /// The secret the device polls with; only its SHA-256 is stored.
+    pub device_code: String,
+    /// What the person types at `verificationURI`, e.g. `WDJB-MJHT`.
+    pub user_code: String,
+    /// The page to open on any device: `https://SERVER/device`.
+    #[serde(rename = "verificationURI")]
+    pub verification_uri: String,
+    /// The same page with the user code filled in (for a QR code or a link).
+    #[serde(rename = "verificationURIComplete")]
+    pub verification_uri_complete: String,
+    /// Seconds until both codes expire.
+    pub expires_in: u64,
+    /// Seconds to wait between polls of `POST /api/device/status`.
+    pub interval: u64,
+}
+
+impl std::fmt::Debug for DeviceAuthorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceAuthorization")
+            .field("device_code", &"[redacted]")
+            .field("user_code", &self.user_code)
+            .field("verification_uri", &self.verification_uri)
+            .field("expires_in", &self.expires_in)
+            .field("interval", &self.interval)
+            .finish()
+    }
+}
+
+/// `POST /api/device/status`: has the person approved yet?
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceStatusRequest {
+    pub device_code: String,
+}
+
+impl std::fmt::Debug for DeviceStatusRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceStatusRequest")
+            .field("device_code", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Where a device sign-in stands, named as in RFC 8628 section 3.5 (and
+/// RFC 6749's `invalid_grant`). Every answer about a device code is a 200
+/// with one of these; HTTP errors are kept for malformed requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    /// Nobody has approved or denied yet: poll again after `interval`.
+    AuthorizationPending,
+    /// Polled sooner than `interval` allows: the interval grew by 5 seconds
+    /// (the new value is in `interval`) for this and every later poll.
+    SlowDown,
+    /// Approved: the answer carries a new access key, issued now, once.
+    Approved,
+    /// The person denied the sign-in.
+    AccessDenied,
+    /// The codes expired before the sign-in was approved.
+    ExpiredToken,
+    /// The device code is unknown, or was already used.
+    InvalidGrant,
+}
+
+/// The answer of `POST /api/device/status`. With `status: approved` it also
+/// holds what `POST /api/login` returns.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceStatusResponse {
+    pub status: DeviceStatus,
+    /// What happened, for a person (empty while pending).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Seconds to wait before the next poll.
+    pub interval: u64,
+    #[serde(default, rename = "userID", skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+impl std::fmt::Debug for DeviceStatusResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceStatusResponse")
+            .field("status", &self.status)
+            .field("message", &self.message)
+            .field("interval", &self.interval)
+            .field("user_id", &self.user_id)
+            .field("name", &self.name)
+            .field(
+                "access_key",
+                &self.access_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("expires", &self.expires)
             .finish()
     }
 }

@@ -199,6 +199,21 @@ impl Client {
         })
     }
 
+    /// GET, also returning one response header.
+    pub async fn get_with_header<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        header: &str,
+    ) -> Result<(T, Option<String>)> {
+        let resp = self.send::<()>(Method::GET, path, None).await?;
+        let value = resp
+            .headers()
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        Ok((self.json(resp).await?, value))
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let resp = self.send::<()>(Method::GET, path, None).await?;
         self.json(resp).await

@@ -22,7 +22,13 @@ pub struct Claims {
     #[serde(default)]
     pub groups: Vec<String>,
     pub sub: String,
+    pub exp: i64,
 }
+
+/// How many verified tokens to remember. A user's kubectl presents the same
+/// token for minutes, and checking an ES256 signature costs far more than a
+/// lookup, so each token's signature is checked once.
+const VERIFIED_CAPACITY: usize = 10_000;
 
 /// Why a token was refused; the label of the rejection metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +87,7 @@ pub struct Verifier {
     leeway: u64,
     keys: Mutex<Keys>,
     fetch_lock: tokio::sync::Mutex<()>,
+    verified: Mutex<HashMap<String, Claims>>,
 }
 
 impl Verifier {
@@ -97,6 +104,7 @@ impl Verifier {
                 refetched: None,
             }),
             fetch_lock: tokio::sync::Mutex::new(()),
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -137,8 +145,38 @@ impl Verifier {
         Ok(())
     }
 
-    /// Checks a bearer token: signature (ES256 only), `iss`, `aud`, `exp`, `nbf`.
+    /// Checks a bearer token: signature (ES256 only), `iss`, `aud`, `exp`,
+    /// `nbf`. A token verified before is only checked for expiry.
     pub async fn verify(&self, token: &str) -> Result<Claims, Rejection> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if let Some(c) = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+        {
+            return if c.exp + self.leeway as i64 > now {
+                Ok(c.clone())
+            } else {
+                Err(Rejection::Expired)
+            };
+        }
+        let claims = self.verify_signed(token).await?;
+        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= VERIFIED_CAPACITY {
+            cache.retain(|_, c| c.exp + self.leeway as i64 > now);
+            if cache.len() >= VERIFIED_CAPACITY {
+                cache.clear();
+            }
+        }
+        cache.insert(token.to_string(), claims.clone());
+        Ok(claims)
+    }
+
+    async fn verify_signed(&self, token: &str) -> Result<Claims, Rejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
         if header.alg != Algorithm::ES256 {
             return Err(Rejection::Algorithm);

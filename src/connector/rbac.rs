@@ -210,31 +210,55 @@ pub async fn reconcile(
     Ok(changes)
 }
 
-/// Follows the grants on `destination` and reconciles, forever.
+/// Follows the grants on `destination` with long polls (the server answers
+/// when they change, or every 30 s) and reconciles after each answer; that
+/// also repairs bindings someone changed by hand. Errors back off `every`.
 pub async fn sync_forever(
     client: Client,
     kube: kube::Client,
     destination: String,
     every: Duration,
 ) {
-    let path = format!("/api/grants?destination={}", enc(&destination));
+    let base = format!(
+        "/api/grants?destination={}&limit={}",
+        enc(&destination),
+        crate::api::MAX_PAGE_LIMIT
+    );
+    let mut index: Option<String> = None;
     loop {
-        match client.list_all::<Grant>(&path).await {
-            Ok(grants) => {
-                let w = wanted(&destination, &grants);
-                // Reconcile on change, and every poll anyway (someone may
-                // have deleted a binding by hand).
+        let path = match &index {
+            Some(i) => format!("{base}&lastUpdateIndex={}", enc(i)),
+            None => base.clone(),
+        };
+        match client
+            .get_with_header::<crate::api::ListResponse<Grant>>(
+                &path,
+                crate::api::LAST_UPDATE_INDEX_HEADER,
+            )
+            .await
+        {
+            Ok((list, idx)) => {
+                let w = wanted(&destination, &list.items);
                 match reconcile(&kube, &destination, &w).await {
                     Ok(c) if !c.created.is_empty() || !c.deleted.is_empty() => {
                         tracing::info!(created = ?c.created, deleted = ?c.deleted, "RBAC reconciled");
+                        index = idx;
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("RBAC reconciliation failed: {e:#}"),
+                    Ok(_) => index = idx,
+                    Err(e) => {
+                        tracing::warn!("RBAC reconciliation failed: {e:#}");
+                        // Ask again without waiting for a change.
+                        index = None;
+                        tokio::time::sleep(every).await;
+                    }
                 }
             }
-            Err(e) => tracing::warn!("cannot read the grants of {destination}: {e}"),
+            Err(e) => {
+                tracing::warn!("cannot read the grants of {destination}: {e}");
+                index = None;
+                tokio::time::sleep(every).await;
+            }
         }
-        tokio::time::sleep(every).await;
     }
 }
 

@@ -83,8 +83,23 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<GrantQuery>,
-) -> ApiResult<Json<ListResponse<Grant>>> {
+) -> ApiResult<(axum::http::HeaderMap, Json<ListResponse<Grant>>)> {
     let p = page(q.page, q.limit)?;
+    // A long poll: wait (up to 30 s) for the grants to change after the
+    // index the caller saw. The counter is in the store, so any replica's
+    // change wakes it.
+    let mut version = state.store.grants_version().await?;
+    if let Some(seen) = q.last_update_index {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while version == seen && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            version = state.store.grants_version().await?;
+        }
+    }
+    let mut headers = axum::http::HeaderMap::new();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&version.to_string()) {
+        headers.insert(crate::api::LAST_UPDATE_INDEX_HEADER, v);
+    }
     let mut filter = GrantFilter {
         user: q.user,
         group: q.group,
@@ -125,7 +140,7 @@ pub async fn list(
         }
     }
     let rows = state.store.list_grants(&filter, p).await?;
-    Ok(Json(to_list(p, rows, to_api)))
+    Ok((headers, Json(to_list(p, rows, to_api))))
 }
 
 #[utoipa::path(get, path = "/api/grants/{id}", tag = "grants", responses((status = 200, body = Grant)))]

@@ -90,6 +90,27 @@ const FILTER: &str = "(($1 IS NULL OR (gr.subject_kind = 'user' AND gr.subject_i
      AND ($8 IS NULL OR gr.role = $8)";
 
 impl Store {
+    /// The grants' change counter, shared by replicas.
+    pub async fn grants_version(&self) -> Result<i64> {
+        Ok(self
+            .get_setting("grants_version")
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Counts a change to the grants (for long polls).
+    pub async fn bump_grants_version(&self) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ('grants_version', '1') \
+             ON CONFLICT (name) DO UPDATE SET \
+             value = CAST(CAST(settings.value AS BIGINT) + 1 AS TEXT)",
+        )
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     pub async fn create_grant(
         &self,
         subject: &Subject,
@@ -116,6 +137,7 @@ impl Store {
                 format!("this {} already has role {role:?} on {destination:?}", subject.kind())
             })
         })?;
+        self.bump_grants_version().await?;
         self.get_grant(&id).await
     }
 
@@ -178,6 +200,7 @@ impl Store {
             .bind(id)
             .execute(self.pool())
             .await?;
+        self.bump_grants_version().await?;
         Ok(grant)
     }
 

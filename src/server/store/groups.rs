@@ -113,6 +113,7 @@ impl Store {
             return Err(StoreError::NotFound("group"));
         }
         tx.commit().await?;
+        self.bump_grants_version().await?;
         Ok(())
     }
 

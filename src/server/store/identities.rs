@@ -110,6 +110,7 @@ impl Store {
             return Err(StoreError::NotFound("identity"));
         }
         tx.commit().await?;
+        self.bump_grants_version().await?;
         Ok(())
     }
 }

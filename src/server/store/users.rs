@@ -146,6 +146,7 @@ impl Store {
             return Err(StoreError::NotFound("user"));
         }
         tx.commit().await?;
+        self.bump_grants_version().await?;
         Ok(())
     }
 
