@@ -87,18 +87,20 @@ pub async fn list(
     let p = page(q.page, q.limit)?;
     // A long poll: wait (up to 30 s) for the grants to change after the
     // index the caller saw. The counter is in the store, so any replica's
-    // change wakes it.
-    let mut version = state.store.grants_version().await?;
-    if let Some(seen) = q.last_update_index {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        while version == seen && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            version = state.store.grants_version().await?;
-        }
-    }
+    // change wakes it. Only pollers (and connectors) pay for reading it.
     let mut headers = axum::http::HeaderMap::new();
-    if let Ok(v) = axum::http::HeaderValue::from_str(&version.to_string()) {
-        headers.insert(crate::api::LAST_UPDATE_INDEX_HEADER, v);
+    if q.last_update_index.is_some() || caller.is_connector {
+        let mut version = state.store.grants_version().await?;
+        if let Some(seen) = q.last_update_index {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            while version == seen && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                version = state.store.grants_version().await?;
+            }
+        }
+        if let Ok(v) = axum::http::HeaderValue::from_str(&version.to_string()) {
+            headers.insert(crate::api::LAST_UPDATE_INDEX_HEADER, v);
+        }
     }
     let mut filter = GrantFilter {
         user: q.user,
