@@ -6,7 +6,7 @@
 #
 # What it does:
 #   1. installs missing Debian packages (postgresql, gnome-keyring,
-#      libsecret-tools, dbus, tmux, procps; nodejs/npm only if there is no node;
+#      libsecret-tools, dbus, tmux, procps, chromium, man-db; nodejs/npm only if there is no node;
 #      Node >= 20.18 is needed) and `npm ci` in tests/oidc when its
 #      node_modules doesn't match package-lock.json; the Python `kubernetes`
 #      client (pip) when python3 can't import it (tests/list_pods.py);
@@ -170,7 +170,9 @@ command -v dbus-send >/dev/null || missing+=(dbus-bin)
 dpkg -s dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon)
 dpkg -s dbus-session-bus-common >/dev/null 2>&1 || missing+=(dbus-session-bus-common)
 command -v tmux >/dev/null || missing+=(tmux)
+command -v man >/dev/null || missing+=(man-db)
 command -v ps >/dev/null || missing+=(procps)
+command -v chromium >/dev/null || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then

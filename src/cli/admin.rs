@@ -20,6 +20,7 @@ pub enum UsersCmd {
     #[command(after_help = "Examples:\n  infra users add alice@example.com\n  \
                             infra users add alice@example.com --password")]
     Add {
+        /// The user's name, usually their email address
         name: String,
         /// Set a password (prompted on a terminal, else one line of stdin)
         #[arg(long)]
@@ -28,7 +29,10 @@ pub enum UsersCmd {
         server: ServerArg,
     },
     /// List users
-    #[command(alias = "ls")]
+    #[command(
+        alias = "ls",
+        after_help = "Examples:\n  infra users list\n  infra users list --format json"
+    )]
     List {
         #[command(flatten)]
         format: FormatArg,
@@ -38,6 +42,7 @@ pub enum UsersCmd {
     /// Change a user's password
     #[command(after_help = "Example:\n  infra users edit alice@example.com --password")]
     Edit {
+        /// The user's name
         name: String,
         /// Set a new password (prompted on a terminal, else one line of stdin)
         #[arg(long, required = true)]
@@ -46,8 +51,12 @@ pub enum UsersCmd {
         server: ServerArg,
     },
     /// Remove a user, with their grants and keys
-    #[command(alias = "rm")]
+    #[command(
+        alias = "rm",
+        after_help = "Example:\n  infra users remove alice@example.com"
+    )]
     Remove {
+        /// The user's name
         name: String,
         /// Succeed even if the user does not exist
         #[arg(long)]
@@ -154,12 +163,16 @@ pub enum GroupsCmd {
     /// Add a group
     #[command(after_help = "Example:\n  infra groups add sre")]
     Add {
+        /// The group's name
         name: String,
         #[command(flatten)]
         server: ServerArg,
     },
     /// List groups
-    #[command(alias = "ls")]
+    #[command(
+        alias = "ls",
+        after_help = "Examples:\n  infra groups list\n  infra groups list --format json"
+    )]
     List {
         #[command(flatten)]
         format: FormatArg,
@@ -167,8 +180,9 @@ pub enum GroupsCmd {
         server: ServerArg,
     },
     /// Remove a group and its grants
-    #[command(alias = "rm")]
+    #[command(alias = "rm", after_help = "Example:\n  infra groups remove sre")]
     Remove {
+        /// The group's name
         name: String,
         /// Succeed even if the group does not exist
         #[arg(long)]
@@ -179,14 +193,19 @@ pub enum GroupsCmd {
     /// Add a user to a group
     #[command(after_help = "Example:\n  infra groups adduser sre alice@example.com")]
     Adduser {
+        /// The group's name
         group: String,
+        /// The user's name
         user: String,
         #[command(flatten)]
         server: ServerArg,
     },
     /// Remove a user from a group
+    #[command(after_help = "Example:\n  infra groups removeuser sre alice@example.com")]
     Removeuser {
+        /// The group's name
         group: String,
+        /// The user's name
         user: String,
         /// Succeed even if the user or group does not exist
         #[arg(long)]
@@ -326,7 +345,11 @@ pub enum GrantsCmd {
         server: ServerArg,
     },
     /// List grants (yours, or everyone's for admins)
-    #[command(alias = "ls")]
+    #[command(
+        alias = "ls",
+        after_help = "Examples:\n  infra grants list\n  infra grants list --user alice@example.com\n  \
+                      infra grants list --destination prod --format json"
+    )]
     List {
         #[command(flatten)]
         subject: SubjectArgs,
@@ -344,9 +367,11 @@ pub enum GrantsCmd {
         after_help = "Example:\n  infra grants remove prod --user alice@example.com --role view"
     )]
     Remove {
+        /// DEST or DEST.NAMESPACE, as granted
         destination: String,
         #[command(flatten)]
         subject: SubjectArgs,
+        /// The role granted
         #[arg(long)]
         role: String,
         /// Succeed even if there is no such grant
@@ -511,7 +536,10 @@ pub async fn grants(cmd: GrantsCmd) -> anyhow::Result<()> {
 #[derive(Debug, Subcommand)]
 pub enum DestinationsCmd {
     /// List destinations and whether their connectors are connected
-    #[command(alias = "ls")]
+    #[command(
+        alias = "ls",
+        after_help = "Examples:\n  infra destinations list\n  infra destinations list --format json"
+    )]
     List {
         #[command(flatten)]
         format: FormatArg,
@@ -519,8 +547,12 @@ pub enum DestinationsCmd {
         server: ServerArg,
     },
     /// Remove a destination
-    #[command(alias = "rm")]
+    #[command(
+        alias = "rm",
+        after_help = "Example:\n  infra destinations remove prod"
+    )]
     Remove {
+        /// The destination's name
         name: String,
         /// Succeed even if it does not exist
         #[arg(long)]
@@ -614,7 +646,11 @@ pub enum KeysCmd {
         server: ServerArg,
     },
     /// List access keys (yours; admins: --user NAME or --all)
-    #[command(alias = "ls")]
+    #[command(
+        alias = "ls",
+        after_help = "Examples:\n  infra keys list\n  infra keys list --user alice@example.com\n  \
+                      infra keys list --all --format json"
+    )]
     List {
         /// Keys of this user (admins)
         #[arg(long)]
@@ -628,7 +664,10 @@ pub enum KeysCmd {
         server: ServerArg,
     },
     /// Revoke an access key, by name or id
-    #[command(alias = "rm")]
+    #[command(
+        alias = "rm",
+        after_help = "Examples:\n  infra keys remove ci\n  infra keys remove ci --user alice@example.com"
+    )]
     Remove {
         /// The key's name or id
         key: String,
@@ -770,10 +809,12 @@ pub enum ProvidersCmd {
                             --client-id 0oa1b2c3 --client-secret $SECRET"
     )]
     Add {
+        /// A name for the provider, e.g. okta (`infra login --provider NAME`)
         name: String,
         /// The provider's issuer URL (a bare domain means https)
         #[arg(long)]
         url: String,
+        /// The client id of the application registered at the provider
         #[arg(long)]
         client_id: String,
         /// The client secret (or INFRA_PROVIDER_CLIENT_SECRET)
@@ -789,7 +830,10 @@ pub enum ProvidersCmd {
         server: ServerArg,
     },
     /// List identity providers
-    #[command(alias = "ls")]
+    #[command(
+        alias = "ls",
+        after_help = "Examples:\n  infra providers list\n  infra providers list --format json"
+    )]
     List {
         #[command(flatten)]
         format: FormatArg,
@@ -797,12 +841,20 @@ pub enum ProvidersCmd {
         server: ServerArg,
     },
     /// Change a provider's URL, client id or secret
+    #[command(
+        after_help = "Examples:\n  infra providers edit okta --client-secret $NEW_SECRET\n  \
+                      infra providers edit okta --url https://example.okta.com/oauth2/default"
+    )]
     Edit {
+        /// The provider's name
         name: String,
+        /// A new issuer URL
         #[arg(long)]
         url: Option<String>,
+        /// A new client id
         #[arg(long)]
         client_id: Option<String>,
+        /// A new client secret (or INFRA_PROVIDER_CLIENT_SECRET)
         #[arg(long, env = "INFRA_PROVIDER_CLIENT_SECRET", hide_env_values = true)]
         client_secret: Option<String>,
         /// PEM file with the provider's CA
@@ -812,8 +864,9 @@ pub enum ProvidersCmd {
         server: ServerArg,
     },
     /// Remove a provider
-    #[command(alias = "rm")]
+    #[command(alias = "rm", after_help = "Example:\n  infra providers remove okta")]
     Remove {
+        /// The provider's name
         name: String,
         /// Succeed even if it does not exist
         #[arg(long)]

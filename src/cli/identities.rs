@@ -30,7 +30,10 @@ pub enum IdentitiesCmd {
         server: ServerArg,
     },
     /// List machine identities
-    #[command(alias = "ls")]
+    #[command(
+        alias = "ls",
+        after_help = "Examples:\n  infra identities list\n  infra identities list --format json"
+    )]
     List {
         #[command(flatten)]
         format: FormatArg,
@@ -38,8 +41,12 @@ pub enum IdentitiesCmd {
         server: ServerArg,
     },
     /// Remove a machine identity, with its grants and access tokens
-    #[command(alias = "rm")]
+    #[command(
+        alias = "rm",
+        after_help = "Example:\n  infra identities remove deploy-bot"
+    )]
     Remove {
+        /// The identity's name
         name: String,
         /// Succeed even if it does not exist
         #[arg(long)]
@@ -71,7 +78,12 @@ pub enum OidcAuthCmd {
     )]
     Set(Box<SetArgs>),
     /// Show the identity's oidc-auth configuration
+    #[command(
+        after_help = "Examples:\n  infra identities oidc-auth show deploy-bot\n  \
+                      infra identities oidc-auth show deploy-bot --format json"
+    )]
     Show {
+        /// The identity's name
         name: String,
         #[command(flatten)]
         format: FormatArg,
@@ -79,8 +91,12 @@ pub enum OidcAuthCmd {
         server: ServerArg,
     },
     /// Remove the identity's oidc-auth configuration and revoke the access tokens it issued
-    #[command(alias = "rm")]
+    #[command(
+        alias = "rm",
+        after_help = "Example:\n  infra identities oidc-auth remove deploy-bot"
+    )]
     Remove {
+        /// The identity's name
         name: String,
         /// Succeed even if there is none
         #[arg(long)]

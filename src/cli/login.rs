@@ -53,6 +53,10 @@ pub struct LoginArgs {
     #[arg(long, conflicts_with_all = ["key", "user"])]
     pub no_browser: bool,
 
+    /// Sign in on another device (a phone, a laptop) with a code: for machines without a browser
+    #[arg(long, conflicts_with_all = ["key", "user", "no_browser", "method"])]
+    pub device: bool,
+
     /// Local port for the provider's redirect (register http://localhost:PORT with it)
     #[arg(long, value_name = "PORT", default_value_t = crate::login::DEFAULT_PORT, env = "INFRA_LOGIN_PORT")]
     pub listen_port: u16,
@@ -201,17 +205,23 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
 
     let trust = decide_trust(&args, &server, existing.as_ref()).await?;
     let client = Client::new(&url, &trust, None)?;
-    let request = if request.access_key.is_none() && request.password_credentials.is_none() {
-        browser_sign_in(&args, &server, &client).await?
+    let through_provider = request.access_key.is_none() && request.password_credentials.is_none();
+    let device = super::device::wanted(&args).filter(|_| through_provider);
+    let resp = if let Some(why) = device {
+        super::device::sign_in(&args, &server, &client, why).await?
     } else {
-        request
-    };
-    let resp = match client.login(&request).await {
-        Ok(r) => r,
-        Err(e @ ClientError::Api { status: 401, .. }) => {
-            return Err(AuthNeeded(format!("login to {server} failed: {e}")).into());
+        let request = if through_provider {
+            browser_sign_in(&args, &server, &client).await?
+        } else {
+            request
+        };
+        match client.login(&request).await {
+            Ok(r) => r,
+            Err(e @ ClientError::Api { status: 401, .. }) => {
+                return Err(AuthNeeded(format!("login to {server} failed: {e}")).into());
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
     };
     let key = SecretString::from(resp.access_key.clone());
 
@@ -278,35 +288,7 @@ async fn browser_sign_in(
     server: &str,
     client: &Client,
 ) -> anyhow::Result<LoginRequest> {
-    let providers: Vec<crate::api::Provider> = client.list_all("/api/providers").await?;
-    let provider = match (&args.provider, providers.len()) {
-        (Some(name), _) => providers
-            .iter()
-            .find(|p| &p.name == name)
-            .cloned()
-            .ok_or_else(|| {
-                let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
-                Usage(format!(
-                    "{server} has no identity provider named {name:?}; it has: {}",
-                    if names.is_empty() {
-                        "none".to_string()
-                    } else {
-                        names.join(", ")
-                    }
-                ))
-            })?,
-        (None, 0) => {
-            return Err(Usage(format!(
-                "{server} has no identity provider to sign in with; log in with \
-                 `infra login {server} --key KEY` or `--user NAME`, or ask an admin to add one \
-                 (`infra providers add`)"
-            ))
-            .into());
-        }
-        (None, 1) => providers[0].clone(),
-        (None, _) => choose_provider(server, &providers)?,
-    };
-
+    let provider = pick_provider(args, server, client).await?;
     let listeners = crate::login::bind(args.listen_port).await?;
     let attempt = crate::login::Attempt::new(listeners.port);
     let auth_url =
@@ -352,6 +334,44 @@ async fn browser_sign_in(
     }
 }
 
+/// The provider to sign in with: `--provider NAME`, the only one, or the
+/// person's choice on a terminal.
+pub(super) async fn pick_provider(
+    args: &LoginArgs,
+    server: &str,
+    client: &Client,
+) -> anyhow::Result<crate::api::Provider> {
+    let providers: Vec<crate::api::Provider> = client.list_all("/api/providers").await?;
+    let provider = match (&args.provider, providers.len()) {
+        (Some(name), _) => providers
+            .iter()
+            .find(|p| &p.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+                Usage(format!(
+                    "{server} has no identity provider named {name:?}; it has: {}",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            })?,
+        (None, 0) => {
+            return Err(Usage(format!(
+                "{server} has no identity provider to sign in with; log in with \
+                 `infra login {server} --key KEY` or `--user NAME`, or ask an admin to add one \
+                 (`infra providers add`)"
+            ))
+            .into());
+        }
+        (None, 1) => providers[0].clone(),
+        (None, _) => choose_provider(server, &providers)?,
+    };
+    Ok(provider)
+}
+
 fn choose_provider(
     server: &str,
     providers: &[crate::api::Provider],
@@ -383,13 +403,15 @@ fn choose_provider(
     }
 }
 
-fn spinner(msg: &'static str) -> Option<indicatif::ProgressBar> {
+pub(super) fn spinner(msg: &'static str) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {
         return None;
     }
     let sp =
         indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    // A length-less bar still draws as an empty bar and "0/0" by default.
+    sp.set_style(indicatif::ProgressStyle::default_spinner());
     sp.set_message(msg);
     sp.enable_steady_tick(std::time::Duration::from_millis(100));
     Some(sp)

@@ -4,6 +4,9 @@
 //! through `client`, render through `output`.
 
 pub mod admin;
+pub mod completion;
+pub mod device;
+pub mod help;
 pub mod identities;
 pub mod list;
 pub mod login;
@@ -12,8 +15,9 @@ pub mod session;
 pub mod status;
 pub mod tokens;
 pub mod use_cmd;
+pub mod version_cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::client::ClientError;
 
@@ -48,7 +52,10 @@ pub struct Usage(pub String);
     about = "Access to Kubernetes clusters through OpenID Connect",
     long_about = "infra gives people and workloads access to Kubernetes clusters through OpenID \
                   Connect.\n\nStart with `infra login SERVER`.",
-    propagate_version = true
+    propagate_version = true,
+    after_help = "Examples:\n  infra login infra.example.com\n  infra list\n  infra use prod\n\n\
+                  Run `infra help COMMAND` or `infra COMMAND --help` for more about a command, and \
+                  `man infra-COMMAND` once installed (./install.sh)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -58,17 +65,18 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Log in to an infra server
-    #[command(
-        after_help = "Examples:\n  infra login infra.example.com --key $KEY\n  \
-                            infra login localhost:8443 --user admin@example.com"
-    )]
+    #[command(after_help = "Examples:\n  infra login infra.example.com\n  \
+                            infra login infra.example.com --key $KEY\n  \
+                            infra login localhost:8443 --user admin@example.com\n  \
+                            infra login infra.example.com --method=oidc-auth \\\n    \
+                            --machine-identity-id deploy --oidc-jwt $JWT")]
     Login(login::LoginArgs),
     /// Log out: revoke the access key and forget it on this machine
     #[command(after_help = "Examples:\n  infra logout\n  infra logout --all")]
     Logout(login::LogoutArgs),
-    /// Show the servers you are logged in to, and whether each accepts your key
+    /// Show where you are logged in and whether each key still works
     Status(status::StatusArgs),
-    /// List the clusters (and namespaces) you can reach, with your roles there
+    /// List the clusters and namespaces you can reach, with your roles
     #[command(
         after_help = "STATUS is connected, disconnected (its connector has not reported in \
                       lately) or not registered (no connector yet, so nothing to use). CURRENT \
@@ -107,24 +115,48 @@ pub enum Command {
     /// Manage identity providers (admins)
     #[command(subcommand)]
     Providers(admin::ProvidersCmd),
-    /// Manage machine identities and how they log in with OIDC JWTs (admins)
+    /// Manage machine identities and their OIDC JWT logins (admins)
     #[command(subcommand)]
     Identities(identities::IdentitiesCmd),
     /// Credentials for clusters: kubectl's exec plugin
     #[command(subcommand)]
     Tokens(tokens::TokensCmd),
     /// Run the infra API server
+    #[command(after_help = "Examples:\n  infra server --dev\n  \
+                      infra server --listen 0.0.0.0:8443 --url https://infra.example.com \\\n    \
+                      --tls-cert tls.crt --tls-key tls.key --config infra.yaml\n  \
+                      infra server --db postgres://infra@db/infra --url https://infra.example.com \\\n    \
+                      --root-key-file /run/secrets/infra-root.key")]
     Server(crate::server::ServerArgs),
     /// Run the connector next to a cluster's API server
     #[command(
         after_help = "Example:\n  infra connector --server https://infra.example.com --access-key $KEY \\\n    --name prod --endpoint prod-connector.example.com:443"
     )]
     Connector(crate::connector::ConnectorArgs),
+    /// Print the completion script for a shell
+    #[command(after_help = completion::AFTER_HELP)]
+    Completion(completion::CompletionArgs),
+    /// Print the CLI's version and the server's
+    #[command(after_help = version_cmd::AFTER_HELP)]
+    Version(version_cmd::VersionArgs),
+}
+
+/// The whole command line as clap sees it: the derive, plus the grouped
+/// top-level help. Help, man pages and completions all come from here.
+pub fn command() -> clap::Command {
+    help::grouped(Cli::command())
+}
+
+/// Parses the process arguments with [`command`].
+fn parse() -> Result<Cli, clap::Error> {
+    let mut cmd = command();
+    let mut matches = cmd.try_get_matches_from_mut(std::env::args_os())?;
+    Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd))
 }
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -152,6 +184,11 @@ pub fn main() -> i32 {
         Command::Providers(cmd) => run_async(false, admin::providers(cmd)),
         Command::Identities(cmd) => run_async(false, identities::run(cmd)),
         Command::Tokens(cmd) => run_async(false, tokens::run(cmd)),
+        Command::Completion(args) => match completion::run(args) {
+            Ok(()) => exit::OK,
+            Err(e) => report(&e),
+        },
+        Command::Version(args) => run_async(false, version_cmd::run(args)),
     }
 }
 
@@ -233,6 +270,11 @@ pub fn report(e: &anyhow::Error) -> i32 {
                 );
                 return exit::ERROR;
             }
+            ClientError::Api { status: 400, body } if upgrade_hint(&body.message).is_some() => {
+                let hint = upgrade_hint(&body.message).unwrap_or_default();
+                eprintln!("error: {e:#}\n{hint}");
+                return exit::ERROR;
+            }
             ClientError::Api { status: 401, .. } => {
                 let hint = session::login_hint();
                 eprintln!("error: {ce}\n{hint}");
@@ -245,4 +287,36 @@ pub fn report(e: &anyhow::Error) -> i32 {
     }
     eprintln!("error: {e:#}");
     exit::ERROR
+}
+
+/// How to act on a server's refusal of this CLI's version (the message of
+/// `api::version::Skew::ClientTooOld`): the server's message says which
+/// side to upgrade; this says how, when the side is ours.
+fn upgrade_hint(message: &str) -> Option<String> {
+    let (_, version) = message.split_once(": upgrade the CLI to ")?;
+    let version = version.trim();
+    Some(format!(
+        "To upgrade: in a checkout of infra {version}, run ./install.sh (or `cargo install \
+         --locked --path .`)."
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::version::{self, Skew};
+
+    #[test]
+    fn a_server_newer_than_the_cli_gets_an_upgrade_hint() {
+        let skew = version::check(Some("1.2.0"), "1.4.0").unwrap_err();
+        assert!(matches!(skew, Skew::ClientTooOld { .. }));
+        let hint = upgrade_hint(&skew.to_string()).expect("a hint for an old CLI");
+        assert!(
+            hint.contains("infra 1.4.0") && hint.contains("./install.sh"),
+            "{hint}"
+        );
+        // An old server is the administrator's to upgrade: its message says so.
+        let skew = version::check(Some("1.5.0"), "1.4.0").unwrap_err();
+        assert_eq!(upgrade_hint(&skew.to_string()), None);
+    }
 }

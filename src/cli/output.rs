@@ -12,7 +12,9 @@ pub enum Format {
     /// A table on a terminal, tab-separated lines otherwise
     #[default]
     Table,
+    /// JSON, for scripts
     Json,
+    /// YAML
     Yaml,
 }
 

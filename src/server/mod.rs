@@ -7,6 +7,7 @@
 pub mod bootstrap;
 pub mod crypto;
 pub mod dev_idp;
+pub mod device;
 pub mod error;
 pub mod extract;
 pub mod machine_auth;
@@ -151,6 +152,14 @@ pub struct ServerArgs {
     /// The public URL of the server's web sign-in callback (behind a proxy)
     #[arg(long, env = "INFRA_OIDC_CALLBACK_URL", value_name = "URL")]
     pub oidc_callback_url: Option<String>,
+
+    /// How long a device code (`infra login --device`) waits for approval
+    #[arg(long, env = "INFRA_DEVICE_CODE_TTL", default_value = "10m", value_parser = parse_duration)]
+    pub device_code_ttl: Duration,
+
+    /// How often a device may poll for its sign-in at first
+    #[arg(long, hide = true, env = "INFRA_DEVICE_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub device_poll_interval: Duration,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -179,6 +188,10 @@ pub struct Inner {
     pub callback_url: String,
     /// Machine identities' issuers' keys (a per-replica cache).
     pub jwks_cache: machine_auth::JwksCache,
+    /// How long a device code lives.
+    pub device_code_ttl: Duration,
+    /// The first polling interval of a device code.
+    pub device_poll_interval: Duration,
 }
 
 impl std::ops::Deref for AppState {
@@ -215,6 +228,8 @@ impl AppState {
             callback_url: callback_url(args, &public_url),
             public_url,
             jwks_cache: machine_auth::JwksCache::default(),
+            device_code_ttl: args.device_code_ttl,
+            device_poll_interval: args.device_poll_interval,
         })))
     }
 }
@@ -239,6 +254,7 @@ pub fn router(state: AppState) -> Router {
         app = app.nest_service("/oidc", dev_idp::router(dev));
     }
     app.merge(api)
+        .merge(device::pages())
         .route("/api/openapi.json", axum::routing::get(openapi::serve))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route(

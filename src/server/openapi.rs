@@ -4,6 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
+use super::device;
 use super::routes::{
     access_keys, audit, auth, destinations, grants, groups, identities, providers, tokens, users,
 };
@@ -18,6 +19,8 @@ use super::routes::{
         auth::version,
         auth::login,
         auth::logout,
+        device::create,
+        device::status,
         users::list,
         users::get,
         users::create,

@@ -189,7 +189,8 @@ async fn wait_for_other(
                 "the session was ended by the identity provider".into(),
             ));
         }
-        if now - cur.last_check_at < interval {
+        // Someone finished a re-check after we looked: its verdict stands.
+        if cur.last_check_at > row.last_check_at || now - cur.last_check_at < interval {
             return Ok(());
         }
         if cur.backoff_until > now {

@@ -335,25 +335,32 @@ impl OidcProvider {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("start the OIDC provider with node");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let issuer = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(i) = line.strip_prefix("OIDC_ISSUER=") {
-                        break i.trim().to_string();
+        // Node 20 has been seen to deadlock, rarely, while the provider makes
+        // its signing key at start-up: give each start a deadline, and retry.
+        for attempt in 1..=3 {
+            let mut child = cmd.spawn().expect("start the OIDC provider with node");
+            let stdout = child.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut sent = false;
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if !sent && let Some(i) = line.strip_prefix("OIDC_ISSUER=") {
+                        let _ = tx.send(i.trim().to_string());
+                        sent = true;
                     }
+                    // Keep draining, so the provider never blocks on a full pipe.
                 }
-                _ => {
+            });
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(issuer) => return OidcProvider { child, issuer },
+                Err(_) => {
                     let _ = child.kill();
-                    panic!("the OIDC provider did not start");
+                    let _ = child.wait();
+                    eprintln!("the OIDC provider did not start (attempt {attempt} of 3)");
                 }
             }
-        };
-        // Keep draining stdout so the provider never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        OidcProvider { child, issuer }
+        }
+        panic!("the OIDC provider did not start in three attempts");
     }
 }
 

@@ -139,8 +139,6 @@ async fn oidc_login(
     addr: &str,
     o: crate::api::OidcLogin,
 ) -> ApiResult<LoginResponse> {
-    let target = format!("oidc:{}", o.provider_id);
-    check_rate(state, &target, addr).await?;
     let provider = match state.store.get_provider(&o.provider_id).await {
         Ok(p) => p,
         Err(store::StoreError::NotFound(_)) => {
@@ -151,6 +149,41 @@ async fn oidc_login(
         }
         Err(e) => return Err(e.into()),
     };
+    let user = sign_in_with_provider(
+        state,
+        addr,
+        &provider,
+        &o.code,
+        &o.redirect_url,
+        &o.code_verifier,
+        &o.nonce,
+    )
+    .await?;
+    let resp = issue_login_key(state, "user", &user.id, &user.name, None).await?;
+    succeed(state, "oidc", &user.name, addr).await?;
+    Ok(resp)
+}
+
+/// Exchanges an authorization code at the provider (with its PKCE
+/// verifier), verifies the ID token and reads UserInfo, then makes the
+/// person an infra user: created at the first sign-in, the provider's groups
+/// synced, the provider link and refresh token (encrypted) kept. Failures
+/// are audited and rate-limited per provider and client address. Issues no
+/// key: that is the caller's business.
+///
+/// Shared by `POST /api/login` (the CLI's loopback redirect) and the web
+/// sign-in of device codes (the server's own redirect URI).
+pub(crate) async fn sign_in_with_provider(
+    state: &AppState,
+    addr: &str,
+    provider: &store::ProviderRow,
+    code: &str,
+    redirect_url: &str,
+    code_verifier: &str,
+    nonce: &str,
+) -> ApiResult<store::UserRow> {
+    let target = format!("oidc:{}", provider.id);
+    check_rate(state, &target, addr).await?;
     let secret = state.root_key.decrypt(&provider.client_secret_enc)?;
     let cfg = oidc::ProviderConfig {
         issuer: &provider.issuer,
@@ -158,9 +191,7 @@ async fn oidc_login(
         client_secret: &secret,
         ca_pem: &provider.ca_pem,
     };
-    let id = match oidc::exchange_code(&cfg, &o.code, &o.redirect_url, &o.code_verifier, &o.nonce)
-        .await
-    {
+    let id = match oidc::exchange_code(&cfg, code, redirect_url, code_verifier, nonce).await {
         Ok(id) => id,
         Err(oidc::OidcError::Rejected(msg)) => {
             fail(state, "oidc", &target, addr, &msg).await?;
@@ -212,15 +243,13 @@ async fn oidc_login(
         .store
         .upsert_provider_user(&provider.id, &user.id, &id.subject, &id.email, &refresh_enc)
         .await?;
-    let resp = issue_login_key(state, "user", &user.id, &user.name, None).await?;
     state.store.touch_user(&user.id).await?;
-    succeed(state, "oidc", &user.name, addr).await?;
-    Ok(resp)
+    Ok(user)
 }
 
 /// A new session key for the owner, lasting the session expiry (and never
 /// longer than `cap`, the key it was exchanged for).
-async fn issue_login_key(
+pub(crate) async fn issue_login_key(
     state: &AppState,
     owner_kind: &str,
     owner_id: &str,
@@ -299,7 +328,12 @@ async fn fail(
     Ok(())
 }
 
-async fn succeed(state: &AppState, method: &str, name: &str, addr: &str) -> ApiResult<()> {
+pub(crate) async fn succeed(
+    state: &AppState,
+    method: &str,
+    name: &str,
+    addr: &str,
+) -> ApiResult<()> {
     state.metrics.login(method, "success");
     state
         .store

@@ -40,6 +40,8 @@ pub fn api_routes() -> Vec<Route> {
         route("/api/version", &["get"], get(auth::version)),
         route("/api/login", &["post"], post(auth::login)),
         route("/api/logout", &["post"], post(auth::logout)),
+        route("/api/device", &["post"], post(super::device::create)),
+        route("/api/device/status", &["post"], post(super::device::status)),
         route(
             "/api/users",
             &["get", "post"],

@@ -9,6 +9,7 @@
 mod access_keys;
 mod audit;
 mod destinations;
+mod device_codes;
 mod grants;
 mod groups;
 mod identities;
@@ -19,6 +20,7 @@ mod users;
 pub use access_keys::{AccessKeyRow, NewAccessKey};
 pub use audit::{AuditEntry, AuditRow};
 pub use destinations::DestinationRow;
+pub use device_codes::{DeviceCodeRow, DeviceSigninRow, NewDeviceCode, NewDeviceSignin};
 pub use grants::{GrantFilter, GrantRow, Subject};
 pub use groups::GroupRow;
 pub use identities::{IdentityRow, MachineTokenRow, NewMachineToken, OidcAuthRow};

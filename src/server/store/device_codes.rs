@@ -1,0 +1,331 @@
+//! Device codes (sign-in without a local browser) and the browser sign-ins
+//! that approve them. Both live here rather than in memory so that any
+//! replica can serve the web page, the provider's callback or the poll.
+//! Every change of state is one conditional UPDATE, so two replicas (or two
+//! browsers) racing for the same code cannot both win.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Result, Store, StoreError, conflict, total};
+
+/// A device code as the server sees it; the code itself is never stored.
+#[derive(Debug, Clone)]
+pub struct DeviceCodeRow {
+    pub id: String,
+    pub device_code_hash: String,
+    /// Normalized: upper case, no dash.
+    pub user_code: String,
+    pub provider_id: String,
+    /// `pending`, `approved`, `denied` or `consumed`.
+    pub status: String,
+    pub client_addr: String,
+    /// Seconds the device must wait between polls.
+    pub poll_interval: i64,
+    /// When the device last polled (Unix ms; 0: never).
+    pub last_poll_ms: i64,
+    /// Who approved or denied it.
+    pub user_id: Option<String>,
+    pub created_at_ms: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+pub struct NewDeviceCode<'a> {
+    pub id: &'a str,
+    pub device_code_hash: &'a str,
+    pub user_code: &'a str,
+    pub provider_id: &'a str,
+    pub client_addr: &'a str,
+    pub poll_interval: i64,
+    pub created_at_ms: i64,
+    pub expires_at: i64,
+}
+
+/// One browser's sign-in at the provider for a device code.
+#[derive(Debug, Clone)]
+pub struct DeviceSigninRow {
+    pub id: String,
+    pub device_code_id: String,
+    pub binding_hash: String,
+    pub nonce_enc: String,
+    pub verifier_enc: String,
+    /// `started`, `exchanging`, `authenticated`, `done` or `failed`.
+    pub status: String,
+    pub user_id: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+pub struct NewDeviceSignin<'a> {
+    pub id: &'a str,
+    pub device_code_id: &'a str,
+    pub state_hash: &'a str,
+    pub binding_hash: &'a str,
+    pub nonce_enc: &'a str,
+    pub verifier_enc: &'a str,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+const CODE_COLUMNS: &str = "id, device_code_hash, user_code, provider_id, status, client_addr, \
+     poll_interval, last_poll_ms, user_id, created_at_ms, expires_at";
+
+const SIGNIN_COLUMNS: &str = "id, device_code_id, binding_hash, nonce_enc, verifier_enc, status, \
+     user_id, created_at, expires_at";
+
+fn code_row(r: AnyRow) -> Result<DeviceCodeRow> {
+    Ok(DeviceCodeRow {
+        id: r.try_get("id")?,
+        device_code_hash: r.try_get("device_code_hash")?,
+        user_code: r.try_get("user_code")?,
+        provider_id: r.try_get("provider_id")?,
+        status: r.try_get("status")?,
+        client_addr: r.try_get("client_addr")?,
+        poll_interval: r.try_get("poll_interval")?,
+        last_poll_ms: r.try_get("last_poll_ms")?,
+        user_id: r.try_get("user_id")?,
+        created_at_ms: r.try_get("created_at_ms")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}
+
+fn signin_row(r: AnyRow) -> Result<DeviceSigninRow> {
+    Ok(DeviceSigninRow {
+        id: r.try_get("id")?,
+        device_code_id: r.try_get("device_code_id")?,
+        binding_hash: r.try_get("binding_hash")?,
+        nonce_enc: r.try_get("nonce_enc")?,
+        verifier_enc: r.try_get("verifier_enc")?,
+        status: r.try_get("status")?,
+        user_id: r.try_get("user_id")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}
+
+impl Store {
+    /// Stores a new device code; a `Conflict` means its user code (or,
+    /// improbably, its hash) is taken: make another.
+    pub async fn create_device_code(&self, c: &NewDeviceCode<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO device_codes (id, device_code_hash, user_code, provider_id, status, \
+             client_addr, poll_interval, last_poll_ms, created_at_ms, expires_at) \
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6, 0, $7, $8)",
+        )
+        .bind(c.id)
+        .bind(c.device_code_hash)
+        .bind(c.user_code)
+        .bind(c.provider_id)
+        .bind(c.client_addr)
+        .bind(c.poll_interval)
+        .bind(c.created_at_ms)
+        .bind(c.expires_at)
+        .execute(self.pool())
+        .await
+        .map_err(|e| conflict(e, || "the user code is taken".to_string()))?;
+        Ok(())
+    }
+
+    /// How many device codes this address created since `since_ms`, and
+    /// when the oldest of them was created.
+    pub async fn device_codes_created_since(
+        &self,
+        client_addr: &str,
+        since_ms: i64,
+    ) -> Result<(u64, Option<i64>)> {
+        let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(created_at_ms) FROM device_codes \
+             WHERE client_addr = $1 AND created_at_ms > $2",
+        )
+        .bind(client_addr)
+        .bind(since_ms)
+        .fetch_one(self.pool())
+        .await?;
+        Ok((total(count), oldest))
+    }
+
+    pub async fn get_device_code(&self, id: &str) -> Result<DeviceCodeRow> {
+        let sql = format!("SELECT {CODE_COLUMNS} FROM device_codes WHERE id = $1");
+        match sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+        {
+            Some(r) => code_row(r),
+            None => Err(StoreError::NotFound("device code")),
+        }
+    }
+
+    pub async fn find_device_code_by_hash(&self, hash: &str) -> Result<Option<DeviceCodeRow>> {
+        let sql = format!("SELECT {CODE_COLUMNS} FROM device_codes WHERE device_code_hash = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(hash)
+            .fetch_optional(self.pool())
+            .await?
+            .map(code_row)
+            .transpose()
+    }
+
+    /// By normalized user code.
+    pub async fn find_device_code_by_user_code(
+        &self,
+        user_code: &str,
+    ) -> Result<Option<DeviceCodeRow>> {
+        let sql = format!("SELECT {CODE_COLUMNS} FROM device_codes WHERE user_code = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_code)
+            .fetch_optional(self.pool())
+            .await?
+            .map(code_row)
+            .transpose()
+    }
+
+    /// Records a poll at `now_ms`, with the interval from now on.
+    pub async fn record_device_poll(
+        &self,
+        id: &str,
+        now_ms: i64,
+        poll_interval: i64,
+    ) -> Result<()> {
+        sqlx::query("UPDATE device_codes SET last_poll_ms = $1, poll_interval = $2 WHERE id = $3")
+            .bind(now_ms)
+            .bind(poll_interval)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Approves or denies a pending, unexpired code for `user_id`; false
+    /// when it was not pending (any more) or has expired.
+    pub async fn decide_device_code(
+        &self,
+        id: &str,
+        approve: bool,
+        user_id: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE device_codes SET status = $1, user_id = $2, decided_at = $3 \
+             WHERE id = $4 AND status = 'pending' AND expires_at > $3",
+        )
+        .bind(if approve { "approved" } else { "denied" })
+        .bind(user_id)
+        .bind(now)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks an approved code as used; true for the one caller that did it.
+    pub async fn consume_device_code(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE device_codes SET status = 'consumed' WHERE id = $1 AND status = 'approved'",
+        )
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Removes device codes (and their sign-ins) that expired before `before`.
+    pub async fn delete_stale_device_codes(&self, before: i64) -> Result<u64> {
+        sqlx::query(
+            "DELETE FROM device_signins WHERE device_code_id IN \
+             (SELECT id FROM device_codes WHERE expires_at < $1)",
+        )
+        .bind(before)
+        .execute(self.pool())
+        .await?;
+        let done = sqlx::query("DELETE FROM device_codes WHERE expires_at < $1")
+            .bind(before)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn create_device_signin(&self, s: &NewDeviceSignin<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO device_signins (id, device_code_id, state_hash, binding_hash, nonce_enc, \
+             verifier_enc, status, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'started', $7, $8)",
+        )
+        .bind(s.id)
+        .bind(s.device_code_id)
+        .bind(s.state_hash)
+        .bind(s.binding_hash)
+        .bind(s.nonce_enc)
+        .bind(s.verifier_enc)
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .execute(self.pool())
+        .await
+        .map_err(|e| conflict(e, || "this sign-in already exists".to_string()))?;
+        Ok(())
+    }
+
+    pub async fn find_device_signin_by_state(
+        &self,
+        state_hash: &str,
+    ) -> Result<Option<DeviceSigninRow>> {
+        let sql = format!("SELECT {SIGNIN_COLUMNS} FROM device_signins WHERE state_hash = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(state_hash)
+            .fetch_optional(self.pool())
+            .await?
+            .map(signin_row)
+            .transpose()
+    }
+
+    pub async fn get_device_signin(&self, id: &str) -> Result<Option<DeviceSigninRow>> {
+        let sql = format!("SELECT {SIGNIN_COLUMNS} FROM device_signins WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .map(signin_row)
+            .transpose()
+    }
+
+    /// Moves a sign-in from `from` to `to` (setting the user when given);
+    /// true for the one caller that did it.
+    pub async fn advance_device_signin(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        user_id: Option<&str>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE device_signins SET status = $1, user_id = COALESCE($2, user_id) \
+             WHERE id = $3 AND status = $4",
+        )
+        .bind(to)
+        .bind(user_id)
+        .bind(id)
+        .bind(from)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Wrong user codes typed from this address since `since_ms` (audited
+    /// as `device.verify` failures), and the time of the oldest of them.
+    pub async fn device_code_failures(
+        &self,
+        remote_addr: &str,
+        since_ms: i64,
+    ) -> Result<(u64, Option<i64>)> {
+        let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(time_ms) FROM audit_log WHERE action = 'device.verify' AND \
+             result = 'failure' AND time_ms > $1 AND remote_addr = $2",
+        )
+        .bind(since_ms)
+        .bind(remote_addr)
+        .fetch_one(self.pool())
+        .await?;
+        Ok((total(count), oldest))
+    }
+}
