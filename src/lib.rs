@@ -12,4 +12,5 @@ pub mod fsutil;
 pub mod local;
 pub mod login;
 pub mod server;
+pub mod shutdown;
 pub mod tui;

@@ -544,10 +544,7 @@ async fn expired_key_exits_4_with_the_login_hint() {
     login_admin(&m, &s);
     m.ok(&["users", "list"]);
     // Age the session key on the server.
-    sqlx::any::install_default_drivers();
-    use sqlx::Connection;
-    let url = format!("sqlite://{}", s.data_dir.join("infra.db").display());
-    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let mut conn = s.db_connection().await;
     sqlx::query("UPDATE access_keys SET expires_at = 1000 WHERE name LIKE 'login-%'")
         .execute(&mut conn)
         .await

@@ -745,25 +745,13 @@ async fn serve_incomplete_discovery(issuer: &str) -> String {
 
 /// Reads one text value straight from the server's database.
 async fn raw_query(s: &Server, sql: &'static str) -> String {
-    sqlx::any::install_default_drivers();
-    let url = match &s.db {
-        Some(db) => db.clone(),
-        None => format!("sqlite://{}", s.data_dir.join("infra.db").display()),
-    };
-    use sqlx::Connection;
-    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let mut conn = s.db_connection().await;
     let (v,): (String,) = sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap();
     v
 }
 
 async fn exec_sql(s: &Server, sql: &'static str) {
-    sqlx::any::install_default_drivers();
-    let url = match &s.db {
-        Some(db) => db.clone(),
-        None => format!("sqlite://{}", s.data_dir.join("infra.db").display()),
-    };
-    use sqlx::Connection;
-    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let mut conn = s.db_connection().await;
     sqlx::query(sql).execute(&mut conn).await.unwrap();
 }
 

@@ -482,7 +482,7 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     .await
     .context("cannot load the serving certificate")?;
     let handle = axum_server::Handle::new();
-    tokio::spawn(shutdown_on_signal(handle.clone()));
+    tokio::spawn(crate::shutdown::on_signal(handle.clone()));
     eprintln!(
         "infra connector {name} listening on https://{addr} (users reach https://{endpoint}), proxying to {kube_api}"
     );
@@ -517,24 +517,4 @@ async fn heartbeat(
             tracing::warn!("cannot refresh the server's signing keys: {e}");
         }
     }
-}
-
-async fn shutdown_on_signal(handle: axum_server::Handle<SocketAddr>) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    handle.graceful_shutdown(Some(Duration::from_secs(10)));
 }

@@ -360,7 +360,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
 
     let handle = axum_server::Handle::new();
-    tokio::spawn(shutdown_on_signal(handle.clone()));
+    tokio::spawn(crate::shutdown::on_signal(handle.clone()));
     tokio::spawn(periodic_cleanup(store.clone()));
 
     let config = axum_server::tls_rustls::RustlsConfig::from_pem(
@@ -384,27 +384,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     store.close().await;
     eprintln!("infra server stopped");
     Ok(())
-}
-
-async fn shutdown_on_signal(handle: axum_server::Handle<SocketAddr>) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    eprintln!("shutting down: finishing requests in flight");
-    handle.graceful_shutdown(Some(Duration::from_secs(10)));
 }
 
 /// Removes long-dead access keys once an hour. Idempotent, so replicas

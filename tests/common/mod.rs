@@ -194,6 +194,17 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// A connection straight to the server's database (SQLite or PostgreSQL).
+    pub async fn db_connection(&self) -> sqlx::AnyConnection {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let url = match &self.db {
+            Some(db) => db.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("infra.db").display()),
+        };
+        sqlx::AnyConnection::connect(&url).await.unwrap()
+    }
+
     /// Calls the API with the version header and, if given, a key.
     pub async fn call(
         &self,
