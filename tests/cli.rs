@@ -13,28 +13,15 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
-fn fingerprint(s: &Server) -> String {
-    s.stderr()
-        .lines()
-        .find_map(|l| l.strip_prefix("TLS certificate SHA-256 fingerprint: "))
-        .expect("the server prints its fingerprint")
-        .trim()
-        .to_string()
-}
-
-fn host(s: &Server) -> String {
-    s.url.trim_start_matches("https://").to_string()
-}
-
 /// Logs the machine in as admin, trusting the server by fingerprint.
 fn login_admin(m: &Machine, s: &Server) {
     let out = m.run(&[
         "login",
-        &host(s),
+        &s.host(),
         "--key",
         ADMIN_KEY,
         "--tls-trusted-fingerprint",
-        &fingerprint(s),
+        &s.fingerprint(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("Logged in to"), "{}", stderr(&out));
@@ -63,7 +50,7 @@ async fn login_with_key_keeps_it_in_the_keyring() {
     login_admin(&m, &s);
 
     // The session key is in the Secret Service, and in no file.
-    let stored = secret_tool_lookup(&format!("admin@{}", host(&s)));
+    let stored = secret_tool_lookup(&format!("admin@{}", s.host()));
     assert_eq!(stored.len(), 35, "secret-tool finds the key: {stored:?}");
     for (path, content) in m.config_files() {
         let text = String::from_utf8_lossy(&content);
@@ -77,7 +64,7 @@ async fn login_with_key_keeps_it_in_the_keyring() {
 
     // Status says where the key is and that the server takes it.
     let status: Value = serde_json::from_str(&m.ok(&["status", "--format", "json"])).unwrap();
-    assert_eq!(status[0]["server"], host(&s));
+    assert_eq!(status[0]["server"], s.host());
     assert_eq!(status[0]["user"], "admin");
     assert_eq!(status[0]["keyStore"], "keyring");
     assert_eq!(status[0]["status"], "valid");
@@ -86,7 +73,7 @@ async fn login_with_key_keeps_it_in_the_keyring() {
     // Logout revokes the key on the server and forgets it here.
     let out = m.run(&["logout"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(secret_tool_lookup(&format!("admin@{}", host(&s))), "");
+    assert_eq!(secret_tool_lookup(&format!("admin@{}", s.host())), "");
     let (code, _) = s.call("GET", "/api/grants", Some(&stored), None).await;
     assert_eq!(code, 401, "the key was revoked on the server");
     let out = m.run(&["users", "list"]);
@@ -102,11 +89,11 @@ async fn without_dbus_the_key_goes_to_a_private_file() {
         .cmd()
         .args([
             "login",
-            &host(&s),
+            &s.host(),
             "--key",
             ADMIN_KEY,
             "--tls-trusted-fingerprint",
-            &fingerprint(&s),
+            &s.fingerprint(),
         ])
         .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")
         .output()
@@ -185,11 +172,11 @@ async fn admin_commands_work_end_to_end() {
         .cmd()
         .args([
             "login",
-            &host(&s),
+            &s.host(),
             "--user",
             "bob@example.com",
             "--tls-trusted-fingerprint",
-            &fingerprint(&s),
+            &s.fingerprint(),
         ])
         .env("INFRA_PASSWORD", "bob-password-1")
         .output()
@@ -206,7 +193,7 @@ async fn admin_commands_work_end_to_end() {
     assert!(feed(out, "bob-password-2\n").status.success());
     let out = bob
         .cmd()
-        .args(["login", &host(&s), "--user", "bob@example.com"])
+        .args(["login", &s.host(), "--user", "bob@example.com"])
         .env("INFRA_PASSWORD", "bob-password-1")
         .output()
         .unwrap();
@@ -426,14 +413,14 @@ fn feed(mut child: std::process::Child, input: &str) -> Output {
 async fn untrusted_certificate_without_a_terminal_names_the_flags() {
     let s = Server::start(Backend::Sqlite).await;
     let m = Machine::new();
-    let out = m.run(&["login", &host(&s), "--key", ADMIN_KEY]);
+    let out = m.run(&["login", &s.host(), "--key", ADMIN_KEY]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     for want in [
         "--tls-trusted-fingerprint",
         "--tls-trusted-cert",
         "--skip-tls-verify",
-        &fingerprint(&s),
+        &s.fingerprint(),
     ] {
         assert!(err.contains(want), "{want} not in {err}");
     }
@@ -443,7 +430,7 @@ async fn untrusted_certificate_without_a_terminal_names_the_flags() {
     let cert = s.data_dir.join("tls.crt");
     m.ok(&[
         "login",
-        &host(&s),
+        &s.host(),
         "--key",
         ADMIN_KEY,
         "--tls-trusted-cert",
@@ -451,7 +438,7 @@ async fn untrusted_certificate_without_a_terminal_names_the_flags() {
     ]);
     m.ok(&["users", "list"]);
     let other = Machine::new();
-    let out = other.run(&["login", &host(&s), "--key", ADMIN_KEY, "--skip-tls-verify"]);
+    let out = other.run(&["login", &s.host(), "--key", ADMIN_KEY, "--skip-tls-verify"]);
     assert!(out.status.success());
     assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
 }
@@ -492,18 +479,18 @@ fn in_terminal(m: &Machine, args: &[&str], input: &str) -> (i32, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_on_first_use_yes_no_and_changed_certificate() {
     let mut s = Server::start(Backend::Sqlite).await;
-    let fp = fingerprint(&s);
+    let fp = s.fingerprint();
 
     // No: nothing saved.
     let m = Machine::new();
-    let (code, screen) = in_terminal(&m, &["login", &host(&s), "--key", ADMIN_KEY], "n\n");
+    let (code, screen) = in_terminal(&m, &["login", &s.host(), "--key", ADMIN_KEY], "n\n");
     assert_eq!(code, 1, "{screen}");
     assert!(screen.contains(&fp), "the fingerprint is shown: {screen}");
     assert!(screen.contains("not trusted"), "{screen}");
     assert!(m.config_files().is_empty());
 
     // Yes: pinned and logged in.
-    let (code, screen) = in_terminal(&m, &["login", &host(&s), "--key", ADMIN_KEY], "y\n");
+    let (code, screen) = in_terminal(&m, &["login", &s.host(), "--key", ADMIN_KEY], "y\n");
     assert_eq!(code, 0, "{screen}");
     let config = std::fs::read_to_string(m.infra_home().join("config.yaml")).unwrap();
     assert!(config.contains(&fp), "fingerprint pinned: {config}");
@@ -517,9 +504,9 @@ async fn trust_on_first_use_yes_no_and_changed_certificate() {
     let mut opts = ServerOptions::new(Backend::Sqlite);
     opts.data_dir = Some(data_dir);
     opts.extra_args = vec![];
-    let port = host(&s).rsplit(':').next().unwrap().to_string();
+    let port = s.host().rsplit(':').next().unwrap().to_string();
     let s2 = start_on_port(opts, &port).await;
-    let new_fp = fingerprint(&s2);
+    let new_fp = s2.fingerprint();
     assert_ne!(new_fp, fp);
     let out = m.run(&["users", "list"]);
     assert_eq!(out.status.code(), Some(1));
@@ -553,7 +540,7 @@ async fn expired_key_exits_4_with_the_login_hint() {
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("expired"), "{err}");
-    assert!(err.contains(&format!("infra login {}", host(&s))), "{err}");
+    assert!(err.contains(&format!("infra login {}", s.host())), "{err}");
     let out = m.run(&["status"]);
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stdout).contains("expired or revoked"));

@@ -16,19 +16,6 @@ fn dev_options() -> ServerOptions {
     o
 }
 
-fn fingerprint(s: &Server) -> String {
-    s.stderr()
-        .lines()
-        .find_map(|l| l.strip_prefix("TLS certificate SHA-256 fingerprint: "))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-fn host(s: &Server) -> String {
-    s.url.trim_start_matches("https://").to_string()
-}
-
 /// A browser that trusts the server's certificate and fills in the dev sign-in form.
 async fn dev_sign_in(s: &Server, auth_url: &str, user: &str, groups: &str) -> String {
     let pem = std::fs::read(s.data_dir.join("tls.crt")).unwrap();
@@ -104,12 +91,12 @@ async fn dev_mode_login_end_to_end() {
         .cmd()
         .args([
             "login",
-            &host(&s),
+            &s.host(),
             "--no-browser",
             "--listen-port",
             &port.to_string(),
             "--tls-trusted-fingerprint",
-            &fingerprint(&s),
+            &s.fingerprint(),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

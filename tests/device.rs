@@ -75,19 +75,6 @@ fn callback_url(s: &Server) -> String {
     format!("{}/login/callback", s.url)
 }
 
-fn fingerprint(s: &Server) -> String {
-    s.stderr()
-        .lines()
-        .find_map(|l| l.strip_prefix("TLS certificate SHA-256 fingerprint: "))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-fn host(s: &Server) -> String {
-    s.url.trim_start_matches("https://").to_string()
-}
-
 // ------------------------------------------------------------------ the browser
 
 /// One page as the browser got it.
@@ -267,9 +254,9 @@ fn start_login(m: &Machine, s: &Server, extra: &[&str], env: &[(&str, &str)]) ->
     let mut cmd = m.cmd();
     cmd.args([
         "login",
-        &host(s),
+        &s.host(),
         "--tls-trusted-fingerprint",
-        &fingerprint(s),
+        &s.fingerprint(),
     ])
     .args(extra)
     // A person at a machine with a desktop, unless a test says otherwise.
@@ -484,7 +471,7 @@ async fn cli_device_login(backend: Backend) {
     assert_eq!(code, 0, "{err}");
     assert_eq!(stdout, "", "nothing but data on stdout");
     assert!(
-        err.contains(&format!("Logged in to {} as alice@example.com", host(&t.s))),
+        err.contains(&format!("Logged in to {} as alice@example.com", t.s.host())),
         "{err}"
     );
     assert!(!err.contains("note:"), "asked for, so no note: {err}");

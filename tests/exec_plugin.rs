@@ -27,19 +27,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
-fn host(s: &Server) -> String {
-    s.url.trim_start_matches("https://").to_string()
-}
-
-fn fingerprint(s: &Server) -> String {
-    s.stderr()
-        .lines()
-        .find_map(|l| l.strip_prefix("TLS certificate SHA-256 fingerprint: "))
-        .expect("the server prints its fingerprint")
-        .trim()
-        .to_string()
-}
-
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -95,11 +82,11 @@ impl Setup {
         };
         let out = su.m.run(&[
             "login",
-            &host(&su.s),
+            &su.s.host(),
             "--key",
             &su.alice_key,
             "--tls-trusted-fingerprint",
-            &fingerprint(&su.s),
+            &su.s.fingerprint(),
         ]);
         assert!(out.status.success(), "login: {}", stderr(&out));
         su
@@ -135,7 +122,7 @@ impl Setup {
             "tokens",
             "create",
             "--server",
-            &host(&self.s),
+            &self.s.host(),
             "--destination",
             dest,
         ]);
@@ -311,7 +298,7 @@ async fn answers_in_the_version_asked_and_then_from_the_cache() {
             "tokens",
             "create",
             "--destination=prod",
-            &format!("--server={}", host(&su.s)),
+            &format!("--server={}", su.s.host()),
         ]);
         c.output().unwrap()
     };
@@ -430,7 +417,7 @@ async fn not_logged_in_says_how_to_log_in() {
             "tokens",
             "create",
             "--server",
-            &host(&s),
+            &s.host(),
             "--destination",
             "prod",
         ])
@@ -440,7 +427,7 @@ async fn not_logged_in_says_how_to_log_in() {
     assert!(out.stdout.is_empty(), "stdout stays empty");
     let err = stderr(&out);
     assert!(
-        err.contains(&format!("infra login {}", host(&s))),
+        err.contains(&format!("infra login {}", s.host())),
         "names the command: {err}"
     );
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
@@ -473,7 +460,7 @@ async fn a_revoked_key_means_log_in_again() {
     assert!(out.stdout.is_empty());
     let err = stderr(&out);
     assert!(
-        err.contains(&format!("infra login {}", host(&su.s))),
+        err.contains(&format!("infra login {}", su.s.host())),
         "{err}"
     );
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
@@ -514,7 +501,7 @@ async fn unreachable_server_is_named() {
     let out = su.run("prod", &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
-    assert!(stderr(&out).contains(&host(&su.s)), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&su.s.host()), "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

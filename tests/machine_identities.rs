@@ -290,19 +290,6 @@ async fn refused(s: &Server, identity: &str, jwt: &str, why: &str) {
     assert!(!msg.contains(jwt), "the JWT must not be echoed: {msg}");
 }
 
-fn host(s: &Server) -> String {
-    s.url.trim_start_matches("https://").to_string()
-}
-
-fn fingerprint(s: &Server) -> String {
-    s.stderr()
-        .lines()
-        .find_map(|l| l.strip_prefix("TLS certificate SHA-256 fingerprint: "))
-        .expect("the server prints its fingerprint")
-        .trim()
-        .to_string()
-}
-
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
@@ -1079,7 +1066,7 @@ async fn a_pipeline_logs_in_with_its_jwt_and_reaches_the_cluster() {
         201,
     )
     .await;
-    let (host, fp) = (host(&s), fingerprint(&s));
+    let (host, fp) = (s.host(), s.fingerprint());
 
     // The admin sets the identity up with the CLI.
     let admin = Machine::new();

@@ -58,19 +58,6 @@ async fn setup(idp_env: &[(&str, &str)]) -> Setup {
     Setup { idp, s, provider }
 }
 
-fn fingerprint(s: &Server) -> String {
-    s.stderr()
-        .lines()
-        .find_map(|l| l.strip_prefix("TLS certificate SHA-256 fingerprint: "))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-fn host(s: &Server) -> String {
-    s.url.trim_start_matches("https://").to_string()
-}
-
 /// A running `infra login`, with its stderr collected.
 struct LoginRun {
     child: Child,
@@ -82,9 +69,9 @@ fn start_login(m: &Machine, s: &Server, extra: &[&str], env: &[(&str, &str)]) ->
     let mut cmd = m.cmd();
     cmd.args([
         "login",
-        &host(s),
+        &s.host(),
         "--tls-trusted-fingerprint",
-        &fingerprint(s),
+        &s.fingerprint(),
     ])
     .args(extra)
     .stdout(Stdio::piped())
@@ -274,7 +261,7 @@ async fn browser_login_signs_in_and_writes_the_kubeconfig() {
             "tokens",
             "create",
             "--server",
-            &host(&t.s),
+            &t.s.host(),
             "--destination",
             "prod"
         ]
@@ -613,11 +600,11 @@ async fn key_login_writes_the_kubeconfig_too() {
         .await;
     m.ok(&[
         "login",
-        &host(&t.s),
+        &t.s.host(),
         "--key",
         key["accessKey"].as_str().unwrap(),
         "--tls-trusted-fingerprint",
-        &fingerprint(&t.s),
+        &t.s.fingerprint(),
     ]);
     assert_eq!(context_names(&kubeconfig(&m)), ["infra:prod"]);
     // The grant goes away: the next login removes the context.
@@ -638,7 +625,7 @@ async fn key_login_writes_the_kubeconfig_too() {
     .await;
     m.ok(&[
         "login",
-        &host(&t.s),
+        &t.s.host(),
         "--key",
         key["accessKey"].as_str().unwrap(),
     ]);
@@ -699,7 +686,7 @@ async fn twenty_parallel_logins_share_one_kubeconfig() {
         "apiVersion: v1\nkind: Config\nclusters:\n- name: home\n  cluster: {server: 'https://10.1.1.1'}\ncontexts:\n- name: home\n  context: {cluster: home, user: me}\nusers:\n- name: me\n  user: {token: \"0123\"}\ncurrent-context: home\n",
     )
     .unwrap();
-    let fp = fingerprint(&s);
+    let fp = s.fingerprint();
     let children: Vec<_> = keys
         .iter()
         .enumerate()

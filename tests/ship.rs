@@ -466,15 +466,6 @@ fn version_without_login_prints_the_cli_version() {
     assert_eq!(text(&out.stdout), format!("infra {VERSION}\n"));
 }
 
-fn fingerprint(s: &Server) -> String {
-    s.stderr()
-        .lines()
-        .find_map(|l| l.strip_prefix("TLS certificate SHA-256 fingerprint: "))
-        .expect("the server prints its fingerprint")
-        .trim()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_when_logged_in_shows_the_server_too() {
     let s = Server::start(Backend::Sqlite).await;
@@ -486,7 +477,7 @@ async fn version_when_logged_in_shows_the_server_too() {
         "--key",
         ADMIN_KEY,
         "--tls-trusted-fingerprint",
-        &fingerprint(&s),
+        &s.fingerprint(),
     ]);
     assert!(out.status.success(), "{}", describe(&out));
 

@@ -26,19 +26,6 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
-fn fingerprint(s: &Server) -> String {
-    s.stderr()
-        .lines()
-        .find_map(|l| l.strip_prefix("TLS certificate SHA-256 fingerprint: "))
-        .expect("the server prints its fingerprint")
-        .trim()
-        .to_string()
-}
-
-fn host(s: &Server) -> String {
-    s.url.trim_start_matches("https://").to_string()
-}
-
 fn kubeconfig_path(m: &Machine) -> PathBuf {
     m.home().join(".kube/config")
 }
@@ -141,11 +128,11 @@ async fn setup() -> Setup {
     let m = Machine::new();
     let out = m.run(&[
         "login",
-        &host(&s),
+        &s.host(),
         "--key",
         &key,
         "--tls-trusted-fingerprint",
-        &fingerprint(&s),
+        &s.fingerprint(),
     ]);
     assert!(out.status.success(), "login: {}", stderr(&out));
     Setup { s, m }

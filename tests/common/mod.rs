@@ -194,6 +194,21 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The SHA-256 fingerprint the server printed at start-up.
+    pub fn fingerprint(&self) -> String {
+        self.stderr()
+            .lines()
+            .find_map(|l| l.strip_prefix("TLS certificate SHA-256 fingerprint: "))
+            .expect("the server prints its fingerprint")
+            .trim()
+            .to_string()
+    }
+
+    /// `host:port`, as a person types it after `infra login`.
+    pub fn host(&self) -> String {
+        self.url.trim_start_matches("https://").to_string()
+    }
+
     /// A connection straight to the server's database (SQLite or PostgreSQL).
     pub async fn db_connection(&self) -> sqlx::AnyConnection {
         use sqlx::Connection;
