@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Output, Stdio};
 
 use common::{ADMIN_KEY, Backend, Machine, OidcProvider, Server, ServerOptions};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
@@ -576,4 +576,33 @@ async fn scripts_get_usage_errors_and_quiet_broken_pipes() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_all_revokes_every_server_key() {
+    require_keyring();
+    let a = Server::start(Backend::Sqlite).await;
+    let b = Server::start(Backend::Sqlite).await;
+    let m = Machine::new();
+    login_admin(&m, &a);
+    login_admin(&m, &b);
+    let status: Value = serde_json::from_str(&m.ok(&["status", "--format", "json"])).unwrap();
+    assert_eq!(status.as_array().unwrap().len(), 2);
+    let keys: Vec<(String, String)> = [&a, &b]
+        .iter()
+        .map(|s| (s.host(), secret_tool_lookup(&format!("admin@{}", s.host()))))
+        .collect();
+    assert!(
+        keys.iter().all(|(_, k)| k.len() == 35),
+        "both keys are in the keyring"
+    );
+    let out = m.run(&["logout", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (s, (host, key)) in [&a, &b].iter().zip(&keys) {
+        assert!(stderr(&out).contains(&format!("Logged out of {host}")));
+        let (code, _) = s.call("GET", "/api/grants", Some(key), None).await;
+        assert_eq!(code, 401, "the key for {host} was revoked");
+    }
+    let status: Value = serde_json::from_str(&m.ok(&["status", "--format", "json"])).unwrap();
+    assert_eq!(status, json!([]), "nothing is left");
 }
