@@ -252,28 +252,16 @@ async fn dev_allow_remote_lets_it_listen_and_a_restart_means_signing_in_again() 
     drop(s);
 }
 
-/// A CA and a certificate for 127.0.0.1 signed by it.
-fn private_ca(
+/// A private CA and a certificate signed by it, written to files.
+fn private_ca_files(
     dir: &std::path::Path,
 ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "test private CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
+    let (ca, cert, key) = common::private_ca();
     let (ca_path, cert_path, key_path) =
         (dir.join("ca.pem"), dir.join("idp.pem"), dir.join("idp.key"));
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    std::fs::write(&cert_path, leaf.pem()).unwrap();
-    std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(&ca_path, ca).unwrap();
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
     (ca_path, cert_path, key_path)
 }
 
@@ -330,7 +318,7 @@ fn refused(args: &[String]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_flags_register_at_start_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = private_ca(dir.path());
+    let (ca, cert, key) = private_ca_files(dir.path());
     let idp = OidcProvider::start_with(&[
         ("OIDC_TLS_CERT", cert.to_str().unwrap()),
         ("OIDC_TLS_KEY", key.to_str().unwrap()),

@@ -576,29 +576,7 @@ const POD: &str = "web-6b7f9c5d4-x2x9q";
 impl Cluster {
     async fn start() -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        use rcgen::{
-            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-            IsCa, KeyPair, KeyUsagePurpose, SanType,
-        };
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "infra test cluster CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        leaf.subject_alt_names
-            .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        leaf.distinguished_name
-            .push(DnType::CommonName, "kube-apiserver");
-        let leaf_cert = leaf.signed_by(&leaf_key, &ca).unwrap();
+        let (ca_pem, cert_pem, key_pem) = common::private_ca();
 
         let state = ClusterState {
             jwks_url: Default::default(),
@@ -611,8 +589,8 @@ impl Cluster {
             .fallback(serve_cluster)
             .with_state(state.clone());
         let config = axum_server::tls_rustls::RustlsConfig::from_pem(
-            leaf_cert.pem().into_bytes(),
-            leaf_key.serialize_pem().into_bytes(),
+            cert_pem.into_bytes(),
+            key_pem.into_bytes(),
         )
         .await
         .unwrap();
@@ -628,7 +606,7 @@ impl Cluster {
         });
         Cluster {
             url: format!("https://{addr}"),
-            ca_pem: ca.pem(),
+            ca_pem,
             seen: state.seen.clone(),
             rejected: state.rejected.clone(),
             state,

@@ -88,32 +88,6 @@ impl Drop for Issuer {
     }
 }
 
-/// A CA and a serving certificate for 127.0.0.1 signed by it.
-fn private_ca() -> (String, String, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose, SanType,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "test SPIRE CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf.subject_alt_names
-        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = leaf.signed_by(&leaf_key, &ca).unwrap();
-    (ca.pem(), cert.pem(), leaf_key.serialize_pem())
-}
-
 impl Issuer {
     /// `https`: serve with a private CA. `underscore`: the discovery
     /// document is at `/.well-known/openid_configuration` and the full URL
@@ -161,7 +135,7 @@ impl Issuer {
         let addr = listener.local_addr().unwrap();
         let handle = axum_server::Handle::new();
         let (base, ca_pem) = if https {
-            let (ca, cert, key_pem) = private_ca();
+            let (ca, cert, key_pem) = common::private_ca();
             let config = axum_server::tls_rustls::RustlsConfig::from_pem(
                 cert.into_bytes(),
                 key_pem.into_bytes(),
@@ -777,7 +751,7 @@ async fn spire_svids_over_https_with_a_private_ca_and_trusted_ips() {
         "cannot fetch the discovery document",
     )
     .await;
-    let (other_ca, _, _) = private_ca();
+    let (other_ca, _, _) = common::private_ca();
     set_oidc_auth(&s, &id, cfg(Some(&other_ca), json!(["0.0.0.0/0", "::/0"]))).await;
     refused(&s, "api-server", &svid, "certificate").await;
     let (status, v) = s
@@ -1025,7 +999,7 @@ async fn serve_cluster(
 impl Cluster {
     async fn start(s: &Server) -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (ca_pem, cert, key) = private_ca();
+        let (ca_pem, cert, key) = common::private_ca();
         let app = axum::Router::new()
             .fallback(serve_cluster)
             .with_state(ClusterState {

@@ -14,6 +14,27 @@ use crate::client::{Client, enc};
 
 // ------------------------------------------------------------------ users
 
+/// Removes the `kind` named `name` from `/api/{collection}/{id}` when it was
+/// found; with `force`, one that is already gone is fine.
+pub(super) async fn remove_found(
+    c: &Client,
+    found: Option<String>,
+    collection: &str,
+    kind: &str,
+    name: &str,
+    force: bool,
+) -> anyhow::Result<()> {
+    match found {
+        Some(id) => {
+            c.delete(&format!("/api/{collection}/{id}")).await?;
+            eprintln!("Removed {kind} {name}");
+            Ok(())
+        }
+        None if force => Ok(()),
+        None => anyhow::bail!("no {kind} named {name:?} (use --force to ignore)"),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum UsersCmd {
     /// Add a user
@@ -143,14 +164,8 @@ pub async fn users(cmd: UsersCmd) -> anyhow::Result<()> {
             server,
         } => {
             let s = resolve(server.server.as_deref())?;
-            match s.client.user_by_name(&name).await? {
-                Some(u) => {
-                    s.client.delete(&format!("/api/users/{}", u.id)).await?;
-                    eprintln!("Removed user {name}");
-                }
-                None if force => {}
-                None => anyhow::bail!("no user named {name:?} (use --force to ignore)"),
-            }
+            let found = s.client.user_by_name(&name).await?.map(|u| u.id);
+            remove_found(&s.client, found, "users", "user", &name, force).await?;
         }
     }
     Ok(())
@@ -244,14 +259,8 @@ pub async fn groups(cmd: GroupsCmd) -> anyhow::Result<()> {
             server,
         } => {
             let s = resolve(server.server.as_deref())?;
-            match group_id(&s.client, &name).await? {
-                Some(id) => {
-                    s.client.delete(&format!("/api/groups/{id}")).await?;
-                    eprintln!("Removed group {name}");
-                }
-                None if force => {}
-                None => anyhow::bail!("no group named {name:?} (use --force to ignore)"),
-            }
+            let found = group_id(&s.client, &name).await?;
+            remove_found(&s.client, found, "groups", "group", &name, force).await?;
         }
         GroupsCmd::Adduser {
             group,
@@ -603,16 +612,16 @@ pub async fn destinations(cmd: DestinationsCmd) -> anyhow::Result<()> {
             server,
         } => {
             let s = resolve(server.server.as_deref())?;
-            match s.client.destination_by_name(&name).await? {
-                Some(d) => {
-                    s.client
-                        .delete(&format!("/api/destinations/{}", d.id))
-                        .await?;
-                    eprintln!("Removed destination {name}");
-                }
-                None if force => {}
-                None => anyhow::bail!("no destination named {name:?} (use --force to ignore)"),
-            }
+            let found = s.client.destination_by_name(&name).await?.map(|d| d.id);
+            remove_found(
+                &s.client,
+                found,
+                "destinations",
+                "destination",
+                &name,
+                force,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -975,14 +984,8 @@ pub async fn providers(cmd: ProvidersCmd) -> anyhow::Result<()> {
             server,
         } => {
             let s = resolve(server.server.as_deref())?;
-            match s.client.provider_by_name(&name).await? {
-                Some(p) => {
-                    s.client.delete(&format!("/api/providers/{}", p.id)).await?;
-                    eprintln!("Removed provider {name}");
-                }
-                None if force => {}
-                None => anyhow::bail!("no provider named {name:?} (use --force to ignore)"),
-            }
+            let found = s.client.provider_by_name(&name).await?.map(|p| p.id);
+            remove_found(&s.client, found, "providers", "provider", &name, force).await?;
         }
     }
     Ok(())

@@ -194,16 +194,9 @@ pub async fn run(cmd: IdentitiesCmd) -> anyhow::Result<()> {
             server,
         } => {
             let s = resolve(server.server.as_deref())?;
-            match identity(&s.client, &name).await? {
-                Some(i) => {
-                    s.client
-                        .delete(&format!("/api/identities/{}", i.id))
-                        .await?;
-                    eprintln!("Removed identity {name}");
-                }
-                None if force => {}
-                None => anyhow::bail!("no identity named {name:?} (use --force to ignore)"),
-            }
+            let found = identity(&s.client, &name).await?.map(|i| i.id);
+            super::admin::remove_found(&s.client, found, "identities", "identity", &name, force)
+                .await?;
         }
         IdentitiesCmd::OidcAuth(cmd) => oidc_auth(cmd).await?,
     }
