@@ -149,7 +149,7 @@ fn main() {
         let user: serde_json::Value = call(reqwest::Method::POST, "/api/users", KEY, serde_json::json!({"name": "bench"})).await.unwrap().json().await.unwrap();
         call(reqwest::Method::POST, "/api/grants", KEY, serde_json::json!({"user": user["id"], "destination": "prod", "role": "view"})).await.unwrap();
         let ukey: serde_json::Value = call(reqwest::Method::POST, "/api/access-keys", KEY, serde_json::json!({"userID": user["id"]})).await.unwrap().json().await.unwrap();
-        let ckey: serde_json::Value = call(reqwest::Method::POST, "/api/access-keys", KEY, serde_json::json!({"connector": true})).await.unwrap().json().await.unwrap();
+        let ckey: serde_json::Value = call(reqwest::Method::POST, "/api/access-keys", KEY, serde_json::json!({"connector": true, "destination": "prod"})).await.unwrap().json().await.unwrap();
 
         // The connector.
         let cport = free_port();

@@ -334,7 +334,7 @@ async fn admin_commands_work_end_to_end() {
             .lines()
             .any(|l| l.starts_with("ci\t"))
     );
-    let connector = m.ok(&["keys", "add", "--connector", "--name", "prod-connector"]);
+    let connector = m.ok(&["keys", "add", "--connector", "--destination", "prod"]);
     assert_eq!(connector.trim().len(), 35);
     let for_alice = m.ok(&[
         "keys",

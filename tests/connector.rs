@@ -428,7 +428,7 @@ async fn start_connector(s: &Server, k: &Running, name: &str, extra: &[&str]) ->
         .ok(
             "POST",
             "/api/access-keys",
-            Some(json!({"connector": true, "name": format!("{name}-{}", free_port())})),
+            Some(json!({"connector": true, "name": format!("{name}-{}", free_port()), "destination": name})),
             201,
         )
         .await;
@@ -1000,4 +1000,255 @@ async fn grants_become_rbac_bindings() {
             .bindings
             .contains_key(&(String::new(), "cluster-admins".to_string()))
     );
+}
+
+/// Signs a cluster token with the server's own current signing key (read
+/// from its store with its root key), as only the server could: what the
+/// connector must do with a token whatever the server put in it.
+async fn sign_as_server(s: &Server, claims: Value) -> String {
+    use base64::Engine;
+    use sqlx::Row;
+    // The JWKS call makes sure the current key exists.
+    let _ = s.call("GET", "/.well-known/jwks.json", None, None).await;
+    let root =
+        infra::server::crypto::RootKey::load_or_create(&s.data_dir.join("root.key")).unwrap();
+    let mut db = s.db_connection().await;
+    let row = sqlx::query("SELECT id, private_enc FROM signing_keys ORDER BY epoch DESC LIMIT 1")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    let kid: String = row.try_get("id").unwrap();
+    let enc: String = row.try_get("private_enc").unwrap();
+    let der = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(secrecy::ExposeSecret::expose_secret(
+            &root.decrypt(&enc).unwrap(),
+        ))
+        .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut full = json!({"iss": s.url, "aud": "prod", "sub": "u-1", "iat": now, "nbf": now - 30,
+                          "exp": now + 300, "jti": common::random_suffix()});
+    for (k, v) in claims.as_object().unwrap() {
+        full[k] = v.clone();
+    }
+    jsonwebtoken::encode(
+        &header,
+        &full,
+        &jsonwebtoken::EncodingKey::from_ec_der(&der),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_masters_is_never_impersonated() {
+    let (s, k, c, key) = setup(&[]).await;
+
+    // A group named system:masters that an older server let into the
+    // store: the server leaves it out of the token.
+    let mut db = s.db_connection().await;
+    let alice = s.ok("GET", "/api/users?name=alice", None, 200).await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sqlx::query(
+        "INSERT INTO groups (id, name, created_at, updated_at) VALUES ('legacy', 'system:masters', 0, 0)",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ('legacy', $1)")
+        .bind(&alice)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let token = mint(&s, &key, "prod").await;
+    let out = kubectl(&c, &token, &["get", "--raw", "/version"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = seen_last(&k, "/version");
+    assert_eq!(header_values(&seen, "impersonate-group"), ["sre"]);
+
+    // A token that carries it anyway (signed with the server's key): the
+    // connector drops the group, and logs that once.
+    for _ in 0..3 {
+        let forged = sign_as_server(
+            &s,
+            json!({"name": "alice", "groups": ["system:masters", "sre", "SYSTEM:nodes"]}),
+        )
+        .await;
+        let out = kubectl(&c, &forged, &["get", "--raw", "/version"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen = seen_last(&k, "/version");
+        assert_eq!(header_values(&seen, "impersonate-user"), ["alice"]);
+        assert_eq!(header_values(&seen, "impersonate-group"), ["sre"]);
+    }
+    let log = c.log.lock().unwrap().clone();
+    assert_eq!(
+        log.matches("dropped a group").count(),
+        2,
+        "each reserved group logged once:\n{log}"
+    );
+    assert!(log.contains("system:masters"), "{log}");
+
+    // A token naming a system: user is refused outright.
+    let forged = sign_as_server(&s, json!({"name": "system:admin", "groups": []})).await;
+    let before = k.standin.state.lock().unwrap().seen.len();
+    let out = kubectl(&c, &forged, &["get", "--raw", "/version"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("reserves"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        k.standin.state.lock().unwrap().seen.len(),
+        before,
+        "nothing reached the cluster"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_key_for_dev_cannot_repoint_prod() {
+    let (s, k, c, _key) = setup(&[]).await;
+    let prod = s.ok("GET", "/api/destinations?name=prod", None, 200).await["items"][0].clone();
+
+    // An admin makes a key for the dev cluster's connector, with the CLI.
+    let m = common::Machine::new();
+    m.ok(&[
+        "login",
+        &s.host(),
+        "--key",
+        common::ADMIN_KEY,
+        "--tls-trusted-fingerprint",
+        &s.fingerprint(),
+    ]);
+    let dev_key = m.ok(&["keys", "add", "--connector", "--name", "dev"]);
+    let dev_key = dev_key.trim();
+    let dev_key_id = dev_key.split('.').next().unwrap();
+
+    // Whoever holds it tries to point prod's users at their own endpoint.
+    let evil_ca = common::private_ca().0;
+    let (status, err) = s
+        .call(
+            "POST",
+            "/api/destinations",
+            Some(dev_key),
+            Some(json!({"name": "prod", "url": "https://evil.example:443", "ca": evil_ca})),
+        )
+        .await;
+    assert_eq!(status, 403, "{err}");
+    let msg = err["message"].as_str().unwrap();
+    assert!(
+        msg.contains(dev_key_id) && msg.contains("dev") && msg.contains("prod"),
+        "{msg}"
+    );
+    let (status, _) = s
+        .call(
+            "PUT",
+            &format!("/api/destinations/{}", prod["id"].as_str().unwrap()),
+            Some(dev_key),
+            Some(json!({"name": "prod", "url": "https://evil.example:443", "ca": evil_ca})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = s
+        .call("GET", "/api/grants?destination=prod", Some(dev_key), None)
+        .await;
+    assert_eq!(status, 403, "nor read prod's grants");
+    let after = s.ok("GET", "/api/destinations?name=prod", None, 200).await["items"][0].clone();
+    assert_eq!(after["url"], prod["url"]);
+    assert_eq!(after["ca"], prod["ca"]);
+
+    // The key still does its own job.
+    let (status, reg) = s
+        .call(
+            "POST",
+            "/api/destinations",
+            Some(dev_key),
+            Some(json!({"name": "dev", "url": "https://10.0.0.9:443"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{reg}");
+
+    // The real connector, started for prod with the dev key, exits and says why.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(common::bin())
+        .args(["connector", "--server", &s.url, "--name", "prod"])
+        .args(["--listen", "127.0.0.1:0", "--endpoint", "127.0.0.1:1"])
+        .args(["--kube-api", &k.url])
+        .arg("--kube-token-file")
+        .arg(&k.standin.token_file)
+        .arg("--kube-ca-file")
+        .arg(&k.ca)
+        .arg("--server-ca-file")
+        .arg(s.data_dir.join("tls.crt"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("INFRA_CONNECTOR_ACCESS_KEY", dev_key)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(dev_key_id)
+            && err.contains("bound to destination dev")
+            && err.contains("prod"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(dev_key),
+        "the secret stays out of the message"
+    );
+
+    // Every attempt is audited; so are registrations and URL/CA changes.
+    let audit = s
+        .ok("GET", "/api/audit?action=destination.register", None, 200)
+        .await;
+    let items = audit["items"].as_array().unwrap();
+    let refused = items.iter().filter(|e| e["result"] == "forbidden").count();
+    assert_eq!(refused, 3, "POST, PUT and the connector: {audit}");
+    assert!(
+        items
+            .iter()
+            .any(|e| e["result"] == "success" && e["target"] == "prod"),
+        "{audit}"
+    );
+    let reads = s
+        .ok("GET", "/api/audit?action=grants.read", None, 200)
+        .await;
+    assert_eq!(reads["totalCount"], 1, "{reads}");
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/destinations",
+            Some(dev_key),
+            Some(json!({"name": "dev", "url": "https://10.0.0.10:443"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let updates = s
+        .ok("GET", "/api/audit?action=destination.update", None, 200)
+        .await;
+    assert_eq!(updates["totalCount"], 1, "{updates}");
+    assert!(
+        updates["items"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("https://10.0.0.9:443 -> https://10.0.0.10:443"),
+        "{updates}"
+    );
+    // Heartbeats that change nothing are not audited.
+    drop(c);
 }

@@ -102,7 +102,7 @@ async fn users_and_login(b: Backend) {
             "PUT",
             &format!("/api/users/{}", id(&alice)),
             Some(key),
-            Some(json!({"password": "battery-staple"})),
+            Some(json!({"password": "battery-staple", "currentPassword": "correct-horse"})),
         )
         .await;
     assert_eq!(status, 200);
@@ -406,7 +406,7 @@ async fn destinations(b: Backend) {
         .ok(
             "POST",
             "/api/access-keys",
-            Some(json!({"connector": true, "name": "prod-connector"})),
+            Some(json!({"connector": true, "name": "prod-connector", "destination": "prod"})),
             201,
         )
         .await;

@@ -4,10 +4,32 @@
 //! handlers, the typed client and the OpenAPI document cannot drift apart.
 //! This module depends on nothing else in the crate.
 
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub mod version;
+
+/// Secrets on the wire: `SecretString` fields (redacted in `Debug`, never
+/// shown by accident) are written out only here, where they go onto the wire.
+pub mod secret {
+    use secrecy::{ExposeSecret, SecretString};
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(s.expose_secret())
+    }
+
+    pub fn serialize_option<S: Serializer>(
+        s: &Option<SecretString>,
+        ser: S,
+    ) -> Result<S::Ok, S::Error> {
+        match s {
+            Some(s) => ser.serialize_some(s.expose_secret()),
+            None => ser.serialize_none(),
+        }
+    }
+}
 
 /// The header every `/api` request carries with the caller's version.
 pub const VERSION_HEADER: &str = "Infra-Version";
@@ -57,6 +79,22 @@ pub struct VersionResponse {
     pub version: String,
 }
 
+// ---------------------------------------------------------------- names
+
+/// Kubernetes reserves names that start with `system:` for itself (the
+/// group `system:masters` is cluster-admin on every cluster, whatever RBAC
+/// says). infra never lets one be a user, group or identity name, and never
+/// puts one into a cluster token.
+pub const RESERVED_PREFIX: &str = "system:";
+
+/// Whether `name` is one of Kubernetes' reserved names (any case, leading
+/// blanks ignored).
+pub fn is_reserved_name(name: &str) -> bool {
+    name.trim_start()
+        .get(..RESERVED_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX))
+}
+
 // ---------------------------------------------------------------- login
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -64,71 +102,57 @@ pub struct VersionResponse {
 pub struct LoginRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_credentials: Option<PasswordCredentials>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_key: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "secret::serialize_option"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub access_key: Option<SecretString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcLogin>,
 }
 
 /// What the CLI got back from the provider through the browser, for the
 /// server to exchange.
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OidcLogin {
     #[serde(rename = "providerID")]
     pub provider_id: String,
-    pub code: String,
+    #[serde(serialize_with = "secret::serialize")]
+    #[schema(value_type = String)]
+    pub code: SecretString,
+    /// The CLI's loopback listener, `http://localhost:PORT` (or 127.0.0.1,
+    /// [::1]); any other redirect URI is refused.
     #[serde(rename = "redirectURL")]
     pub redirect_url: String,
-    pub code_verifier: String,
+    #[serde(serialize_with = "secret::serialize")]
+    #[schema(value_type = String)]
+    pub code_verifier: SecretString,
     pub nonce: String,
 }
 
-impl std::fmt::Debug for OidcLogin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OidcLogin")
-            .field("provider_id", &self.provider_id)
-            .field("redirect_url", &self.redirect_url)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PasswordCredentials {
     pub name: String,
-    pub password: String,
+    #[serde(serialize_with = "secret::serialize")]
+    #[schema(value_type = String)]
+    pub password: SecretString,
 }
 
-impl std::fmt::Debug for PasswordCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasswordCredentials")
-            .field("name", &self.name)
-            .field("password", &"[redacted]")
-            .finish()
-    }
-}
-
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoginResponse {
     #[serde(rename = "userID")]
     pub user_id: String,
     pub name: String,
-    pub access_key: String,
+    #[serde(serialize_with = "secret::serialize")]
+    #[schema(value_type = String)]
+    pub access_key: SecretString,
     /// RFC 3339.
     pub expires: String,
-}
-
-impl std::fmt::Debug for LoginResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginResponse")
-            .field("user_id", &self.user_id)
-            .field("name", &self.name)
-            .field("access_key", &"[redacted]")
-            .field("expires", &self.expires)
-            .finish()
-    }
 }
 
 // ---------------------------------------------------------------- users
@@ -146,32 +170,34 @@ pub struct User {
     pub last_seen: Option<String>,
 }
 
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateUserRequest {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "secret::serialize_option"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub password: Option<SecretString>,
 }
 
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+/// A new password. Users who sign in through an identity provider cannot
+/// have one. A user setting their own password gives the current one.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateUserRequest {
-    pub password: String,
-}
-
-impl std::fmt::Debug for CreateUserRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreateUserRequest")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for UpdateUserRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpdateUserRequest").finish_non_exhaustive()
-    }
+    #[serde(serialize_with = "secret::serialize")]
+    #[schema(value_type = String)]
+    pub password: SecretString,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "secret::serialize_option"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub current_password: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
@@ -332,6 +358,9 @@ pub struct AccessKey {
     pub inactivity_deadline: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used: Option<String>,
+    /// A connector key's one destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -343,6 +372,10 @@ pub struct CreateAccessKeyRequest {
     /// Create the key for the built-in connector identity (admins only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub connector: bool,
+    /// With `connector`: the one destination the key may register and
+    /// serve (default: `name`). Using it for another answers 403.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// A duration such as `720h` or `30d`; default 30 days.
@@ -353,25 +386,20 @@ pub struct CreateAccessKeyRequest {
     pub inactivity_timeout: Option<String>,
 }
 
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateAccessKeyResponse {
     pub id: String,
     pub name: String,
     #[serde(rename = "userID")]
     pub user_id: String,
-    pub access_key: String,
+    #[serde(serialize_with = "secret::serialize")]
+    #[schema(value_type = String)]
+    pub access_key: SecretString,
     pub expires: String,
-}
-
-impl std::fmt::Debug for CreateAccessKeyResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreateAccessKeyResponse")
-            .field("id", &self.id)
-            .field("name", &self.name)
-            .field("access_key", &"[redacted]")
-            .finish_non_exhaustive()
-    }
+    /// A connector key's one destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
@@ -400,6 +428,14 @@ pub struct Provider {
     pub auth_url: String,
     /// The scopes to request.
     pub scopes: Vec<String>,
+    /// The claim that names users; empty: the verified email.
+    #[serde(default)]
+    pub username_claim: String,
+    /// Whether the provider offers refresh tokens (lists `offline_access`).
+    /// Without them infra cannot re-check a session, which then lasts only
+    /// as long as the sign-in's ID token.
+    #[serde(default)]
+    pub refresh_tokens: bool,
     pub created: String,
     pub updated: String,
 }
@@ -409,7 +445,7 @@ pub const PROVIDER_KINDS: &[&str] = &[
     "oidc", "okta", "azure", "google", "gitlab", "dex", "keycloak",
 ];
 
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateProviderRequest {
     pub name: String,
@@ -418,50 +454,43 @@ pub struct CreateProviderRequest {
     pub url: String,
     #[serde(rename = "clientID")]
     pub client_id: String,
-    pub client_secret: String,
+    #[serde(serialize_with = "secret::serialize")]
+    #[schema(value_type = String)]
+    pub client_secret: SecretString,
     /// PEM bundle of the provider's CA, when it is not publicly trusted.
     #[serde(default, rename = "caCert", skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<String>,
+    /// The claim that names this provider's users, e.g. `preferred_username`
+    /// (Dex, Keycloak, GitLab); default: the verified email. Never `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_claim: Option<String>,
 }
 
 pub fn default_provider_kind() -> String {
     "oidc".to_string()
 }
 
-impl std::fmt::Debug for CreateProviderRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreateProviderRequest")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("url", &self.url)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &"[redacted]")
-            .finish()
-    }
-}
-
 /// Partial update: fields left out keep their value.
-#[derive(Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateProviderRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     #[serde(default, rename = "clientID", skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_secret: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "secret::serialize_option"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub client_secret: Option<SecretString>,
     /// PEM bundle of the provider's CA; an empty string goes back to the system roots.
     #[serde(default, rename = "caCert", skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<String>,
-}
-
-impl std::fmt::Debug for UpdateProviderRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpdateProviderRequest")
-            .field("url", &self.url)
-            .field("client_id", &self.client_id)
-            .finish_non_exhaustive()
-    }
+    /// The claim that names users; an empty string goes back to the verified email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_claim: Option<String>,
 }
 
 // ---------------------------------------------------------------- audit
@@ -498,23 +527,16 @@ pub struct CreateTokenRequest {
     pub destination: String,
 }
 
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateTokenResponse {
     /// An ES256 JWT: `iss` the server, `aud` the destination, `sub` the
     /// user's id, `name`, `groups`, `iat`, `exp`; `kid` in the header.
-    pub token: String,
+    #[serde(serialize_with = "secret::serialize")]
+    #[schema(value_type = String)]
+    pub token: SecretString,
     /// RFC 3339.
     pub expires: String,
-}
-
-impl std::fmt::Debug for CreateTokenResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreateTokenResponse")
-            .field("token", &"[redacted]")
-            .field("expires", &self.expires)
-            .finish()
-    }
 }
 
 // ---------------------------------------------------------------- machine identities: oidc-auth
@@ -608,31 +630,26 @@ pub struct OidcAuth {
 }
 
 /// `POST /api/v1/auth/oidc-auth/login`: a workload's JWT in, an access token out.
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OidcAuthLoginRequest {
     /// The machine identity's id or name.
     pub identity_id: String,
     /// The JWT the workload's platform gave it (GitLab CI's `id_tokens`,
     /// a SPIFFE JWT-SVID, …).
-    pub jwt: String,
-}
-
-impl std::fmt::Debug for OidcAuthLoginRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OidcAuthLoginRequest")
-            .field("identity_id", &self.identity_id)
-            .field("jwt", &"[redacted]")
-            .finish()
-    }
+    #[serde(serialize_with = "secret::serialize")]
+    #[schema(value_type = String)]
+    pub jwt: SecretString,
 }
 
 /// A machine identity's access token: use it as `Authorization: Bearer`
 /// (or `INFRA_ACCESS_KEY`).
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MachineAccessToken {
-    pub access_token: String,
+    #[serde(serialize_with = "secret::serialize")]
+    #[schema(value_type = String)]
+    pub access_token: SecretString,
     /// Seconds until it expires, unless renewed.
     pub expires_in: u64,
     /// Seconds from login past which it cannot be renewed.
@@ -644,30 +661,13 @@ pub struct MachineAccessToken {
     pub identity_name: String,
 }
 
-impl std::fmt::Debug for MachineAccessToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MachineAccessToken")
-            .field("access_token", &"[redacted]")
-            .field("expires_in", &self.expires_in)
-            .field("access_token_max_ttl", &self.access_token_max_ttl)
-            .field("identity_name", &self.identity_name)
-            .finish_non_exhaustive()
-    }
-}
-
 /// `POST /api/v1/auth/token/renew` and `/revoke`.
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessTokenRequest {
-    pub access_token: String,
-}
-
-impl std::fmt::Debug for AccessTokenRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessTokenRequest")
-            .field("access_token", &"[redacted]")
-            .finish()
-    }
+    #[serde(serialize_with = "secret::serialize")]
+    #[schema(value_type = String)]
+    pub access_token: SecretString,
 }
 
 // ---------------------------------------------------------------- device sign-in
@@ -689,11 +689,13 @@ pub struct DeviceAuthorizationRequest {
 }
 
 /// RFC 8628's device authorization response, in the API's camelCase.
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceAuthorization {
     /// The secret the device polls with; only its SHA-256 is stored.
-    pub device_code: String,
+    #[serde(serialize_with = "secret::serialize")]
+    #[schema(value_type = String)]
+    pub device_code: SecretString,
     /// What the person types at `verificationURI`, e.g. `WDJB-MJHT`.
     pub user_code: String,
     /// The page to open on any device: `https://SERVER/device`.
@@ -708,31 +710,13 @@ pub struct DeviceAuthorization {
     pub interval: u64,
 }
 
-impl std::fmt::Debug for DeviceAuthorization {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceAuthorization")
-            .field("device_code", &"[redacted]")
-            .field("user_code", &self.user_code)
-            .field("verification_uri", &self.verification_uri)
-            .field("expires_in", &self.expires_in)
-            .field("interval", &self.interval)
-            .finish()
-    }
-}
-
 /// `POST /api/device/status`: has the person approved yet?
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceStatusRequest {
-    pub device_code: String,
-}
-
-impl std::fmt::Debug for DeviceStatusRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceStatusRequest")
-            .field("device_code", &"[redacted]")
-            .finish()
-    }
+    #[serde(serialize_with = "secret::serialize")]
+    #[schema(value_type = String)]
+    pub device_code: SecretString,
 }
 
 /// Where a device sign-in stands, named as in RFC 8628 section 3.5 (and
@@ -758,7 +742,7 @@ pub enum DeviceStatus {
 
 /// The answer of `POST /api/device/status`. With `status: approved` it also
 /// holds what `POST /api/login` returns.
-#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceStatusResponse {
     pub status: DeviceStatus,
@@ -771,26 +755,14 @@ pub struct DeviceStatusResponse {
     pub user_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_key: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "secret::serialize_option"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub access_key: Option<SecretString>,
     /// RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
-}
-
-impl std::fmt::Debug for DeviceStatusResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceStatusResponse")
-            .field("status", &self.status)
-            .field("message", &self.message)
-            .field("interval", &self.interval)
-            .field("user_id", &self.user_id)
-            .field("name", &self.name)
-            .field(
-                "access_key",
-                &self.access_key.as_ref().map(|_| "[redacted]"),
-            )
-            .field("expires", &self.expires)
-            .finish()
-    }
 }

@@ -4,7 +4,7 @@
 //! success, so scripts can be re-run.
 
 use clap::Subcommand;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::Usage;
 use super::output::{self, FormatArg, short_time};
@@ -60,8 +60,13 @@ pub enum UsersCmd {
         #[command(flatten)]
         server: ServerArg,
     },
-    /// Change a user's password
-    #[command(after_help = "Example:\n  infra users edit alice@example.com --password")]
+    /// Change a local user's password (yours: give the current one first)
+    #[command(
+        after_help = "Users who sign in through an identity provider have no password.\n\n\
+                      Example:\n  infra users edit alice --password\n\n\
+                      Without a terminal the passwords are read from standard input, one a line: \
+                      your current one first when you change your own."
+    )]
     Edit {
         /// The user's name
         name: String,
@@ -94,7 +99,7 @@ async fn user_id(c: &Client, name: &str) -> anyhow::Result<String> {
     }
 }
 
-fn new_password(name: &str) -> anyhow::Result<String> {
+fn new_password(name: &str) -> anyhow::Result<SecretString> {
     let first = read_secret(&format!("New password for {name}: "), None)?;
     if super::session::can_prompt() {
         let again = read_secret("Again: ", None)?;
@@ -102,7 +107,7 @@ fn new_password(name: &str) -> anyhow::Result<String> {
             anyhow::bail!("the passwords do not match; nothing was changed");
         }
     }
-    Ok(first.expose_secret().to_string())
+    Ok(first)
 }
 
 pub async fn users(cmd: UsersCmd) -> anyhow::Result<()> {
@@ -147,13 +152,25 @@ pub async fn users(cmd: UsersCmd) -> anyhow::Result<()> {
         }
         UsersCmd::Edit { name, server, .. } => {
             let s = resolve(server.server.as_deref())?;
-            let id = user_id(&s.client, &name).await?;
+            let user =
+                s.client.user_by_name(&name).await?.ok_or_else(|| {
+                    anyhow::anyhow!("no user named {name:?}; see `infra users list`")
+                })?;
+            // Changing one's own password takes the current one.
+            let current_password = if user.id == me(&s) && user.has_password {
+                Some(read_secret("Current password: ", None)?)
+            } else {
+                None
+            };
             let password = new_password(&name)?;
             let _: User = s
                 .client
                 .put(
-                    &format!("/api/users/{id}"),
-                    &api::UpdateUserRequest { password },
+                    &format!("/api/users/{}", user.id),
+                    &api::UpdateUserRequest {
+                        password,
+                        current_password,
+                    },
                 )
                 .await?;
             eprintln!("Changed the password of {name}");
@@ -634,7 +651,10 @@ pub enum KeysCmd {
     /// Create an access key; it is printed once, on stdout
     #[command(after_help = "Examples:\n  infra keys add --name ci --expiry 720h\n  \
                             infra keys add --user alice@example.com\n  \
-                            infra keys add --connector --name prod-connector")]
+                            infra keys add --connector --destination prod\n\n\
+                            A connector key serves exactly one destination, fixed when it is \
+                            made (--destination, or else --name): the server refuses it for \
+                            any other.")]
     Add {
         /// A name for the key
         #[arg(long)]
@@ -651,6 +671,9 @@ pub enum KeysCmd {
         /// Create a key for a connector (admins)
         #[arg(long)]
         connector: bool,
+        /// With --connector: the one destination the key serves [default: --name]
+        #[arg(long, requires = "connector", value_name = "NAME")]
+        destination: Option<String>,
         #[command(flatten)]
         server: ServerArg,
     },
@@ -706,6 +729,7 @@ pub async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             inactivity_timeout,
             user,
             connector,
+            destination,
             server,
         } => {
             let s = resolve(server.server.as_deref())?;
@@ -720,15 +744,21 @@ pub async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
                     &api::CreateAccessKeyRequest {
                         user_id,
                         connector,
+                        destination,
                         name,
                         expiry,
                         inactivity_timeout,
                     },
                 )
                 .await?;
-            output::line(&resp.access_key)?;
+            output::line(resp.access_key.expose_secret())?;
+            let serves = resp
+                .destination
+                .as_deref()
+                .map(|d| format!(" for the connector of {d} (and no other destination)"))
+                .unwrap_or_default();
             eprintln!(
-                "Created access key {} (expires {}). It is shown only once: keep it safe.",
+                "Created access key {}{serves} (expires {}). It is shown only once: keep it safe.",
                 resp.name,
                 short_time(&resp.expires)
             );
@@ -828,13 +858,17 @@ pub enum ProvidersCmd {
         client_id: String,
         /// The client secret (or INFRA_PROVIDER_CLIENT_SECRET)
         #[arg(long, env = "INFRA_PROVIDER_CLIENT_SECRET", hide_env_values = true)]
-        client_secret: String,
+        client_secret: SecretString,
         /// oidc, okta, azure, google, gitlab, dex or keycloak
         #[arg(long, default_value = "oidc")]
         kind: String,
         /// PEM file with the provider's CA, when it is not publicly trusted
         #[arg(long, value_name = "FILE")]
         ca_file: Option<std::path::PathBuf>,
+        /// The claim that names users, e.g. preferred_username (Dex, Keycloak,
+        /// GitLab) [default: the verified email]
+        #[arg(long, value_name = "CLAIM")]
+        username_claim: Option<String>,
         #[command(flatten)]
         server: ServerArg,
     },
@@ -865,10 +899,14 @@ pub enum ProvidersCmd {
         client_id: Option<String>,
         /// A new client secret (or INFRA_PROVIDER_CLIENT_SECRET)
         #[arg(long, env = "INFRA_PROVIDER_CLIENT_SECRET", hide_env_values = true)]
-        client_secret: Option<String>,
+        client_secret: Option<SecretString>,
         /// PEM file with the provider's CA
         #[arg(long, value_name = "FILE")]
         ca_file: Option<std::path::PathBuf>,
+        /// The claim that names new users, e.g. preferred_username; "email"
+        /// goes back to the verified email
+        #[arg(long, value_name = "CLAIM")]
+        username_claim: Option<String>,
         #[command(flatten)]
         server: ServerArg,
     },
@@ -894,6 +932,24 @@ fn read_ca(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
     .transpose()
 }
 
+/// What an admin should know about a provider they just added or changed.
+fn warn_provider(p: &Provider) {
+    if !p.refresh_tokens {
+        eprintln!(
+            "warning: {} does not offer refresh tokens (its discovery document lists no \
+             offline_access scope), so infra cannot re-check its users' sessions: each one lasts \
+             only as long as the sign-in's ID token, and people log in again after that",
+            p.name
+        );
+    }
+    let by = if p.username_claim.is_empty() {
+        "their verified email"
+    } else {
+        p.username_claim.as_str()
+    };
+    eprintln!("Users of {} are named by {by}.", p.name);
+}
+
 pub async fn providers(cmd: ProvidersCmd) -> anyhow::Result<()> {
     match cmd {
         ProvidersCmd::Add {
@@ -903,6 +959,7 @@ pub async fn providers(cmd: ProvidersCmd) -> anyhow::Result<()> {
             client_secret,
             kind,
             ca_file,
+            username_claim,
             server,
         } => {
             let ca_cert = read_ca(ca_file.as_deref())?;
@@ -918,10 +975,12 @@ pub async fn providers(cmd: ProvidersCmd) -> anyhow::Result<()> {
                         client_id,
                         client_secret,
                         ca_cert,
+                        username_claim,
                     },
                 )
                 .await?;
             eprintln!("Added provider {} ({})", p.name, p.url);
+            warn_provider(&p);
         }
         ProvidersCmd::List { format, server } => {
             let s = resolve(server.server.as_deref())?;
@@ -950,13 +1009,20 @@ pub async fn providers(cmd: ProvidersCmd) -> anyhow::Result<()> {
             client_id,
             client_secret,
             ca_file,
+            username_claim,
             server,
         } => {
             let ca_cert = read_ca(ca_file.as_deref())?;
-            if url.is_none() && client_id.is_none() && client_secret.is_none() && ca_cert.is_none()
+            if url.is_none()
+                && client_id.is_none()
+                && client_secret.is_none()
+                && ca_cert.is_none()
+                && username_claim.is_none()
             {
                 return Err(Usage(
-                    "nothing to change: give --url, --client-id or --client-secret".into(),
+                    "nothing to change: give --url, --client-id, --client-secret, --ca-file or \
+                     --username-claim"
+                        .into(),
                 )
                 .into());
             }
@@ -964,7 +1030,7 @@ pub async fn providers(cmd: ProvidersCmd) -> anyhow::Result<()> {
             let p = s.client.provider_by_name(&name).await?.ok_or_else(|| {
                 anyhow::anyhow!("no provider named {name:?}; see `infra providers list`")
             })?;
-            let _: Provider = s
+            let p: Provider = s
                 .client
                 .patch(
                     &format!("/api/providers/{}", p.id),
@@ -973,10 +1039,12 @@ pub async fn providers(cmd: ProvidersCmd) -> anyhow::Result<()> {
                         client_id,
                         client_secret,
                         ca_cert,
+                        username_claim,
                     },
                 )
                 .await?;
             eprintln!("Updated provider {name}");
+            warn_provider(&p);
         }
         ProvidersCmd::Remove {
             name,

@@ -5,7 +5,7 @@
 //! its own output contract (`--plain`, `--silent`) for pipelines.
 
 use clap::Subcommand;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::login::{LoginArgs, decide_trust, update_config, write_kubeconfig_with};
 use super::output::{self, Format, FormatArg, short_time};
@@ -422,7 +422,8 @@ pub async fn machine_login(args: &LoginArgs) -> anyhow::Result<()> {
         })?;
     let jwt = args
         .oidc_jwt
-        .as_deref()
+        .as_ref()
+        .map(|j| j.expose_secret())
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| {
@@ -436,7 +437,7 @@ pub async fn machine_login(args: &LoginArgs) -> anyhow::Result<()> {
     let client = Client::new(&url, &trust, None)?;
     let req = api::OidcAuthLoginRequest {
         identity_id: identity.to_string(),
-        jwt: jwt.to_string(),
+        jwt: jwt.to_string().into(),
     };
     let resp: MachineAccessToken = match client.post("/api/v1/auth/oidc-auth/login", &req).await {
         Ok(r) => r,
@@ -482,7 +483,7 @@ pub async fn machine_login(args: &LoginArgs) -> anyhow::Result<()> {
                 }
             })?;
         }
-        output::line(&resp.access_token)?;
+        output::line(resp.access_token.expose_secret())?;
         if !args.silent {
             eprintln!(
                 "Logged in to {server} as machine identity {} (the access token expires in {})",

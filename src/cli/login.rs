@@ -27,7 +27,7 @@ pub struct LoginArgs {
         hide_env_values = true,
         conflicts_with = "user"
     )]
-    pub key: Option<String>,
+    pub key: Option<SecretString>,
 
     /// Log in as a local user (password prompted, or INFRA_PASSWORD)
     #[arg(long, value_name = "NAME")]
@@ -80,7 +80,7 @@ pub struct LoginArgs {
         env = "INFRA_OIDC_JWT",
         hide_env_values = true
     )]
-    pub oidc_jwt: Option<String>,
+    pub oidc_jwt: Option<SecretString>,
 
     /// With --method=oidc-auth: print nothing on stderr when it works
     #[arg(long, requires = "method")]
@@ -187,7 +187,7 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
 
     let request = if let Some(key) = &args.key {
         LoginRequest {
-            access_key: Some(key.trim().to_string()),
+            access_key: Some(key.expose_secret().trim().into()),
             ..Default::default()
         }
     } else if let Some(user) = &args.user {
@@ -195,7 +195,7 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         LoginRequest {
             password_credentials: Some(PasswordCredentials {
                 name: user.clone(),
-                password: password.expose_secret().to_string(),
+                password,
             }),
             ..Default::default()
         }
@@ -223,7 +223,7 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     };
-    let key = SecretString::from(resp.access_key.clone());
+    let key = resp.access_key.clone();
 
     // The key this machine held before is replaced: revoke it, quietly.
     if let Some(old) = &existing {
@@ -264,8 +264,29 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         config.current = Some(server.clone());
     })?;
     eprintln!("Logged in to {server} as {}", resp.name);
+    note_short_session(&server, &resp.expires);
     let client = client.with_key(key);
     write_kubeconfig(&client, &server, &resp.user_id).await
+}
+
+/// A session that ends within a day (a provider that gives no refresh
+/// token, say): tell when, so the end is no surprise.
+fn note_short_session(server: &str, expires: &str) {
+    let Ok(t) =
+        time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
+    else {
+        return;
+    };
+    let left = t - time::OffsetDateTime::now_utc();
+    if left < time::Duration::days(1) {
+        let mins = left.whole_minutes().max(0);
+        eprintln!(
+            "note: this session ends in {}h{:02}m ({expires}), e.g. because the identity \
+             provider gives no refresh token to keep it; run `infra login {server}` again then",
+            mins / 60,
+            mins % 60
+        );
+    }
 }
 
 /// Changes the config file under a lock, re-reading it first, so parallel
@@ -321,9 +342,9 @@ async fn browser_sign_in(
         crate::login::Callback::Code(code) => Ok(LoginRequest {
             oidc: Some(crate::api::OidcLogin {
                 provider_id: provider.id,
-                code,
+                code: code.into(),
                 redirect_url: attempt.redirect_url,
-                code_verifier: attempt.code_verifier,
+                code_verifier: attempt.code_verifier.into(),
                 nonce: attempt.nonce,
             }),
             ..Default::default()

@@ -438,7 +438,7 @@ async fn mint(
     })?
     .unix_timestamp();
     anyhow::ensure!(
-        token_cache::is_token(resp.token.as_bytes()),
+        token_cache::is_token(resp.token.expose_secret().as_bytes()),
         "{server} sent something that is not a token"
     );
     Ok(Cached {

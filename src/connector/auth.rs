@@ -25,6 +25,9 @@ pub struct Claims {
     pub exp: i64,
 }
 
+/// How many distinct dropped group names are logged (each once).
+const LOGGED_DROPS_CAPACITY: usize = 1_000;
+
 /// How many verified tokens to remember. A user's kubectl presents the same
 /// token for minutes, and checking an ES256 signature costs far more than a
 /// lookup, so each token's signature is checked once.
@@ -42,6 +45,8 @@ pub enum Rejection {
     WrongIssuer,
     Algorithm,
     Invalid,
+    /// The token names a user Kubernetes reserves (`system:…`).
+    ReservedUser,
 }
 
 impl Rejection {
@@ -56,6 +61,7 @@ impl Rejection {
             Rejection::WrongIssuer => "wrong_issuer",
             Rejection::Algorithm => "algorithm",
             Rejection::Invalid => "invalid",
+            Rejection::ReservedUser => "reserved_user",
         }
     }
 
@@ -67,6 +73,9 @@ impl Rejection {
             }
             Rejection::WrongAudience => "the token is for another cluster",
             Rejection::WrongIssuer => "the token was issued by another infra server",
+            Rejection::ReservedUser => {
+                "the token names a user that Kubernetes reserves for itself (system:...)"
+            }
             _ => "the token is not valid for this cluster",
         }
     }
@@ -88,6 +97,8 @@ pub struct Verifier {
     keys: Mutex<Keys>,
     fetch_lock: tokio::sync::Mutex<()>,
     verified: Mutex<HashMap<String, Claims>>,
+    /// Reserved group names already logged as dropped.
+    logged_drops: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Verifier {
@@ -105,7 +116,41 @@ impl Verifier {
             }),
             fetch_lock: tokio::sync::Mutex::new(()),
             verified: Mutex::new(HashMap::new()),
+            logged_drops: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Defence in depth: the server never puts Kubernetes' reserved
+    /// `system:` names into a token, and the connector never impersonates
+    /// one that arrives anyway. Such a user is refused; such groups are
+    /// dropped, each logged once.
+    fn without_reserved(&self, mut claims: Claims) -> Result<Claims, Rejection> {
+        if crate::api::is_reserved_name(&claims.name) {
+            tracing::warn!(
+                user = %claims.name,
+                sub = %claims.sub,
+                "refused a token naming a user with Kubernetes' reserved prefix system:"
+            );
+            return Err(Rejection::ReservedUser);
+        }
+        let (kept, dropped): (Vec<String>, Vec<String>) = std::mem::take(&mut claims.groups)
+            .into_iter()
+            .partition(|g| !crate::api::is_reserved_name(g));
+        claims.groups = kept;
+        if !dropped.is_empty() {
+            let mut logged = self.logged_drops.lock().unwrap_or_else(|e| e.into_inner());
+            for g in dropped {
+                if logged.len() < LOGGED_DROPS_CAPACITY && logged.insert(g.clone()) {
+                    tracing::warn!(
+                        group = %g,
+                        user = %claims.name,
+                        "dropped a group with Kubernetes' reserved prefix system: from a token; \
+                         it is never impersonated"
+                    );
+                }
+            }
+        }
+        Ok(claims)
     }
 
     fn cached(&self, kid: &str) -> Option<DecodingKey> {
@@ -164,7 +209,7 @@ impl Verifier {
                 Err(Rejection::Expired)
             };
         }
-        let claims = self.verify_signed(token).await?;
+        let claims = self.without_reserved(self.verify_signed(token).await?)?;
         let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= VERIFIED_CAPACITY {
             cache.retain(|_, c| c.exp + self.leeway as i64 > now);

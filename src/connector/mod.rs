@@ -48,7 +48,7 @@ pub struct ConnectorArgs {
         value_name = "KEY",
         hide_env_values = true
     )]
-    pub access_key: Option<String>,
+    pub access_key: Option<SecretString>,
     /// The destination name users see (e.g. prod)
     #[arg(long, env = "INFRA_CONNECTOR_NAME", value_name = "NAME")]
     pub name: Option<String>,
@@ -121,7 +121,7 @@ pub struct ConnectorArgs {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FileConfig {
     server: Option<String>,
-    access_key: Option<String>,
+    access_key: Option<SecretString>,
     name: Option<String>,
     listen: Option<SocketAddr>,
     endpoint: Option<String>,
@@ -369,11 +369,17 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     } else {
         format!("https://{server}")
     };
-    let key = SecretString::from(required(
+    let key = required(
         args.access_key.clone(),
         "--access-key",
         "a connector access key",
-    )?);
+    )?;
+    // The key's id (before the dot) is not secret; it says which key this is.
+    let key_id = secrecy::ExposeSecret::expose_secret(&key)
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let name = required(args.name.clone(), "--name", "the destination name")?;
     anyhow::ensure!(
         crate::server::routes::is_dns_label(&name) && name != crate::api::INFRA_DESTINATION,
@@ -447,7 +453,12 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     let d: Destination = client
         .post("/api/destinations", &registration)
         .await
-        .with_context(|| format!("cannot register the destination {name} with {server}"))?;
+        .with_context(|| {
+            format!(
+                "cannot register the destination {name} with {server} using the access key \
+                 {key_id}"
+            )
+        })?;
     eprintln!(
         "registered destination {} ({}) with {server}",
         d.name, d.url

@@ -35,6 +35,8 @@ pub struct Wanted {
 pub fn wanted(destination: &str, grants: &[Grant]) -> Vec<Wanted> {
     let mut out: Vec<Wanted> = grants
         .iter()
+        // Never bind Kubernetes' own names (the server refuses them anyway).
+        .filter(|g| !crate::api::is_reserved_name(&g.subject_name))
         .filter_map(|g| {
             let (dest, ns) = match g.destination.split_once('.') {
                 Some((d, n)) => (d, Some(n.to_string())),

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::crypto;
 use super::routes::access_keys::CONNECTOR_USER;
-use super::store::{NewAccessKey, StoreError, Subject};
+use super::store::{NewAccessKey, Origin, StoreError, Subject};
 use crate::api::{ADMIN_ROLE, CONNECTOR_ROLE, INFRA_DESTINATION};
 
 pub const ADMIN_USER: &str = "admin";
@@ -50,6 +50,8 @@ pub struct ProviderConfig {
     pub client_secret: String,
     /// A PEM file with the provider's CA, when it is not publicly trusted.
     pub ca_file: Option<String>,
+    /// The claim that names users (e.g. preferred_username); default: the verified email.
+    pub username_claim: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,15 +102,57 @@ fn resolve_secret(what: &str, value: &str) -> anyhow::Result<SecretString> {
     Ok(SecretString::from(v))
 }
 
+/// Checks every name in the file before anything is applied, so a bad file
+/// changes nothing.
+fn check_config(config: &Config) -> anyhow::Result<()> {
+    let subject = |what: &str, name: &str| -> anyhow::Result<()> {
+        super::routes::check_subject_name("name", name)
+            .map_err(|e| anyhow::anyhow!("{what} {name:?}: {}", e.message))
+    };
+    for u in &config.users {
+        subject("user", &u.name)?;
+    }
+    for g in &config.groups {
+        subject("group", &g.name)?;
+        for m in &g.members {
+            subject(&format!("member of group {}", g.name), m)?;
+        }
+    }
+    for g in &config.grants {
+        for (what, name) in [
+            ("user", &g.user),
+            ("group", &g.group),
+            ("identity", &g.identity),
+        ] {
+            if let Some(name) = name {
+                subject(&format!("the {what} of a grant on {}", g.destination), name)?;
+            }
+        }
+        if let Some(i) = &g.identity
+            && !super::routes::is_dns_label(i)
+        {
+            anyhow::bail!(
+                "identity {i:?} of a grant on {}: must be lowercase letters, digits and dashes",
+                g.destination
+            );
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(state: &AppState, config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = match config_path {
-        Some(p) => load_config(p)?,
+        Some(p) => {
+            let c = load_config(p)?;
+            check_config(&c).map_err(|e| anyhow::anyhow!("{}: {e:#}", p.display()))?;
+            c
+        }
         None => Config::default(),
     };
     let store = &state.store;
 
     // The built-in users: the first admin, and the owner of connector keys.
-    let admin = ensure_user(state, ADMIN_USER, "user").await?;
+    let admin = ensure_user(state, ADMIN_USER, "user", Origin::Builtin).await?;
     ensure_grant(
         state,
         &Subject::User(admin.clone()),
@@ -117,7 +161,7 @@ pub async fn run(state: &AppState, config_path: Option<&Path>) -> anyhow::Result
         "system",
     )
     .await?;
-    let connector = ensure_user(state, CONNECTOR_USER, "connector").await?;
+    let connector = ensure_user(state, CONNECTOR_USER, "connector", Origin::Builtin).await?;
     ensure_grant(
         state,
         &Subject::User(connector),
@@ -156,6 +200,8 @@ pub async fn run(state: &AppState, config_path: Option<&Path>) -> anyhow::Result
                     secret_hash: &key.secret_hash,
                     expires_at: super::store::now() + BOOTSTRAP_KEY_LIFETIME,
                     inactivity_timeout: BOOTSTRAP_KEY_LIFETIME,
+                    destination: None,
+                    provider_id: None,
                 })
                 .await?;
             eprintln!(
@@ -169,17 +215,21 @@ pub async fn run(state: &AppState, config_path: Option<&Path>) -> anyhow::Result
 
     for p in &config.providers {
         let secret = resolve_secret(&format!("provider {}", p.name), &p.client_secret)?;
+        let ca_pem = match &p.ca_file {
+            Some(f) => std::fs::read_to_string(f)
+                .with_context(|| format!("provider {}: cannot read caFile {f}", p.name))?,
+            None => String::new(),
+        };
         let prepared = super::routes::providers::prepare(
             state,
-            &p.name,
-            &p.kind,
-            &p.url,
-            &p.client_id,
-            secret.expose_secret(),
-            &match &p.ca_file {
-                Some(f) => std::fs::read_to_string(f)
-                    .with_context(|| format!("provider {}: cannot read caFile {f}", p.name))?,
-                None => String::new(),
+            super::routes::providers::Settings {
+                name: &p.name,
+                kind: &p.kind,
+                url: &p.url,
+                client_id: &p.client_id,
+                client_secret: secret.expose_secret(),
+                ca_pem: &ca_pem,
+                username_claim: p.username_claim.as_deref().unwrap_or_default(),
             },
         )
         .await;
@@ -200,8 +250,20 @@ pub async fn run(state: &AppState, config_path: Option<&Path>) -> anyhow::Result
         }
     }
     for u in &config.users {
-        let id = ensure_user(state, &u.name, "user").await?;
+        let origin = match u.password {
+            Some(_) => Origin::Local,
+            None => Origin::Invited,
+        };
+        let id = ensure_user(state, &u.name, "user", origin).await?;
         if let Some(pw) = &u.password {
+            if store.get_user(&id).await?.origin() == Origin::Provider {
+                eprintln!(
+                    "warning: user {} signs in through an identity provider; its password in the \
+                     config file was not applied (a local password would outlive the provider)",
+                    u.name
+                );
+                continue;
+            }
             let pw = resolve_secret(&format!("user {}", u.name), pw)?;
             let hash = tokio::task::spawn_blocking(move || crypto::hash_password(&pw)).await??;
             store.set_user_password(&id, &hash).await?;
@@ -214,13 +276,15 @@ pub async fn run(state: &AppState, config_path: Option<&Path>) -> anyhow::Result
         };
         let mut ids = Vec::new();
         for m in &g.members {
-            ids.push(ensure_user(state, m, "user").await?);
+            ids.push(ensure_user(state, m, "user", Origin::Invited).await?);
         }
         store.update_group_members(&gid, &ids, &[]).await?;
     }
     for g in &config.grants {
         let subject = match (&g.user, &g.group, &g.identity) {
-            (Some(u), None, None) => Subject::User(ensure_user(state, u, "user").await?),
+            (Some(u), None, None) => {
+                Subject::User(ensure_user(state, u, "user", Origin::Invited).await?)
+            }
             (None, Some(name), None) => match store.find_group_by_name(name).await? {
                 Some(row) => Subject::Group(row.id),
                 None => Subject::Group(store.create_group(name).await?.id),
@@ -245,11 +309,16 @@ pub async fn run(state: &AppState, config_path: Option<&Path>) -> anyhow::Result
     Ok(())
 }
 
-async fn ensure_user(state: &AppState, name: &str, kind: &str) -> anyhow::Result<String> {
+async fn ensure_user(
+    state: &AppState,
+    name: &str,
+    kind: &str,
+    origin: Origin,
+) -> anyhow::Result<String> {
     if let Some(u) = state.store.find_user_by_name(name).await? {
         return Ok(u.id);
     }
-    match state.store.create_user(name, kind, None).await {
+    match state.store.create_user(name, kind, origin, None).await {
         Ok(u) => Ok(u.id),
         // Another replica made it first.
         Err(StoreError::Conflict(_)) => Ok(state
@@ -308,6 +377,8 @@ async fn install_admin_key(state: &AppState, admin: &str, key: &str) -> anyhow::
             secret_hash: &hash,
             expires_at: super::store::now() + BOOTSTRAP_KEY_LIFETIME,
             inactivity_timeout: BOOTSTRAP_KEY_LIFETIME,
+            destination: None,
+            provider_id: None,
         })
         .await;
     match res {
@@ -338,6 +409,7 @@ pub async fn register_dev_provider(
         jwks_url: idp.endpoint("/jwks"),
         scopes: super::dev_idp::SCOPES.join(" "),
         ca_pem: own_cert_pem.to_string(),
+        username_claim: String::new(),
     };
     match store.find_provider_by_name("dev").await? {
         Some(cur) => {
@@ -384,7 +456,8 @@ pub async fn register_flag_provider(
     let client_id = args.oidc_issuer_client_id.as_deref().unwrap_or_default();
     let secret = args
         .oidc_issuer_client_secret
-        .as_deref()
+        .as_ref()
+        .map(|s| s.expose_secret())
         .unwrap_or_default();
     let ca = match &args.oidc_ca_file {
         Some(f) => std::fs::read_to_string(f)
@@ -392,14 +465,26 @@ pub async fn register_flag_provider(
         None => String::new(),
     };
     let name = &args.oidc_provider_name;
-    let new = super::routes::providers::prepare(state, name, "oidc", url, client_id, secret, &ca)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "--oidc-issuer-url {url}: {}",
-                e.message.trim_start_matches("url: ")
-            )
-        })?;
+    let claim = args.oidc_username_claim.as_deref().unwrap_or_default();
+    let new = super::routes::providers::prepare(
+        state,
+        super::routes::providers::Settings {
+            name,
+            kind: "oidc",
+            url,
+            client_id,
+            client_secret: secret,
+            ca_pem: &ca,
+            username_claim: claim,
+        },
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "--oidc-issuer-url {url}: {}",
+            e.message.trim_start_matches("url: ")
+        )
+    })?;
     let given = super::oidc::normalize_url(url).unwrap_or_else(|_| url.to_string());
     if new.issuer.trim_end_matches('/') != given.trim_end_matches('/') {
         anyhow::bail!(

@@ -219,7 +219,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(DeviceAuthorization {
-            device_code,
+            device_code: device_code.into(),
             verification_uri_complete: format!("{verification_uri}?user_code={shown}"),
             verification_uri,
             user_code: shown,
@@ -298,7 +298,9 @@ pub async fn status(
     };
     let Some(code) = state
         .store
-        .find_device_code_by_hash(&hash_secret(req.device_code.trim()))
+        .find_device_code_by_hash(&hash_secret(
+            secrecy::ExposeSecret::expose_secret(&req.device_code).trim(),
+        ))
         .await?
     else {
         return Ok(Json(answer(
@@ -413,7 +415,22 @@ async fn approved(
         }
         Err(e) => return Err(e.into()),
     };
-    let login = auth::issue_login_key(state, "user", &user.id, &user.name, None).await?;
+    // The key stands on the provider session the person just signed in with.
+    let cap = state
+        .store
+        .get_provider_user(&code.provider_id, &user.id)
+        .await?
+        .map(|l| l.session_expires_at)
+        .filter(|&t| t > 0);
+    let login = auth::issue_login_key(
+        state,
+        "user",
+        &user.id,
+        &user.name,
+        cap,
+        Some(&code.provider_id),
+    )
+    .await?;
     state.store.touch_user(&user.id).await?;
     auth::succeed(state, "device", &user.name, addr).await?;
     Ok(DeviceStatusResponse {
@@ -873,7 +890,7 @@ async fn finish_signin(
     )
     .await
     {
-        Ok(u) => u,
+        Ok(signed_in) => signed_in.user,
         Err(e) => return Err(fail(e).await),
     };
     state

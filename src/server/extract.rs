@@ -115,6 +115,10 @@ pub struct Caller {
     /// The key is a machine identity's token from an oidc-auth login,
     /// bound by its TTL, uses and trusted IPs.
     pub machine_token: bool,
+    /// The provider session the key stands on (a user's key).
+    pub key_provider_id: Option<String>,
+    /// The one destination a connector key serves.
+    pub key_destination: Option<String>,
 }
 
 impl Caller {
@@ -233,6 +237,8 @@ impl AppState {
             key_id: row.id,
             key_expires_at: row.expires_at,
             machine_token: false,
+            key_provider_id: row.provider_id,
+            key_destination: row.destination,
         })
     }
 }

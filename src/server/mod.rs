@@ -134,7 +134,12 @@ pub struct ServerArgs {
         value_name = "SECRET",
         hide_env_values = true
     )]
-    pub oidc_issuer_client_secret: Option<String>,
+    pub oidc_issuer_client_secret: Option<secrecy::SecretString>,
+
+    /// The claim that names users of the --oidc-issuer-url provider, e.g.
+    /// preferred_username [default: the verified email]
+    #[arg(long, env = "INFRA_OIDC_USERNAME_CLAIM", value_name = "CLAIM")]
+    pub oidc_username_claim: Option<String>,
 
     /// PEM file with the CA of --oidc-issuer-url, when it is not publicly trusted
     #[arg(long, env = "INFRA_OIDC_CA_FILE", value_name = "FILE")]

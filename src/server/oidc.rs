@@ -167,23 +167,100 @@ const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 10] = [
     CoreJwsSigningAlgorithm::EdDsa,
 ];
 
-/// The `groups` claim, which OpenID Connect Core does not define.
+/// The claims OpenID Connect Core does not define (`groups`, and whatever
+/// an admin names with `--username-claim`), as UserInfo sends them.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct GroupsClaim {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub groups: Option<Vec<String>>,
+pub struct ExtraClaims {
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
 }
-impl AdditionalClaims for GroupsClaim {}
+impl AdditionalClaims for ExtraClaims {}
 
-/// Who the provider says signed in.
+impl ExtraClaims {
+    fn groups(&self) -> Option<Vec<String>> {
+        groups_of(self.rest.get("groups")?)
+    }
+}
+
+fn groups_of(v: &serde_json::Value) -> Option<Vec<String>> {
+    let items = v.as_array()?;
+    Some(
+        items
+            .iter()
+            .filter_map(|g| g.as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+/// Who the provider says signed in: the account (`subject`), and the
+/// claims that may name it.
 #[derive(Debug, Clone)]
 pub struct ProviderIdentity {
     pub subject: String,
-    /// The infra user name: the email, else the name.
-    pub user_name: String,
+    /// The address, as the provider gave it (verified or not).
     pub email: String,
+    /// Whether the provider vouches for `email` (`email_verified: true`).
+    pub email_verified: bool,
     pub groups: Option<Vec<String>>,
     pub refresh_token: Option<SecretString>,
+    /// The ID token's `exp` (Unix seconds): how long a session without a
+    /// refresh token may last.
+    pub id_token_expires_at: i64,
+    /// Every claim of the ID token and, where it lacks one, of UserInfo.
+    claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why no user name could be taken from a sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoUserName(pub String);
+
+impl ProviderIdentity {
+    /// The infra user name this account gets at its first sign-in: its
+    /// verified email, or the claim the admin named for the provider
+    /// (`--username-claim`). Never the display name: anyone can choose one.
+    pub fn user_name(&self, username_claim: &str, provider: &str) -> Result<String, NoUserName> {
+        let claim = username_claim.trim();
+        let name = if claim.is_empty() || claim == "email" {
+            if self.email.trim().is_empty() {
+                return Err(NoUserName(format!(
+                    "{provider} sent no email claim, and infra names users by their verified \
+                     email: the sign-in must ask for the `email` scope (or an admin names another \
+                     claim with `infra providers edit {provider} --username-claim CLAIM`)"
+                )));
+            }
+            if !self.email_verified {
+                return Err(NoUserName(format!(
+                    "{provider} does not vouch for the email {:?} (email_verified is not true), \
+                     and infra names users only by a verified email; verify the address at the \
+                     provider, or an admin names another claim with `infra providers edit \
+                     {provider} --username-claim CLAIM`",
+                    self.email
+                )));
+            }
+            self.email.trim().to_string()
+        } else {
+            let value = match self.claims.get(claim) {
+                Some(serde_json::Value::String(s)) => s.trim().to_string(),
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                _ => String::new(),
+            };
+            if value.is_empty() {
+                return Err(NoUserName(format!(
+                    "{provider} sent no `{claim}` claim, which names its users (its \
+                     --username-claim); the sign-in must ask for the scope that releases it \
+                     (`profile` for preferred_username), or the provider must be set up to send it"
+                )));
+            }
+            value
+        };
+        if name.len() > 256 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(NoUserName(format!(
+                "the user name {provider} gives ({name:?}) holds blanks or control characters, or \
+                 is too long"
+            )));
+        }
+        Ok(name)
+    }
 }
 
 /// Why a login through a provider failed; shown to the person.
@@ -299,39 +376,76 @@ pub async fn exchange_code(
         .claims(&verifier, &Nonce::new(nonce.to_string()))
         .map_err(|e| OidcError::Rejected(format!("the ID token is not valid: {e}")))?;
     let subject = claims.subject().clone();
-    let id_groups = verified_payload_groups(&id_token.to_string());
+    let id_token_expires_at = claims.expiration().timestamp();
+    let id_claims = verified_payload(&id_token.to_string()).unwrap_or_default();
 
-    let userinfo: UserInfoClaims<GroupsClaim, CoreGenderClaim> = client
+    let userinfo: UserInfoClaims<ExtraClaims, CoreGenderClaim> = client
         .user_info(token.access_token().clone(), Some(subject.clone()))
         .map_err(|e| OidcError::Rejected(format!("the provider has no UserInfo endpoint: {e}")))?
         .request_async(&http)
         .await
         .map_err(|e| userinfo_error(&e))?;
-    let email = userinfo.email().map(|e| e.to_string()).unwrap_or_default();
-    let name = userinfo
-        .name()
-        .and_then(|n| n.get(None))
-        .map(|n| n.to_string())
-        .unwrap_or_default();
-    let user_name = if !email.trim().is_empty() {
-        email.trim().to_string()
-    } else if !name.trim().is_empty() {
-        name.trim().to_string()
-    } else {
-        return Err(OidcError::Rejected(
-            "the provider's UserInfo has neither `email` nor `name`; ask your administrator to \
-             release the email or profile claim to this application"
-                .into(),
-        ));
+    // The claims of UserInfo, under those of the (signed) ID token.
+    let mut all = userinfo.additional_claims().rest.clone();
+    let mut put = |k: &str, v: Option<serde_json::Value>| {
+        if let Some(v) = v {
+            all.insert(k.to_string(), v);
+        }
     };
+    put(
+        "email",
+        userinfo.email().map(|e| serde_json::json!(e.as_str())),
+    );
+    put(
+        "email_verified",
+        userinfo.email_verified().map(|v| serde_json::json!(v)),
+    );
+    put(
+        "preferred_username",
+        userinfo
+            .preferred_username()
+            .map(|u| serde_json::json!(u.as_str())),
+    );
+    put(
+        "nickname",
+        userinfo
+            .nickname()
+            .and_then(|n| n.get(None))
+            .map(|n| serde_json::json!(n.as_str())),
+    );
+    put("sub", Some(serde_json::json!(subject.as_str())));
+    for (k, v) in &id_claims {
+        all.insert(k.clone(), v.clone());
+    }
+    // The address and whether it is vouched for come from one source: the
+    // ID token if it has an email, else UserInfo.
+    let source = if id_claims.contains_key("email") {
+        &id_claims
+    } else {
+        &all
+    };
+    let email = source
+        .get("email")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let email_verified = matches!(
+        source.get("email_verified"),
+        Some(serde_json::Value::Bool(true))
+    ) || matches!(source.get("email_verified"), Some(serde_json::Value::String(s)) if s == "true");
     Ok(ProviderIdentity {
         subject: subject.to_string(),
-        user_name,
         email,
-        groups: userinfo.additional_claims().groups.clone().or(id_groups),
+        email_verified,
+        groups: userinfo
+            .additional_claims()
+            .groups()
+            .or_else(|| id_claims.get("groups").and_then(groups_of)),
         refresh_token: token
             .refresh_token()
             .map(|r| SecretString::from(r.secret().to_string())),
+        id_token_expires_at,
+        claims: all,
     })
 }
 
@@ -346,6 +460,7 @@ pub struct Refreshed {
 pub async fn refresh(
     p: &ProviderConfig<'_>,
     refresh_token: &SecretString,
+    subject: &str,
 ) -> Result<Refreshed, OidcError> {
     let http = provider_http(p.ca_pem)?;
     let client = core_client(p, discover_metadata(p, &http).await?);
@@ -356,32 +471,32 @@ pub async fn refresh(
         .request_async(&http)
         .await
         .map_err(token_error)?;
-    let userinfo: UserInfoClaims<GroupsClaim, CoreGenderClaim> = client
+    let userinfo: UserInfoClaims<ExtraClaims, CoreGenderClaim> = client
         .user_info(
             AccessToken::new(token.access_token().secret().clone()),
-            None,
+            // UserInfo must be about the account that signed in.
+            Some(openidconnect::SubjectIdentifier::new(subject.to_string())),
         )
         .map_err(|e| OidcError::Rejected(format!("the provider has no UserInfo endpoint: {e}")))?
         .request_async(&http)
         .await
         .map_err(|e| userinfo_error(&e))?;
     Ok(Refreshed {
-        groups: userinfo.additional_claims().groups.clone(),
+        groups: userinfo.additional_claims().groups(),
         refresh_token: token
             .refresh_token()
             .map(|r| SecretString::from(r.secret().to_string())),
     })
 }
 
-/// The `groups` claim of an ID token whose signature was already verified.
-fn verified_payload_groups(jwt: &str) -> Option<Vec<String>> {
+/// The claims of an ID token whose signature was already verified.
+fn verified_payload(jwt: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
     use base64::Engine;
     let payload = jwt.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
-    let v: GroupsClaim = serde_json::from_slice(&bytes).ok()?;
-    v.groups
+    serde_json::from_slice(&bytes).ok()
 }
 
 fn token_error<E: std::error::Error + 'static>(

@@ -35,8 +35,16 @@ pub enum Refused {
 }
 
 /// Re-checks every provider the user signed in with whose last check is
-/// older than the interval.
-pub async fn recheck_user(state: &AppState, user_id: &str, user_name: &str) -> Result<(), Refused> {
+/// older than the interval. `key_provider`: the provider session the
+/// caller's key stands on; when that provider gave no refresh token the
+/// session cannot be re-checked, so it ends with the ID token it came from
+/// (keys made since are capped at that time; older ones are revoked here).
+pub async fn recheck_user(
+    state: &AppState,
+    user_id: &str,
+    user_name: &str,
+    key_provider: Option<&str>,
+) -> Result<(), Refused> {
     let interval = state.idp_revalidate_interval.as_secs() as i64;
     let rows = state
         .store
@@ -44,12 +52,45 @@ pub async fn recheck_user(state: &AppState, user_id: &str, user_name: &str) -> R
         .await
         .map_err(|e| Refused::Unavailable(format!("cannot read the session: {e}"), 5))?;
     for row in rows {
-        if row.refresh_token_enc.is_empty() || store::now() - row.last_check_at < interval {
+        if row.refresh_token_enc.is_empty() {
+            let ended = row.session_expires_at == 0 || store::now() >= row.session_expires_at;
+            if key_provider == Some(row.provider_id.as_str()) && ended {
+                return Err(end_unverifiable(state, &row, user_name).await);
+            }
+            continue;
+        }
+        if store::now() - row.last_check_at < interval {
             continue;
         }
         recheck_one(state, row, user_name, interval).await?;
     }
     Ok(())
+}
+
+/// A session that no refresh token can re-check, past its ID token: its
+/// keys are revoked, as when the provider ends a session.
+async fn end_unverifiable(state: &AppState, row: &ProviderUserRow, user_name: &str) -> Refused {
+    let why = "your identity provider gave no refresh token, so infra cannot re-check your \
+               session; it ended with the sign-in's ID token"
+        .to_string();
+    let revoked = state
+        .store
+        .delete_access_keys_of("user", &row.user_id)
+        .await
+        .unwrap_or(0);
+    let _ = state
+        .store
+        .audit(&AuditEntry {
+            actor: "infra",
+            action: "session.ended",
+            target: user_name,
+            result: "success",
+            remote_addr: "",
+            detail: &format!("no refresh token to re-check it; {revoked} access keys revoked"),
+        })
+        .await;
+    state.metrics.recheck("ended");
+    Refused::SessionEnded(why)
 }
 
 async fn recheck_one(
@@ -93,7 +134,7 @@ async fn recheck_one(
         client_secret: &secret,
         ca_pem: &provider.ca_pem,
     };
-    match oidc::refresh(&cfg, &refresh_token).await {
+    match oidc::refresh(&cfg, &refresh_token, &row.subject).await {
         Ok(r) => {
             if let Some(groups) = &r.groups {
                 state
@@ -122,7 +163,7 @@ async fn recheck_one(
                 .map_err(db)?;
             state
                 .store
-                .upsert_provider_user(&row.provider_id, &row.user_id, &row.subject, &row.email, "")
+                .end_provider_session(&row.provider_id, &row.user_id)
                 .await
                 .map_err(db)?;
             let _ = state

@@ -92,3 +92,12 @@ pub fn first_cert_der(pem: &str) -> Option<Vec<u8>> {
         .collect();
     base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
+
+/// `SHA-256 AB:CD:…` of the first certificate in a PEM bundle, for the
+/// audit log; `none` without one.
+pub fn fingerprint_pem(pem: &str) -> String {
+    match first_cert_der(pem) {
+        Some(der) => format!("SHA-256 {}", super::crypto::fingerprint(&der)),
+        None => "none".to_string(),
+    }
+}

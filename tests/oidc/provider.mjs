@@ -83,7 +83,10 @@
 //                         below). "always": a refresh token with every code
 //                         exchange, whatever the scope and prompt (it then ends
 //                         with the IdP session, like oidc-provider does for
-//                         tokens without offline_access).
+//                         tokens without offline_access). "never": no refresh
+//                         token ever, and offline_access is neither a scope of
+//                         the discovery document nor granted (a provider that
+//                         offers no refresh tokens).
 //   OIDC_ADMIN_TOKEN      enables the /__admin/* endpoints below (404 without it)
 //   OIDC_TLS_CERT, OIDC_TLS_KEY  PEM files: serve HTTPS (issuer https://127.0.0.1:PORT)
 //   OIDC_DEBUG            "1": log every request line and status to stderr
@@ -248,6 +251,7 @@ import { readFileSync } from 'node:fs';
 const { default: Provider, interactionPolicy } = await import('oidc-provider');
 
 const env = process.env;
+const NO_REFRESH = env.OIDC_REFRESH_TOKENS === 'never';
 
 function envInt(name, def, { signed = false } = {}) {
   const raw = env[name];
@@ -728,11 +732,13 @@ server.listen(PORT, '127.0.0.1', () => {
         application_type: APPLICATION_TYPE,
         redirect_uris: REDIRECT_URIS,
         post_logout_redirect_uris: REDIRECT_URIS,
-        grant_types: ['authorization_code', 'refresh_token'],
+        grant_types: NO_REFRESH ? ['authorization_code'] : ['authorization_code', 'refresh_token'],
         response_types: ['code'],
       },
     ],
-    scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
+    scopes: NO_REFRESH
+      ? ['openid', 'email', 'profile', 'groups']
+      : ['openid', 'email', 'profile', 'groups', 'offline_access'],
     claims: {
       openid: ['sub'],
       email: ['email', 'email_verified'],
@@ -751,7 +757,7 @@ server.listen(PORT, '127.0.0.1', () => {
       rpInitiatedLogout: { enabled: true },
     },
     async issueRefreshToken(_ctx, client, code) {
-      return client.grantTypeAllowed('refresh_token')
+      return !NO_REFRESH && client.grantTypeAllowed('refresh_token')
         && (env.OIDC_REFRESH_TOKENS === 'always' || code.scopes.has('offline_access'));
     },
     ...(env.OIDC_ROTATE_REFRESH_TOKEN === '1' || env.OIDC_ROTATE_REFRESH_TOKEN === '0'

@@ -40,6 +40,7 @@ fn to_api(k: AccessKeyRow) -> AccessKey {
         .to_string(),
         inactivity_deadline: ts(k.inactivity_deadline),
         last_used: k.last_used_at.map(ts),
+        destination: k.destination,
     }
 }
 
@@ -96,6 +97,38 @@ pub async fn create(
              again with a fresh JWT",
         ));
     }
+    if req.connector {
+        caller.require_admin()?;
+    }
+    if req.destination.is_some() && !req.connector {
+        return Err(ApiError::field(
+            "destination",
+            "only connector keys are bound to a destination (add connector: true)",
+        ));
+    }
+    // A connector key serves exactly one destination, fixed now.
+    let destination = if req.connector {
+        let d = req
+            .destination
+            .clone()
+            .or_else(|| req.name.clone())
+            .ok_or_else(|| {
+                ApiError::field(
+                    "destination",
+                    "a connector key serves one destination: name it (e.g. prod)",
+                )
+            })?;
+        if !super::is_dns_label(&d) || d == crate::api::INFRA_DESTINATION {
+            return Err(ApiError::field(
+                "destination",
+                "must be a destination name: lowercase letters, digits and dashes (at most 63), \
+                 not \"infra\"",
+            ));
+        }
+        Some(d)
+    } else {
+        None
+    };
     let (owner_kind, owner_id, owner_name) = if req.connector {
         caller.require_admin()?;
         let u = state
@@ -127,7 +160,22 @@ pub async fn create(
         };
         (kind, caller.subject.id().to_string(), caller.name.clone())
     };
-    let expiry = duration("expiry", req.expiry.as_deref(), DEFAULT_EXPIRY)?;
+    let mut expires_at =
+        store::now() + duration("expiry", req.expiry.as_deref(), DEFAULT_EXPIRY)?.as_secs() as i64;
+    // A key the user makes with their own key stands on the same provider
+    // session: it is revoked with it, and never outlives a session that no
+    // refresh token can re-check.
+    let provider_id = if owner_id == caller.subject.id() && !req.connector {
+        caller.key_provider_id.clone()
+    } else {
+        None
+    };
+    if let Some(p) = &provider_id
+        && let Some(link) = state.store.get_provider_user(p, &owner_id).await?
+        && link.refresh_token_enc.is_empty()
+    {
+        expires_at = expires_at.min(caller.key_expires_at);
+    }
     let inactivity = duration(
         "inactivityTimeout",
         req.inactivity_timeout.as_deref(),
@@ -158,26 +206,26 @@ pub async fn create(
             owner_kind,
             owner_id: &owner_id,
             secret_hash: &key.secret_hash,
-            expires_at: store::now() + expiry.as_secs() as i64,
+            expires_at,
             inactivity_timeout: inactivity.as_secs() as i64,
+            destination: destination.as_deref(),
+            provider_id: provider_id.as_deref(),
         })
         .await?;
-    audit(
-        &state,
-        &caller,
-        "key.create",
-        &format!("{owner_name}/{name}"),
-        &addr,
-    )
-    .await?;
+    let target = match &destination {
+        Some(d) => format!("{owner_name}/{name} (destination {d})"),
+        None => format!("{owner_name}/{name}"),
+    };
+    audit(&state, &caller, "key.create", &target, &addr).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreateAccessKeyResponse {
             id: row.id,
             name: row.name,
             user_id: row.owner_id,
-            access_key: key.key.expose_secret().to_string(),
+            access_key: key.key.expose_secret().into(),
             expires: ts(row.expires_at),
+            destination: row.destination,
         }),
     ))
 }

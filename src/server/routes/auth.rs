@@ -49,7 +49,7 @@ pub async fn login(
             let password = pc.password;
             let ok = tokio::task::spawn_blocking({
                 let hash = hash.clone();
-                move || crypto::verify_password(&password, hash.as_deref())
+                move || crypto::verify_password(password.expose_secret(), hash.as_deref())
             })
             .await
             .map_err(ApiError::internal)?;
@@ -70,18 +70,35 @@ pub async fn login(
                     ));
                 }
             };
-            let resp = issue_login_key(&state, "user", &user.id, &user.name, None).await?;
+            // A password set by an older version must not outlive the provider.
+            if user.origin() == store::Origin::Provider {
+                fail(
+                    &state,
+                    "password",
+                    &target,
+                    &addr,
+                    "signs in through a provider",
+                )
+                .await?;
+                return Err(ApiError::unauthorized(format!(
+                    "{} signs in through an identity provider, not with a password; run \
+                     `infra login SERVER` without --user",
+                    user.name
+                )));
+            }
+            let resp = issue_login_key(&state, "user", &user.id, &user.name, None, None).await?;
             state.store.touch_user(&user.id).await?;
             succeed(&state, "password", &user.name, &addr).await?;
             Ok((StatusCode::CREATED, Json(resp)))
         }
         (None, Some(key), None) => {
-            let target = match crypto::parse_access_key(&key) {
+            let key = key.expose_secret();
+            let target = match crypto::parse_access_key(key) {
                 Some((id, _)) => format!("key:{id}"),
                 None => "key:malformed".to_string(),
             };
             check_rate(&state, &target, &addr).await?;
-            let row = match state.verify_access_key(&key).await {
+            let row = match state.verify_access_key(key).await {
                 Ok(row) => row,
                 Err(e) => {
                     fail(&state, "access_key", &target, &addr, &e.message).await?;
@@ -94,6 +111,7 @@ pub async fn login(
                 &row.owner_id,
                 &row.owner_name,
                 Some(row.expires_at),
+                row.provider_id.as_deref(),
             )
             .await?;
             succeed(&state, "access_key", &row.owner_name, &addr).await?;
@@ -139,6 +157,9 @@ async fn oidc_login(
     addr: &str,
     o: crate::api::OidcLogin,
 ) -> ApiResult<LoginResponse> {
+    // Only the CLI's loopback listener: a code issued for any other redirect
+    // (the server's own web callback above all) is not the caller's to redeem.
+    check_loopback_redirect(&o.redirect_url)?;
     let provider = match state.store.get_provider(&o.provider_id).await {
         Ok(p) => p,
         Err(store::StoreError::NotFound(_)) => {
@@ -149,27 +170,74 @@ async fn oidc_login(
         }
         Err(e) => return Err(e.into()),
     };
-    let user = sign_in_with_provider(
+    let signed_in = sign_in_with_provider(
         state,
         addr,
         &provider,
-        &o.code,
+        o.code.expose_secret(),
         &o.redirect_url,
-        &o.code_verifier,
+        o.code_verifier.expose_secret(),
         &o.nonce,
     )
     .await?;
-    let resp = issue_login_key(state, "user", &user.id, &user.name, None).await?;
-    succeed(state, "oidc", &user.name, addr).await?;
+    let resp = issue_login_key(
+        state,
+        "user",
+        &signed_in.user.id,
+        &signed_in.user.name,
+        signed_in.session_expires_at,
+        Some(&provider.id),
+    )
+    .await?;
+    succeed(state, "oidc", &signed_in.user.name, addr).await?;
     Ok(resp)
 }
 
+/// `redirectURL` of `POST /api/login` must be the CLI's loopback listener:
+/// `http://localhost:PORT`, `http://127.0.0.1:PORT` or `http://[::1]:PORT`,
+/// with no path (or `/`), query, fragment or user info.
+pub fn check_loopback_redirect(redirect: &str) -> ApiResult<()> {
+    let refuse = || {
+        ApiError::field(
+            "oidc.redirectURL",
+            "must be the CLI's loopback listener, http://localhost:PORT (or 127.0.0.1 or [::1]) \
+             with no path: codes issued for other redirect URIs are not exchanged here",
+        )
+    };
+    let u = url::Url::parse(redirect).map_err(|_| refuse())?;
+    let loopback = matches!(
+        u.host(),
+        Some(url::Host::Domain("localhost"))
+            | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
+            | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
+    );
+    let ok = u.scheme() == "http"
+        && loopback
+        && u.port().is_some()
+        && u.username().is_empty()
+        && u.password().is_none()
+        && u.path() == "/"
+        && u.query().is_none()
+        && u.fragment().is_none()
+        // `url` normalizes away what the provider would compare byte for byte.
+        && !redirect.contains(['\\', '%', '@']);
+    if ok { Ok(()) } else { Err(refuse()) }
+}
+
+/// Who signed in through a provider, and until when the session may last
+/// without a refresh token (`None`: a refresh token keeps it).
+pub(crate) struct SignedIn {
+    pub user: store::UserRow,
+    pub session_expires_at: Option<i64>,
+}
+
 /// Exchanges an authorization code at the provider (with its PKCE
-/// verifier), verifies the ID token and reads UserInfo, then makes the
-/// person an infra user: created at the first sign-in, the provider's groups
-/// synced, the provider link and refresh token (encrypted) kept. Failures
-/// are audited and rate-limited per provider and client address. Issues no
-/// key: that is the caller's business.
+/// verifier), verifies the ID token and reads UserInfo, then finds the
+/// person by what the provider vouches for: the account (provider,
+/// `sub`), linked to one user at its first sign-in. Groups are synced (never
+/// a reserved `system:` one) and the refresh token kept (encrypted).
+/// Failures are audited and rate-limited per provider and client address.
+/// Issues no key: that is the caller's business.
 ///
 /// Shared by `POST /api/login` (the CLI's loopback redirect) and the web
 /// sign-in of device codes (the server's own redirect URI).
@@ -181,7 +249,7 @@ pub(crate) async fn sign_in_with_provider(
     redirect_url: &str,
     code_verifier: &str,
     nonce: &str,
-) -> ApiResult<store::UserRow> {
+) -> ApiResult<SignedIn> {
     let target = format!("oidc:{}", provider.id);
     check_rate(state, &target, addr).await?;
     let secret = state.root_key.decrypt(&provider.client_secret_enc)?;
@@ -208,53 +276,215 @@ pub(crate) async fn sign_in_with_provider(
             ));
         }
     };
-    let user = match state.store.find_user_by_name(&id.user_name).await? {
-        Some(u) => u,
-        None => match state.store.create_user(&id.user_name, "user", None).await {
-            Ok(u) => u,
-            // Two sign-ins of a new user at once: the other one created it.
-            Err(store::StoreError::Conflict(_)) => state
-                .store
-                .find_user_by_name(&id.user_name)
-                .await?
-                .ok_or_else(|| ApiError::internal("user vanished during sign-in"))?,
-            Err(e) => return Err(e.into()),
-        },
+    let session_expires_at = match id.refresh_token {
+        Some(_) => None,
+        None => Some(id.id_token_expires_at),
     };
-    if user.kind != "user" {
-        fail(state, "oidc", &target, addr, "reserved user name").await?;
-        return Err(ApiError::forbidden(format!(
-            "{:?} is a built-in user and cannot sign in",
-            user.name
-        )));
-    }
-    if let Some(groups) = &id.groups {
-        state
-            .store
-            .sync_provider_groups(&provider.id, &user.id, groups)
-            .await?;
-    }
     let refresh_enc = id
         .refresh_token
         .as_ref()
         .map(|t| state.root_key.encrypt(t.expose_secret()))
         .unwrap_or_default();
-    state
+    let sign_in = store::SignIn {
+        provider_id: &provider.id,
+        subject: &id.subject,
+        email: &id.email,
+        refresh_token_enc: &refresh_enc,
+        session_expires_at: session_expires_at.unwrap_or(0),
+    };
+    let user = match state
         .store
-        .upsert_provider_user(&provider.id, &user.id, &id.subject, &id.email, &refresh_enc)
-        .await?;
+        .find_provider_user(&provider.id, &id.subject)
+        .await?
+    {
+        // Known account: whatever it calls itself now, it is this user.
+        Some(link) => {
+            let user = state.store.get_user(&link.user_id).await?;
+            if user.origin() == store::Origin::Builtin || user.kind != "user" {
+                fail(state, "oidc", &target, addr, "built-in user").await?;
+                return Err(ApiError::forbidden(format!(
+                    "{:?} is a built-in user and cannot sign in through a provider",
+                    user.name
+                )));
+            }
+            state.store.record_sign_in(&user.id, &sign_in).await?;
+            user
+        }
+        None => first_sign_in(state, addr, provider, &id, &target, &sign_in).await?,
+    };
+    if let Some(groups) = &id.groups {
+        let (kept, reserved): (Vec<String>, Vec<String>) = groups
+            .iter()
+            .cloned()
+            .partition(|g| !crate::api::is_reserved_name(g));
+        if !reserved.is_empty() {
+            tracing::warn!(
+                provider = %provider.name,
+                user = %user.name,
+                groups = ?reserved,
+                "ignored groups with Kubernetes' reserved prefix system:"
+            );
+            state
+                .store
+                .audit(&AuditEntry {
+                    actor: &provider.name,
+                    action: "groups.reserved",
+                    target: &user.name,
+                    result: "refused",
+                    remote_addr: addr,
+                    detail: &format!(
+                        "ignored groups with Kubernetes' reserved prefix system: {}",
+                        reserved.join(", ")
+                    ),
+                })
+                .await?;
+        }
+        state
+            .store
+            .sync_provider_groups(&provider.id, &user.id, &kept)
+            .await?;
+    }
     state.store.touch_user(&user.id).await?;
-    Ok(user)
+    Ok(SignedIn {
+        user,
+        session_expires_at,
+    })
+}
+
+/// The first sign-in of a provider account: a user named by the verified
+/// email (or the provider's username claim) is made, or an invited one is
+/// claimed when the provider vouches for the address. Local users, the
+/// built-in ones and users already linked to another account at this
+/// provider are never taken over: that is a 409, audited.
+async fn first_sign_in(
+    state: &AppState,
+    addr: &str,
+    provider: &store::ProviderRow,
+    id: &oidc::ProviderIdentity,
+    target: &str,
+    sign_in: &store::SignIn<'_>,
+) -> ApiResult<store::UserRow> {
+    let name = match id.user_name(&provider.username_claim, &provider.name) {
+        Ok(n) => n,
+        Err(oidc::NoUserName(why)) => {
+            fail(state, "oidc", target, addr, &why).await?;
+            return Err(ApiError::unauthorized(format!(
+                "sign-in with {} failed: {why}",
+                provider.name
+            )));
+        }
+    };
+    if crate::api::is_reserved_name(&name) {
+        let why = format!(
+            "the user name {name:?} starts with system:, which Kubernetes reserves for itself"
+        );
+        fail(state, "oidc", target, addr, &why).await?;
+        return Err(ApiError::forbidden(format!(
+            "sign-in with {} refused: {why}",
+            provider.name
+        )));
+    }
+    // Two first sign-ins of one account at once: the second finds the first's link.
+    for _ in 0..2 {
+        let user = match state.store.find_user_by_name(&name).await? {
+            None => match state
+                .store
+                .create_user(&name, "user", store::Origin::Provider, None)
+                .await
+            {
+                Ok(u) => u,
+                Err(store::StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            },
+            Some(existing) => {
+                let refusal = match existing.origin() {
+                    store::Origin::Builtin => Some(format!(
+                        "{name:?} is a built-in user; no provider account can become it"
+                    )),
+                    store::Origin::Local => Some(format!(
+                        "{name:?} is a local user (signs in with a password); infra never links \
+                         a provider account to a local user"
+                    )),
+                    _ if !id.email_verified => Some(format!(
+                        "a user named {name:?} already exists, and {} does not vouch for this \
+                         account's email (email_verified is not true), so it cannot claim that user",
+                        provider.name
+                    )),
+                    _ => None,
+                };
+                if let Some(why) = refusal {
+                    return Err(conflict(state, addr, provider, id, &name, &why).await);
+                }
+                existing
+            }
+        };
+        match state.store.link_provider_user(&user.id, sign_in).await? {
+            Ok(()) => return Ok(user),
+            Err(store::LinkConflict::UserTaken { .. }) => {
+                let why = format!(
+                    "the user {name:?} is already linked to another {} account (another \
+                     subject); infra never moves a user to a different account",
+                    provider.name
+                );
+                return Err(conflict(state, addr, provider, id, &name, &why).await);
+            }
+            // The same account, linked a moment ago by a parallel sign-in.
+            Err(store::LinkConflict::SubjectTaken { user_id }) => {
+                return Ok(state.store.get_user(&user_id).await?);
+            }
+        }
+    }
+    Err(ApiError::internal(
+        "the user vanished while signing in; try again",
+    ))
+}
+
+/// A provider account that would take over another user: refused (409)
+/// and audited with both sides named.
+async fn conflict(
+    state: &AppState,
+    addr: &str,
+    provider: &store::ProviderRow,
+    id: &oidc::ProviderIdentity,
+    name: &str,
+    why: &str,
+) -> ApiError {
+    state.metrics.login("oidc", "failure");
+    let audited = state
+        .store
+        .audit(&AuditEntry {
+            actor: &format!("{}:{}", provider.name, id.subject),
+            action: "login",
+            target: name,
+            result: "conflict",
+            remote_addr: addr,
+            detail: why,
+        })
+        .await;
+    if let Err(e) = audited {
+        return e.into();
+    }
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "sign-in with {} refused: {why}. Ask an infra admin: they can remove the user \
+             or sign the account in under another name",
+            provider.name
+        ),
+    )
 }
 
 /// A new session key for the owner, lasting the session expiry (and never
-/// longer than `cap`, the key it was exchanged for).
+/// longer than `cap`: the key it was exchanged for, or the ID token of a
+/// sign-in that brought no refresh token). `provider_id`: the provider
+/// session it stands on.
 pub(crate) async fn issue_login_key(
     state: &AppState,
     owner_kind: &str,
     owner_id: &str,
     owner_name: &str,
     cap: Option<i64>,
+    provider_id: Option<&str>,
 ) -> ApiResult<LoginResponse> {
     let now = store::now();
     let mut expires_at = now + state.session_expiry.as_secs() as i64;
@@ -273,12 +503,14 @@ pub(crate) async fn issue_login_key(
             secret_hash: &key.secret_hash,
             expires_at,
             inactivity_timeout: state.session_inactivity_timeout.as_secs() as i64,
+            destination: None,
+            provider_id,
         })
         .await?;
     Ok(LoginResponse {
         user_id: owner_id.to_string(),
         name: owner_name.to_string(),
-        access_key: key.key.expose_secret().to_string(),
+        access_key: key.key.expose_secret().to_string().into(),
         expires: super::ts(expires_at),
     })
 }

@@ -12,7 +12,7 @@ use crate::api::{
 use crate::server::AppState;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, Caller, RemoteAddr, list as to_list, page};
-use crate::server::store::{self, DestinationRow};
+use crate::server::store::{self, AuditEntry, DestinationRow, Registration};
 
 use super::users::audit;
 use super::{is_dns_label, ts};
@@ -38,8 +38,11 @@ fn to_api(d: DestinationRow) -> Destination {
 
 /// The destination names a non-admin caller may see, or `None` for all.
 async fn visible(state: &AppState, caller: &Caller) -> ApiResult<Option<Vec<String>>> {
-    if caller.is_admin || caller.is_connector {
+    if caller.is_admin {
         return Ok(None);
+    }
+    if caller.is_connector {
+        return Ok(Some(caller.key_destination.iter().cloned().collect()));
     }
     let mut names: Vec<String> = state
         .store
@@ -123,10 +126,14 @@ pub async fn create(
     check(&req)?;
     let d = if caller.is_connector {
         // A connector (re)registers its destination; this is its heartbeat.
-        state
+        check_connector_destination(&state, &caller, &req.name, &addr, "destination.register")
+            .await?;
+        let (d, change) = state
             .store
             .register_destination(&req.name, &req.url, &req.ca)
-            .await?
+            .await?;
+        audit_registration(&state, &caller, &d, change, &addr).await?;
+        d
     } else {
         caller.require_admin()?;
         let d = state
@@ -144,6 +151,7 @@ pub async fn create(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
+    RemoteAddr(addr): RemoteAddr,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<CreateDestinationRequest>,
 ) -> ApiResult<Json<Destination>> {
@@ -152,21 +160,127 @@ pub async fn update(
     }
     check(&req)?;
     let current = state.store.get_destination(&id).await?;
+    if caller.is_connector {
+        check_connector_destination(
+            &state,
+            &caller,
+            &current.name,
+            &addr,
+            "destination.register",
+        )
+        .await?;
+    }
     if current.name != req.name {
         return Err(ApiError::field("name", "a destination cannot be renamed"));
     }
     let d = if caller.is_connector {
-        state
+        let (d, change) = state
             .store
             .register_destination(&req.name, &req.url, &req.ca)
-            .await?
+            .await?;
+        audit_registration(&state, &caller, &d, change, &addr).await?;
+        d
     } else {
-        state
+        let d = state
             .store
             .update_destination(&id, &req.url, &req.ca)
-            .await?
+            .await?;
+        let change = if d.url != current.url || d.ca != current.ca {
+            Registration::Changed {
+                url: (d.url != current.url).then(|| current.url.clone()),
+                ca: d.ca != current.ca,
+            }
+        } else {
+            Registration::Unchanged
+        };
+        audit_registration(&state, &caller, &d, change, &addr).await?;
+        d
     };
     Ok(Json(to_api(d)))
+}
+
+/// A connector key serves the one destination it was made for: any other
+/// name is refused (403) and the attempt audited.
+pub async fn check_connector_destination(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    addr: &str,
+    action: &str,
+) -> ApiResult<()> {
+    let why = match caller.key_destination.as_deref() {
+        Some(bound) if bound == name => return Ok(()),
+        Some(bound) => format!(
+            "this connector key (id {}) is bound to destination {bound} and cannot be used for \
+             {name}; start the connector with --name {bound}, or make a key for {name} with \
+             `infra keys add --connector --destination {name}`",
+            caller.key_id
+        ),
+        None => format!(
+            "this connector key (id {}) is bound to no destination (it was made by an older \
+             infra); make one for {name} with `infra keys add --connector --destination {name}`",
+            caller.key_id
+        ),
+    };
+    state
+        .store
+        .audit(&AuditEntry {
+            actor: &caller.name,
+            action,
+            target: name,
+            result: "forbidden",
+            remote_addr: addr,
+            detail: &why,
+        })
+        .await?;
+    Err(ApiError::forbidden(why))
+}
+
+/// Registrations and changes of URL or CA are audited; heartbeats that
+/// change nothing are not.
+async fn audit_registration(
+    state: &AppState,
+    caller: &Caller,
+    d: &DestinationRow,
+    change: Registration,
+    addr: &str,
+) -> ApiResult<()> {
+    let (action, detail) = match change {
+        Registration::Unchanged => return Ok(()),
+        Registration::Created => (
+            "destination.register",
+            format!(
+                "url {}, CA {}",
+                d.url,
+                crate::server::tls::fingerprint_pem(&d.ca)
+            ),
+        ),
+        Registration::Changed { url, ca } => {
+            let mut parts = Vec::new();
+            if let Some(old) = url {
+                parts.push(format!("url {old} -> {}", d.url));
+            }
+            if ca {
+                parts.push(format!(
+                    "CA changed, now {}",
+                    crate::server::tls::fingerprint_pem(&d.ca)
+                ));
+            }
+            ("destination.update", parts.join("; "))
+        }
+    };
+    state
+        .store
+        .audit(&AuditEntry {
+            actor: &caller.name,
+            action,
+            target: &d.name,
+            result: "success",
+            remote_addr: addr,
+            detail: &format!("{detail} (key {})", caller.key_id),
+        })
+        .await?;
+    Ok(())
 }
 
 #[utoipa::path(delete, path = "/api/destinations/{id}", tag = "destinations",

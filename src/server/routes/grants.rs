@@ -82,6 +82,7 @@ pub fn check_destination_and_role(destination: &str, role: &str) -> ApiResult<()
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
+    RemoteAddr(addr): RemoteAddr,
     Query(q): Query<GrantQuery>,
 ) -> ApiResult<(axum::http::HeaderMap, Json<ListResponse<Grant>>)> {
     let p = page(q.page, q.limit)?;
@@ -117,6 +118,18 @@ pub async fn list(
         && filter.user.is_none()
         && filter.group.is_none()
         && filter.identity.is_none();
+    if connector_read {
+        let asked = filter.destination.as_deref().unwrap_or_default();
+        let dest = asked.split('.').next().unwrap_or_default();
+        super::destinations::check_connector_destination(
+            &state,
+            &caller,
+            dest,
+            &addr,
+            "grants.read",
+        )
+        .await?;
+    }
     if !caller.is_admin && !connector_read {
         let forbidden = || ApiError::forbidden("you may only read your own grants");
         if filter.group.is_some() {

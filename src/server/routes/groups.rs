@@ -13,7 +13,7 @@ use crate::server::extract::{ApiJson, Caller, RemoteAddr, list as to_list, page}
 use crate::server::store::{GroupRow, PageRequest, StoreError};
 
 use super::users::audit;
-use super::{check_name, ts};
+use super::{check_subject_name, ts};
 
 fn to_api(g: GroupRow) -> Group {
     Group {
@@ -68,7 +68,7 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateGroupRequest>,
 ) -> ApiResult<(StatusCode, Json<Group>)> {
     caller.require_admin()?;
-    check_name("name", &req.name, 256)?;
+    check_subject_name("name", &req.name)?;
     let g = state.store.create_group(&req.name).await?;
     audit(&state, &caller, "group.create", &g.name, &addr).await?;
     Ok((StatusCode::CREATED, Json(to_api(g))))

@@ -325,7 +325,7 @@ fn token_response(
     identity_name: &str,
 ) -> MachineAccessToken {
     MachineAccessToken {
-        access_token: key.to_string(),
+        access_token: key.to_string().into(),
         expires_in: (expires_at - now).max(0) as u64,
         access_token_max_ttl: max_ttl.max(0) as u64,
         token_type: "Bearer".to_string(),
@@ -385,7 +385,7 @@ pub async fn oidc_auth_login(
             Ok(k) => k,
             Err(why) => return Err(refuse(&state, target, &addr, &why).await),
         };
-        match verify_jwt(&req.jwt, &keys, &cfg, now) {
+        match verify_jwt(req.jwt.expose_secret(), &keys, &cfg, now) {
             Ok(c) => break c,
             // The issuer may have rotated its keys: fetch them once more.
             Err(JwtError::UnknownKey(_)) if !refreshed => refreshed = true,
@@ -410,6 +410,8 @@ pub async fn oidc_auth_login(
                 expires_at,
                 // The expiry, moved by renewals, is what ends it.
                 inactivity_timeout: cfg.access_token_max_ttl,
+                destination: None,
+                provider_id: None,
             },
             login_at: now,
             ttl: cfg.access_token_ttl,
@@ -475,7 +477,7 @@ pub async fn renew_token(
     RemoteAddr(addr): RemoteAddr,
     ApiJson(req): ApiJson<AccessTokenRequest>,
 ) -> ApiResult<Json<MachineAccessToken>> {
-    let (row, t) = machine_token(&state, &req.access_token).await?;
+    let (row, t) = machine_token(&state, req.access_token.expose_secret()).await?;
     let now = store::now();
     if now >= t.hard_expiry() {
         return Err(ApiError::unauthorized(format!(
@@ -515,7 +517,7 @@ pub async fn renew_token(
         })
         .await?;
     Ok(Json(token_response(
-        req.access_token.trim(),
+        req.access_token.expose_secret().trim(),
         expires_at,
         now,
         t.max_ttl,
@@ -533,7 +535,7 @@ pub async fn revoke_token(
     RemoteAddr(addr): RemoteAddr,
     ApiJson(req): ApiJson<AccessTokenRequest>,
 ) -> ApiResult<StatusCode> {
-    let (row, _) = machine_token(&state, &req.access_token).await?;
+    let (row, _) = machine_token(&state, req.access_token.expose_secret()).await?;
     match state.store.delete_access_key(&row.id).await {
         Ok(()) | Err(StoreError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),

@@ -179,6 +179,20 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// Checks a user, group or identity name: a name field that is not one of
+/// Kubernetes' reserved `system:` names.
+pub fn check_subject_name(field: &str, value: &str) -> Result<(), ApiError> {
+    check_name(field, value, 256)?;
+    if crate::api::is_reserved_name(value) {
+        return Err(ApiError::field(
+            field,
+            "must not start with system:, which Kubernetes reserves for itself (system:masters \
+             is cluster-admin on every cluster)",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a name field: not empty, not too long, no control characters or
 /// surrounding blanks.
 pub fn check_name(field: &str, value: &str, max: usize) -> Result<(), ApiError> {

@@ -27,23 +27,38 @@ fn to_api(p: ProviderRow) -> Provider {
         url: p.url,
         client_id: p.client_id,
         auth_url: p.auth_url,
+        refresh_tokens: p.scopes.split_whitespace().any(|s| s == "offline_access"),
         scopes: p.scopes.split_whitespace().map(String::from).collect(),
+        username_claim: p.username_claim,
         created: ts(p.created_at),
         updated: ts(p.updated_at),
     }
 }
 
+/// What an admin says of a provider (from the API, the config file or flags).
+pub struct Settings<'a> {
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub url: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+    pub ca_pem: &'a str,
+    pub username_claim: &'a str,
+}
+
 /// Validates the fields and the provider's discovery document, and
 /// encrypts the client secret: everything the store needs.
-pub async fn prepare(
-    state: &AppState,
-    name: &str,
-    kind: &str,
-    url: &str,
-    client_id: &str,
-    client_secret: &str,
-    ca_pem: &str,
-) -> ApiResult<NewProvider> {
+pub async fn prepare(state: &AppState, p: Settings<'_>) -> ApiResult<NewProvider> {
+    let Settings {
+        name,
+        kind,
+        url,
+        client_id,
+        client_secret,
+        ca_pem,
+        username_claim,
+    } = p;
+    let username_claim = check_username_claim(username_claim)?;
     if !is_dns_label(name) {
         return Err(ApiError::field(
             "name",
@@ -86,7 +101,38 @@ pub async fn prepare(
         jwks_url: d.jwks_url,
         scopes: d.scopes.join(" "),
         ca_pem: ca_pem.to_string(),
+        username_claim,
     })
+}
+
+/// The claim that names a provider's users: empty (or `email`) for the
+/// verified email; never a display name, which anyone chooses for themselves.
+fn check_username_claim(claim: &str) -> ApiResult<String> {
+    let claim = claim.trim();
+    if claim.is_empty() || claim == "email" {
+        return Ok(String::new());
+    }
+    if ["name", "given_name", "family_name", "middle_name"].contains(&claim) {
+        return Err(ApiError::field(
+            "usernameClaim",
+            format!(
+                "{claim} is a display name that people choose for themselves, so anyone could \
+                 take another's: use a unique claim such as preferred_username, or leave it out \
+                 for the verified email"
+            ),
+        ));
+    }
+    if claim.len() > 64
+        || !claim
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b))
+    {
+        return Err(ApiError::field(
+            "usernameClaim",
+            "must be a claim name such as preferred_username",
+        ));
+    }
+    Ok(claim.to_string())
 }
 
 #[utoipa::path(get, path = "/api/providers", tag = "providers", params(NameQuery),
@@ -131,12 +177,15 @@ pub async fn create(
     }
     let new = prepare(
         &state,
-        &req.name,
-        &req.kind,
-        &req.url,
-        &req.client_id,
-        &req.client_secret,
-        req.ca_cert.as_deref().unwrap_or(""),
+        Settings {
+            name: &req.name,
+            kind: &req.kind,
+            url: &req.url,
+            client_id: &req.client_id,
+            client_secret: req.client_secret.expose_secret(),
+            ca_pem: req.ca_cert.as_deref().unwrap_or(""),
+            username_claim: req.username_claim.as_deref().unwrap_or(""),
+        },
     )
     .await?;
     let p = state.store.create_provider(&new).await?;
@@ -157,20 +206,19 @@ pub async fn update(
     let cur = state.store.get_provider(&id).await?;
     let secret = match req.client_secret {
         Some(s) => s,
-        None => state
-            .root_key
-            .decrypt(&cur.client_secret_enc)?
-            .expose_secret()
-            .to_string(),
+        None => state.root_key.decrypt(&cur.client_secret_enc)?,
     };
     let new = prepare(
         &state,
-        &cur.name,
-        &cur.kind,
-        req.url.as_deref().unwrap_or(&cur.url),
-        req.client_id.as_deref().unwrap_or(&cur.client_id),
-        &secret,
-        req.ca_cert.as_deref().unwrap_or(&cur.ca_pem),
+        Settings {
+            name: &cur.name,
+            kind: &cur.kind,
+            url: req.url.as_deref().unwrap_or(&cur.url),
+            client_id: req.client_id.as_deref().unwrap_or(&cur.client_id),
+            client_secret: secret.expose_secret(),
+            ca_pem: req.ca_cert.as_deref().unwrap_or(&cur.ca_pem),
+            username_claim: req.username_claim.as_deref().unwrap_or(&cur.username_claim),
+        },
     )
     .await?;
     let p = state.store.update_provider(&id, &new).await?;

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::api::{CreateTokenRequest, CreateTokenResponse, INFRA_DESTINATION};
+use crate::api::{CreateTokenRequest, CreateTokenResponse, INFRA_DESTINATION, is_reserved_name};
 use crate::server::AppState;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, Caller};
@@ -43,9 +43,20 @@ pub async fn create(
             caller.name
         )));
     }
+    // Kubernetes' own names (system:masters is cluster-admin anywhere) never
+    // ride into a cluster token, whatever the store holds.
+    if is_reserved_name(&caller.name) {
+        return Err(ApiError::forbidden(format!(
+            "{:?} starts with system:, which Kubernetes reserves; no cluster token is issued for it",
+            caller.name
+        )));
+    }
     let groups = match &caller.subject {
         Subject::User(uid) => {
-            if let Err(refused) = recheck::recheck_user(&state, uid, &caller.name).await {
+            if let Err(refused) =
+                recheck::recheck_user(&state, uid, &caller.name, caller.key_provider_id.as_deref())
+                    .await
+            {
                 return Err(refused_error(&state, refused));
             }
             state
@@ -55,6 +66,7 @@ pub async fn create(
                 .items
                 .into_iter()
                 .map(|g| g.name)
+                .filter(|g| !is_reserved_name(g))
                 .collect()
         }
         _ => Vec::new(),
@@ -77,7 +89,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(CreateTokenResponse {
-            token,
+            token: token.into(),
             expires: ts(exp),
         }),
     ))

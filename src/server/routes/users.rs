@@ -4,16 +4,16 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::api::{CreateUserRequest, ListResponse, NameQuery, UpdateUserRequest, User};
 use crate::server::AppState;
 use crate::server::crypto;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, Caller, RemoteAddr, list as to_list, page};
-use crate::server::store::{AuditEntry, UserRow};
+use crate::server::store::{AuditEntry, Origin, UserRow};
 
-use super::{check_name, ts};
+use super::{check_subject_name, ts};
 
 pub fn to_api(u: UserRow) -> User {
     User {
@@ -81,17 +81,21 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateUserRequest>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     caller.require_admin()?;
-    check_name("name", &req.name, 256)?;
+    check_subject_name("name", &req.name)?;
     if req.name.chars().any(char::is_whitespace) {
         return Err(ApiError::field("name", "must not hold spaces"));
     }
     let hash = match req.password {
-        Some(p) => Some(hash(p).await?),
+        Some(p) => Some(hash(p.expose_secret().to_string()).await?),
         None => None,
+    };
+    let origin = match hash {
+        Some(_) => Origin::Local,
+        None => Origin::Invited,
     };
     let user = state
         .store
-        .create_user(&req.name, "user", hash.as_deref())
+        .create_user(&req.name, "user", origin, hash.as_deref())
         .await?;
     audit(&state, &caller, "user.create", &user.name, &addr).await?;
     Ok((StatusCode::CREATED, Json(to_api(user))))
@@ -110,7 +114,43 @@ pub async fn update(
         return Err(ApiError::forbidden("you may only change your own password"));
     }
     let user = state.store.get_user(&id).await?;
-    let hash = hash(req.password).await?;
+    match user.origin() {
+        // A password would let the person in after the provider ended their account.
+        Origin::Provider => {
+            return Err(ApiError::forbidden(format!(
+                "{} signs in through an identity provider and cannot have a password: it \
+                 would outlive the provider's account. An admin can make a separate local user \
+                 (`infra users add NAME --password`)",
+                user.name
+            )));
+        }
+        Origin::Builtin if user.kind != "user" => {
+            return Err(ApiError::forbidden("built-in users have no password"));
+        }
+        _ => {}
+    }
+    // Someone holding only a user's key must not be able to take over the password.
+    if !caller.is_admin && user.password_hash.is_some() {
+        let current = req.current_password.ok_or_else(|| {
+            ApiError::field(
+                "currentPassword",
+                "give your current password to set a new one",
+            )
+        })?;
+        let stored = user.password_hash.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            crypto::verify_password(current.expose_secret(), stored.as_deref())
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        if !ok {
+            return Err(ApiError::field(
+                "currentPassword",
+                "is not your current password",
+            ));
+        }
+    }
+    let hash = hash(req.password.expose_secret().to_string()).await?;
     state.store.set_user_password(&id, &hash).await?;
     audit(&state, &caller, "user.password", &user.name, &addr).await?;
     Ok(Json(to_api(state.store.get_user(&id).await?)))

@@ -19,6 +19,10 @@ pub struct AccessKeyRow {
     pub inactivity_timeout: i64,
     pub inactivity_deadline: i64,
     pub last_used_at: Option<i64>,
+    /// A connector key's one destination.
+    pub destination: Option<String>,
+    /// The provider whose session the key stands on.
+    pub provider_id: Option<String>,
 }
 
 pub struct NewAccessKey<'a> {
@@ -29,10 +33,15 @@ pub struct NewAccessKey<'a> {
     pub secret_hash: &'a str,
     pub expires_at: i64,
     pub inactivity_timeout: i64,
+    /// For a connector key: the one destination it may register and serve.
+    pub destination: Option<&'a str>,
+    /// For a user's key: the provider session it stands on.
+    pub provider_id: Option<&'a str>,
 }
 
 const SELECT: &str = "SELECT k.id, k.name, k.owner_kind, k.owner_id, k.secret_hash, k.created_at, \
      k.expires_at, k.inactivity_timeout, k.inactivity_deadline, k.last_used_at, \
+     k.destination, k.provider_id, \
      COALESCE(u.name, i.name, '') AS owner_name FROM access_keys k \
      LEFT JOIN users u ON k.owner_kind = 'user' AND u.id = k.owner_id \
      LEFT JOIN identities i ON k.owner_kind = 'identity' AND i.id = k.owner_id";
@@ -50,6 +59,8 @@ fn row(r: AnyRow) -> Result<AccessKeyRow> {
         inactivity_timeout: r.try_get("inactivity_timeout")?,
         inactivity_deadline: r.try_get("inactivity_deadline")?,
         last_used_at: r.try_get("last_used_at")?,
+        destination: r.try_get("destination")?,
+        provider_id: r.try_get("provider_id")?,
     })
 }
 
@@ -58,8 +69,8 @@ impl Store {
         let t = now();
         sqlx::query(
             "INSERT INTO access_keys (id, name, owner_kind, owner_id, secret_hash, created_at, \
-             expires_at, inactivity_timeout, inactivity_deadline) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             expires_at, inactivity_timeout, inactivity_deadline, destination, provider_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(k.id)
         .bind(k.name)
@@ -70,6 +81,8 @@ impl Store {
         .bind(k.expires_at)
         .bind(k.inactivity_timeout)
         .bind((t + k.inactivity_timeout).min(k.expires_at))
+        .bind(k.destination)
+        .bind(k.provider_id)
         .execute(self.pool())
         .await
         .map_err(|e| {

@@ -31,6 +31,18 @@ fn row(r: AnyRow) -> Result<DestinationRow> {
     })
 }
 
+/// What a registration changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    Created,
+    /// The URL (its old value given) or the CA changed.
+    Changed {
+        url: Option<String>,
+        ca: bool,
+    },
+    Unchanged,
+}
+
 impl Store {
     pub async fn create_destination(
         &self,
@@ -56,12 +68,15 @@ impl Store {
 
     /// Creates or updates the destination `name` and marks it seen now: a
     /// connector's registration and heartbeat.
+    /// A connector's registration (and heartbeat): creates the destination
+    /// or sets its URL and CA, and says what changed.
     pub async fn register_destination(
         &self,
         name: &str,
         url: &str,
         ca: &str,
-    ) -> Result<DestinationRow> {
+    ) -> Result<(DestinationRow, Registration)> {
+        let before = self.find_destination_by_name(name).await?;
         let t = now();
         sqlx::query(
             "INSERT INTO destinations (id, name, url, ca, created_at, updated_at, last_seen_at) \
@@ -76,9 +91,19 @@ impl Store {
         .bind(t)
         .execute(self.pool())
         .await?;
-        self.find_destination_by_name(name)
+        let row = self
+            .find_destination_by_name(name)
             .await?
-            .ok_or(StoreError::NotFound("destination"))
+            .ok_or(StoreError::NotFound("destination"))?;
+        let change = match before {
+            None => Registration::Created,
+            Some(b) if b.url != row.url || b.ca != row.ca => Registration::Changed {
+                url: (b.url != row.url).then_some(b.url),
+                ca: b.ca != row.ca,
+            },
+            Some(_) => Registration::Unchanged,
+        };
+        Ok((row, change))
     }
 
     pub async fn update_destination(

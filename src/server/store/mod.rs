@@ -19,14 +19,14 @@ mod users;
 
 pub use access_keys::{AccessKeyRow, NewAccessKey};
 pub use audit::{AuditEntry, AuditRow};
-pub use destinations::DestinationRow;
+pub use destinations::{DestinationRow, Registration};
 pub use device_codes::{DeviceCodeRow, DeviceSigninRow, NewDeviceCode, NewDeviceSignin};
 pub use grants::{GrantFilter, GrantRow, Subject};
 pub use groups::GroupRow;
 pub use identities::{IdentityRow, MachineTokenRow, NewMachineToken, OidcAuthRow};
-pub use provider_users::ProviderUserRow;
+pub use provider_users::{LinkConflict, ProviderUserRow, SignIn};
 pub use providers::{NewProvider, ProviderRow};
-pub use users::UserRow;
+pub use users::{Origin, UserRow};
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! The link between a user and their account at an identity provider, and
 //! the group memberships the provider asserts.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{Result, Store, new_id, now};
 
@@ -16,7 +16,12 @@ pub struct ProviderUserRow {
     pub last_check_at: i64,
     pub checking_until: i64,
     pub backoff_until: i64,
+    /// 0 while a refresh token keeps the session; else when it ends.
+    pub session_expires_at: i64,
 }
+
+const SELECT: &str = "SELECT provider_id, user_id, subject, email, refresh_token_enc, \
+     last_check_at, checking_until, backoff_until, session_expires_at FROM provider_users";
 
 fn row(r: AnyRow) -> Result<ProviderUserRow> {
     Ok(ProviderUserRow {
@@ -28,48 +33,153 @@ fn row(r: AnyRow) -> Result<ProviderUserRow> {
         last_check_at: r.try_get("last_check_at")?,
         checking_until: r.try_get("checking_until")?,
         backoff_until: r.try_get("backoff_until")?,
+        session_expires_at: r.try_get("session_expires_at")?,
     })
 }
 
+/// What a sign-in through a provider records on the link.
+pub struct SignIn<'a> {
+    pub provider_id: &'a str,
+    pub subject: &'a str,
+    pub email: &'a str,
+    /// Encrypted by the caller; empty when the provider gave none.
+    pub refresh_token_enc: &'a str,
+    /// When the session ends without a refresh token (the ID token's
+    /// `exp`); 0 when a refresh token keeps it.
+    pub session_expires_at: i64,
+}
+
+/// Why a provider account could not be linked to a user.
+#[derive(Debug)]
+pub enum LinkConflict {
+    /// The user is already linked to another account (subject) at this provider.
+    UserTaken { subject: String },
+    /// This account (subject) is already linked to another user.
+    SubjectTaken { user_id: String },
+}
+
 impl Store {
-    /// Records a sign-in: the subject, and the refresh token (encrypted by
-    /// the caller; empty when the provider gave none).
-    pub async fn upsert_provider_user(
+    /// The link of the account `subject` at a provider, if it signed in before.
+    pub async fn find_provider_user(
         &self,
         provider_id: &str,
-        user_id: &str,
         subject: &str,
-        email: &str,
-        refresh_token_enc: &str,
-    ) -> Result<()> {
+    ) -> Result<Option<ProviderUserRow>> {
+        let sql = format!("{SELECT} WHERE provider_id = $1 AND subject = $2");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(provider_id)
+            .bind(subject)
+            .fetch_optional(self.pool())
+            .await?
+            .map(row)
+            .transpose()
+    }
+
+    /// Links a provider account to a user, at its first sign-in. Never
+    /// replaces a link: a user keeps the subject it was first linked with.
+    pub async fn link_provider_user(
+        &self,
+        user_id: &str,
+        s: &SignIn<'_>,
+    ) -> Result<std::result::Result<(), LinkConflict>> {
         let t = now();
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO provider_users (provider_id, user_id, subject, email, refresh_token_enc, \
-             last_check_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $6) \
-             ON CONFLICT (provider_id, user_id) DO UPDATE SET subject = excluded.subject, \
-             email = excluded.email, refresh_token_enc = excluded.refresh_token_enc, \
-             last_check_at = excluded.last_check_at, checking_until = 0, backoff_until = 0, \
-             updated_at = excluded.updated_at",
+             session_expires_at, last_check_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7) ON CONFLICT DO NOTHING",
         )
-        .bind(provider_id)
+        .bind(s.provider_id)
         .bind(user_id)
-        .bind(subject)
-        .bind(email)
-        .bind(refresh_token_enc)
+        .bind(s.subject)
+        .bind(s.email)
+        .bind(s.refresh_token_enc)
+        .bind(s.session_expires_at)
         .bind(t)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(Ok(()));
+        }
+        if let Some(other) = self.find_provider_user(s.provider_id, s.subject).await? {
+            if other.user_id == user_id {
+                return Ok(Ok(()));
+            }
+            return Ok(Err(LinkConflict::SubjectTaken {
+                user_id: other.user_id,
+            }));
+        }
+        let sql = format!("{SELECT} WHERE provider_id = $1 AND user_id = $2");
+        let taken = sqlx::query(AssertSqlSafe(sql))
+            .bind(s.provider_id)
+            .bind(user_id)
+            .fetch_optional(self.pool())
+            .await?
+            .map(row)
+            .transpose()?;
+        Ok(Err(LinkConflict::UserTaken {
+            subject: taken.map(|r| r.subject).unwrap_or_default(),
+        }))
+    }
+
+    /// Records a later sign-in of a linked account: its email, and a new
+    /// refresh token (an empty one keeps the one stored, which still
+    /// re-checks the account), checked now.
+    pub async fn record_sign_in(&self, user_id: &str, s: &SignIn<'_>) -> Result<()> {
+        sqlx::query(
+            "UPDATE provider_users SET email = $1, \
+             refresh_token_enc = CASE WHEN $2 = '' THEN refresh_token_enc ELSE $2 END, \
+             session_expires_at = CASE WHEN $2 = '' AND refresh_token_enc = '' THEN $3 ELSE 0 END, \
+             last_check_at = $4, checking_until = 0, backoff_until = 0, updated_at = $4 \
+             WHERE provider_id = $5 AND user_id = $6 AND subject = $7",
+        )
+        .bind(s.email)
+        .bind(s.refresh_token_enc)
+        .bind(s.session_expires_at)
+        .bind(now())
+        .bind(s.provider_id)
+        .bind(user_id)
+        .bind(s.subject)
         .execute(self.pool())
         .await?;
         Ok(())
     }
 
-    pub async fn provider_users_of(&self, user_id: &str) -> Result<Vec<ProviderUserRow>> {
-        let rows = sqlx::query(
-            "SELECT provider_id, user_id, subject, email, refresh_token_enc, last_check_at, \
-             checking_until, backoff_until FROM provider_users WHERE user_id = $1",
+    /// The provider ended the session: its refresh token is forgotten.
+    pub async fn end_provider_session(&self, provider_id: &str, user_id: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE provider_users SET refresh_token_enc = '', session_expires_at = $1, \
+             checking_until = 0, updated_at = $1 WHERE provider_id = $2 AND user_id = $3",
         )
+        .bind(now())
+        .bind(provider_id)
         .bind(user_id)
-        .fetch_all(self.pool())
+        .execute(self.pool())
         .await?;
+        Ok(())
+    }
+
+    /// The link a key of the user stands on.
+    pub async fn get_provider_user(
+        &self,
+        provider_id: &str,
+        user_id: &str,
+    ) -> Result<Option<ProviderUserRow>> {
+        let sql = format!("{SELECT} WHERE provider_id = $1 AND user_id = $2");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(provider_id)
+            .bind(user_id)
+            .fetch_optional(self.pool())
+            .await?
+            .map(row)
+            .transpose()
+    }
+
+    pub async fn provider_users_of(&self, user_id: &str) -> Result<Vec<ProviderUserRow>> {
+        let sql = format!("{SELECT} WHERE user_id = $1");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(user_id)
+            .fetch_all(self.pool())
+            .await?;
         rows.into_iter().map(row).collect()
     }
 

@@ -23,6 +23,8 @@ pub struct ProviderRow {
     pub scopes: String,
     /// PEM bundle of the CA that signs the provider's certificate; empty for the system roots.
     pub ca_pem: String,
+    /// The claim that names users; empty: the verified email.
+    pub username_claim: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -42,10 +44,11 @@ pub struct NewProvider {
     pub jwks_url: String,
     pub scopes: String,
     pub ca_pem: String,
+    pub username_claim: String,
 }
 
 const COLUMNS: &str = "id, name, kind, url, client_id, client_secret_enc, issuer, auth_url, \
-     token_url, userinfo_url, jwks_url, scopes, ca_pem, created_at, updated_at";
+     token_url, userinfo_url, jwks_url, scopes, ca_pem, username_claim, created_at, updated_at";
 
 fn row(r: AnyRow) -> Result<ProviderRow> {
     Ok(ProviderRow {
@@ -62,6 +65,7 @@ fn row(r: AnyRow) -> Result<ProviderRow> {
         jwks_url: r.try_get("jwks_url")?,
         scopes: r.try_get("scopes")?,
         ca_pem: r.try_get("ca_pem")?,
+        username_claim: r.try_get("username_claim")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -72,8 +76,9 @@ impl Store {
         let id = new_id();
         sqlx::query(
             "INSERT INTO providers (id, name, kind, url, client_id, client_secret_enc, issuer, \
-             auth_url, token_url, userinfo_url, jwks_url, scopes, ca_pem, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+             auth_url, token_url, userinfo_url, jwks_url, scopes, ca_pem, username_claim, created_at, \
+             updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)",
         )
         .bind(&id)
         .bind(&p.name)
@@ -88,6 +93,7 @@ impl Store {
         .bind(&p.jwks_url)
         .bind(&p.scopes)
         .bind(&p.ca_pem)
+        .bind(&p.username_claim)
         .bind(now())
         .execute(self.pool())
         .await
@@ -104,7 +110,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE providers SET kind = $1, url = $2, client_id = $3, client_secret_enc = $4, \
              issuer = $5, auth_url = $6, token_url = $7, userinfo_url = $8, jwks_url = $9, \
-             scopes = $10, ca_pem = $11, updated_at = $12 WHERE id = $13",
+             scopes = $10, ca_pem = $11, username_claim = $12, updated_at = $13 WHERE id = $14",
         )
         .bind(&p.kind)
         .bind(&p.url)
@@ -117,6 +123,7 @@ impl Store {
         .bind(&p.jwks_url)
         .bind(&p.scopes)
         .bind(&p.ca_pem)
+        .bind(&p.username_claim)
         .bind(now())
         .bind(id)
         .execute(self.pool())

@@ -11,19 +11,23 @@ pub struct UserRow {
     pub id: String,
     pub name: String,
     pub kind: String,
+    /// How the user came to be: `builtin`, `local`, `provider` or `invited`
+    /// (see [`Origin`]).
+    pub origin: String,
     pub password_hash: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
     pub last_seen_at: Option<i64>,
 }
 
-const COLUMNS: &str = "id, name, kind, password_hash, created_at, updated_at, last_seen_at";
+const COLUMNS: &str = "id, name, kind, origin, password_hash, created_at, updated_at, last_seen_at";
 
 fn row(r: AnyRow) -> Result<UserRow> {
     Ok(UserRow {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
         kind: r.try_get("kind")?,
+        origin: r.try_get("origin")?,
         password_hash: r.try_get("password_hash")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
@@ -31,22 +35,61 @@ fn row(r: AnyRow) -> Result<UserRow> {
     })
 }
 
+/// How a user came to be, which decides whether a first sign-in through an
+/// identity provider may claim it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The first admin and the connector user: never signed in through a provider.
+    Builtin,
+    /// Has (or had) a password: never linked to a provider account.
+    Local,
+    /// Made by a provider sign-in.
+    Provider,
+    /// Made by an admin or the config file without a password: the first
+    /// sign-in whose provider vouches for the address claims it.
+    Invited,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Builtin => "builtin",
+            Origin::Local => "local",
+            Origin::Provider => "provider",
+            Origin::Invited => "invited",
+        }
+    }
+}
+
+impl UserRow {
+    pub fn origin(&self) -> Origin {
+        match self.origin.as_str() {
+            "builtin" => Origin::Builtin,
+            "local" => Origin::Local,
+            "provider" => Origin::Provider,
+            _ => Origin::Invited,
+        }
+    }
+}
+
 impl Store {
     pub async fn create_user(
         &self,
         name: &str,
         kind: &str,
+        origin: Origin,
         password_hash: Option<&str>,
     ) -> Result<UserRow> {
         let id = new_id();
         let t = now();
         sqlx::query(
-            "INSERT INTO users (id, name, kind, password_hash, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $5)",
+            "INSERT INTO users (id, name, kind, origin, password_hash, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
         )
         .bind(&id)
         .bind(name)
         .bind(kind)
+        .bind(origin.as_str())
         .bind(password_hash)
         .bind(t)
         .execute(self.pool())
@@ -100,14 +143,18 @@ impl Store {
         })
     }
 
+    /// Sets the password; an invited user becomes a local one (never
+    /// claimed by a provider sign-in).
     pub async fn set_user_password(&self, id: &str, password_hash: &str) -> Result<()> {
-        let done =
-            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
-                .bind(password_hash)
-                .bind(now())
-                .bind(id)
-                .execute(self.pool())
-                .await?;
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1, updated_at = $2, \
+             origin = CASE WHEN origin = 'invited' THEN 'local' ELSE origin END WHERE id = $3",
+        )
+        .bind(password_hash)
+        .bind(now())
+        .bind(id)
+        .execute(self.pool())
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("user"));
         }
