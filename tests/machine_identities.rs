@@ -291,11 +291,7 @@ async fn gitlab_shaped_jwts_meet_every_bound(b: Backend) {
             "accessTokenTTL",
             "must not exceed the max TTL",
         ),
-        (
-            json!({"subject": null}),
-            "subject",
-            "at least one of subject, audiences or claims",
-        ),
+        (json!({"subject": null}), "subject", "binds no workload"),
         (
             json!({"accessTokenTrustedIPs": ["10.0.0.0/33"]}),
             "accessTokenTrustedIPs",
@@ -558,6 +554,315 @@ async fn gitlab_shaped_jwts_meet_every_bound(b: Backend) {
     assert_eq!(status, 401);
 }
 
+// ------------------------------------------------------------------ binding, and globs on real subjects
+
+const GITHUB_ISS: &str = "https://token.actions.githubusercontent.com";
+
+/// The claims of a GitHub Actions OIDC token of `octo-org/octo-repo`.
+fn github_claims(sub: &str) -> Value {
+    let t = now();
+    json!({
+        "iss": GITHUB_ISS,
+        "sub": sub,
+        "aud": INFRA_AUD,
+        "repository": "octo-org/octo-repo",
+        "repository_owner": "octo-org",
+        "ref": "refs/heads/main",
+        "event_name": "push",
+        "iat": t,
+        "nbf": t,
+        "exp": t + 300,
+    })
+}
+
+/// `PUT …/oidc-auth` expecting a 400; returns the error body.
+async fn set_refused(s: &Server, id: &str, cfg: Value) -> Value {
+    let (status, v) = s
+        .admin("PUT", &format!("/api/identities/{id}/oidc-auth"), Some(cfg))
+        .await;
+    assert_eq!(status, 400, "{v}");
+    v
+}
+
+/// Audiences alone, `*`, and claims any project has (ref, environment, …)
+/// accept every job of a shared issuer like gitlab.com: such a
+/// configuration is refused when saved, naming subject and claims, from the
+/// API and from the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configurations_that_accept_every_project_of_a_shared_issuer_are_refused() {
+    let issuer = Issuer::start(Algorithm::ES256, false, false).await;
+    let s = Server::start(Backend::Sqlite).await;
+    let id = add_identity(&s, "deploy").await;
+    let base = json!({"discoveryURL": issuer.discovery_url, "issuer": GITLAB_ISS,
+                      "audiences": [INFRA_AUD]});
+    for unbound in [
+        json!({}),
+        json!({"subject": "*"}),
+        json!({"subject": "**"}),
+        json!({"subject": "*:*"}),
+        json!({"subject": "*/*"}),
+        json!({"subject": "?"}),
+        json!({"claims": {"ref": "main"}}),
+        json!({"claims": {"ref": "main", "ref_type": "branch", "ref_protected": "true",
+                          "environment": "production", "pipeline_source": "push"}}),
+        json!({"claims": {"user_login": "alice"}}),
+        json!({"claims": {"project_path": "**"}}),
+        json!({"subject": "*", "claims": {"namespace_path": "*", "ref": "main"}}),
+    ] {
+        let v = set_refused(&s, &id, with(base.clone(), unbound.clone())).await;
+        let msg = v["message"].as_str().unwrap();
+        assert!(
+            msg.starts_with("subject or claims: the configuration binds no workload"),
+            "{unbound}: {msg}"
+        );
+        for example in [
+            "project_path:mygroup/myproject:ref_type:branch:ref:main",
+            "repo:my-org/my-repo:ref:refs/heads/main",
+        ] {
+            assert!(msg.contains(example), "{unbound}: {msg}");
+        }
+        let fields: Vec<&str> = v["fieldErrors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["fieldName"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, ["subject", "claims"], "{v}");
+    }
+    // It says which part binds nothing.
+    let v = set_refused(&s, &id, with(base.clone(), json!({"subject": "*"}))).await;
+    assert!(
+        v["message"].as_str().unwrap().contains(r#"subject "*""#),
+        "{v}"
+    );
+    let v = set_refused(
+        &s,
+        &id,
+        with(base.clone(), json!({"claims": {"ref": "main"}})),
+    )
+    .await;
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("ref identifies no workload"),
+        "{v}"
+    );
+    // Three stars have no meaning.
+    let v = set_refused(
+        &s,
+        &id,
+        with(base.clone(), json!({"subject": "project_path:group/***"})),
+    )
+    .await;
+    assert_eq!(v["fieldErrors"][0]["fieldName"], "subject", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("***"), "{v}");
+    let (status, _) = s
+        .admin("GET", &format!("/api/identities/{id}/oidc-auth"), None)
+        .await;
+    assert_eq!(status, 404, "nothing was saved");
+
+    // A subject, or one identifying claim, binds.
+    for bound in [
+        json!({"subject": GITLAB_SUB}),
+        json!({"subject": "project_path:group/**:ref_type:branch:ref:main"}),
+        json!({"claims": {"project_path": "group/project", "ref": "main"}}),
+        json!({"claims": {"namespace_path": "group"}}),
+    ] {
+        set_oidc_auth(&s, &id, with(base.clone(), bound)).await;
+    }
+    token(&s, "deploy", &issuer.sign(&gitlab_claims())).await;
+
+    // The CLI shows the server's refusal with the flags' names.
+    let admin = Machine::new();
+    admin.ok(&[
+        "login",
+        &s.host(),
+        "--key",
+        ADMIN_KEY,
+        "--tls-trusted-fingerprint",
+        &s.fingerprint(),
+    ]);
+    let out = admin.run(&[
+        "identities",
+        "oidc-auth",
+        "set",
+        "deploy",
+        "--discovery-url",
+        &issuer.discovery_url,
+        "--issuer",
+        GITLAB_ISS,
+        "--audiences",
+        INFRA_AUD,
+        "--claims",
+        "ref=main",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--subject or --claims: the configuration binds no workload"),
+        "{err}"
+    );
+    assert!(err.contains("project_path:mygroup/myproject"), "{err}");
+}
+
+both_backends!(a_configuration_stored_without_a_binding_is_refused_at_login);
+
+/// A configuration saved before binding was required (audiences only, `*`,
+/// a ref claim) is refused at every login, with the reason, and audited;
+/// the issuer is not even asked for its keys.
+async fn a_configuration_stored_without_a_binding_is_refused_at_login(b: Backend) {
+    let issuer = Issuer::start(Algorithm::ES256, false, false).await;
+    let s = Server::start(b).await;
+    let jwt = issuer.sign(&gitlab_claims());
+    let mut conn = s.db_connection().await;
+    for (name, subject, claims) in [
+        ("audience-only", "", "{}"),
+        ("star", "*", "{}"),
+        ("ref-only", "", r#"{"ref":"main"}"#),
+    ] {
+        let id = add_identity(&s, name).await;
+        sqlx::query(
+            "INSERT INTO identity_oidc_auth (identity_id, discovery_url, issuer, ca_pem, \
+             subject, audiences, claims, access_token_ttl, access_token_max_ttl, \
+             access_token_max_uses, trusted_ips, created_at, updated_at) \
+             VALUES ($1, $2, $3, '', $4, $5, $6, 3600, 7200, 0, $7, 1, 1)",
+        )
+        .bind(&id)
+        .bind(&issuer.discovery_url)
+        .bind(GITLAB_ISS)
+        .bind(subject)
+        .bind(json!([INFRA_AUD]).to_string())
+        .bind(claims)
+        .bind(json!(["0.0.0.0/0", "::/0"]).to_string())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        // An admin still sees it, as it is.
+        let shown = s
+            .ok("GET", &format!("/api/identities/{id}/oidc-auth"), None, 200)
+            .await;
+        assert_eq!(shown["subject"], subject);
+        refused(&s, name, &jwt, "the configuration binds no workload").await;
+    }
+    assert_eq!(issuer.fetches(), 0, "the issuer was not asked for its keys");
+    let audit = s
+        .ok(
+            "GET",
+            "/api/audit?action=identity.login&limit=1000",
+            None,
+            200,
+        )
+        .await;
+    for name in ["audience-only", "star", "ref-only"] {
+        assert!(
+            audit["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["actor"] == name
+                    && e["result"] == "failure"
+                    && e["detail"].as_str().unwrap().contains("binds no workload")),
+            "{name}: {audit}"
+        );
+    }
+}
+
+/// On gitlab.com, `group/*` is meant as the projects of group: a job of a
+/// project in a nested subgroup (`group/sub/app`, which another team may
+/// own) does not match it; `group/**` takes them in on purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitlab_job_of_a_nested_subgroup_does_not_match_group_star() {
+    let issuer = Issuer::start(Algorithm::ES256, false, false).await;
+    let s = Server::start(Backend::Sqlite).await;
+    let id = add_identity(&s, "deploy").await;
+    let cfg = |subject: &str| {
+        json!({"discoveryURL": issuer.discovery_url, "issuer": GITLAB_ISS,
+               "audiences": [INFRA_AUD], "subject": subject})
+    };
+    let job = |project: &str, r#ref: &str| {
+        issuer.sign(&with(
+            gitlab_claims(),
+            json!({"sub": format!("project_path:{project}:ref_type:branch:ref:{ref}"),
+                   "project_path": project, "ref": r#ref}),
+        ))
+    };
+    set_oidc_auth(
+        &s,
+        &id,
+        cfg("project_path:group/*:ref_type:branch:ref:main"),
+    )
+    .await;
+    token(&s, "deploy", &job("group/app", "main")).await;
+    refused(&s, "deploy", &job("group/sub/app", "main"), "subject (sub)").await;
+    refused(
+        &s,
+        "deploy",
+        &job("group/app", "feature/main"),
+        "subject (sub)",
+    )
+    .await;
+    refused(&s, "deploy", &job("other/app", "main"), "subject (sub)").await;
+
+    set_oidc_auth(
+        &s,
+        &id,
+        cfg("project_path:group/**:ref_type:branch:ref:main"),
+    )
+    .await;
+    token(&s, "deploy", &job("group/sub/app", "main")).await;
+    token(&s, "deploy", &job("group/app", "main")).await;
+    refused(&s, "deploy", &job("groupie/app", "main"), "subject (sub)").await;
+    refused(&s, "deploy", &job("group/sub/app", "dev"), "subject (sub)").await;
+}
+
+/// On GitHub Actions, `refs/heads/*` is a branch push of a top-level
+/// branch: not a pull request, not `feature/x`; and `repo:octo-org/*` does
+/// not take in the org's pull-request jobs (`*` never crosses `:`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_pull_request_does_not_match_a_branch_pattern() {
+    let issuer = Issuer::start(Algorithm::ES256, false, false).await;
+    let s = Server::start(Backend::Sqlite).await;
+    let id = add_identity(&s, "gh-deploy").await;
+    let cfg = |subject: &str| {
+        json!({"discoveryURL": issuer.discovery_url, "issuer": GITHUB_ISS,
+               "audiences": [INFRA_AUD], "subject": subject})
+    };
+    let job = |sub: &str| issuer.sign(&github_claims(sub));
+    let main = "repo:octo-org/octo-repo:ref:refs/heads/main";
+    let pr = "repo:octo-org/octo-repo:pull_request";
+    let nested = "repo:octo-org/octo-repo:ref:refs/heads/feature/x";
+
+    set_oidc_auth(&s, &id, cfg("repo:octo-org/octo-repo:ref:refs/heads/*")).await;
+    token(&s, "gh-deploy", &job(main)).await;
+    refused(&s, "gh-deploy", &job(pr), "subject (sub)").await;
+    refused(&s, "gh-deploy", &job(nested), "subject (sub)").await;
+    refused(
+        &s,
+        "gh-deploy",
+        &job("repo:octo-org/octo-repo:environment:prod"),
+        "subject (sub)",
+    )
+    .await;
+
+    set_oidc_auth(&s, &id, cfg("repo:octo-org/*")).await;
+    refused(&s, "gh-deploy", &job(pr), "subject (sub)").await;
+    refused(&s, "gh-deploy", &job(main), "subject (sub)").await;
+
+    set_oidc_auth(&s, &id, cfg("repo:octo-org/octo-repo:ref:refs/heads/**")).await;
+    token(&s, "gh-deploy", &job(nested)).await;
+    refused(&s, "gh-deploy", &job(pr), "subject (sub)").await;
+
+    set_oidc_auth(&s, &id, cfg("repo:octo-org/octo-repo:environment:prod")).await;
+    token(
+        &s,
+        "gh-deploy",
+        &job("repo:octo-org/octo-repo:environment:prod"),
+    )
+    .await;
+    refused(&s, "gh-deploy", &job(main), "subject (sub)").await;
+}
+
 // ------------------------------------------------------------------ lifetime
 
 both_backends!(tokens_renew_up_to_max_ttl_count_uses_and_revoke);
@@ -568,8 +873,8 @@ async fn tokens_renew_up_to_max_ttl_count_uses_and_revoke(b: Backend) {
     let id = add_identity(&s, "job").await;
     let cfg = |ttl: u64, max: u64, uses: u64| {
         json!({"discoveryURL": issuer.discovery_url, "issuer": GITLAB_ISS,
-               "audiences": [INFRA_AUD], "accessTokenTTL": ttl, "accessTokenMaxTTL": max,
-               "accessTokenMaxUses": uses})
+               "subject": GITLAB_SUB, "audiences": [INFRA_AUD], "accessTokenTTL": ttl,
+               "accessTokenMaxTTL": max, "accessTokenMaxUses": uses})
     };
     let renew = |t: &str| {
         s.call(

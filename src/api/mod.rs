@@ -551,7 +551,12 @@ pub const DEFAULT_TRUSTED_IPS: &[&str] = &["0.0.0.0/0", "::/0"];
 /// `PUT /api/identities/{id}/oidc-auth`: how a machine identity logs in
 /// with its workload's OIDC JWT. Replaces the whole configuration; fields
 /// left out take their defaults. `subject`, `audiences` and the values of
-/// `claims` are glob patterns (`*` any run of characters, `?` one).
+/// `claims` are glob patterns: `*` any run of characters within one segment
+/// (never `/` or `:`), `**` any run across `/` (never `:`), `?` one
+/// character other than `/` and `:`; `***` is refused. The configuration
+/// must bind a workload: `subject`, or an identifying claim (not `ref`,
+/// `environment`, `aud`, …), must hold a letter or digit outside the
+/// wildcards; otherwise it is refused (400 naming `subject` and `claims`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OidcAuthRequest {

@@ -55,27 +55,65 @@ pub enum IdentitiesCmd {
         server: ServerArg,
     },
     /// How an identity logs in with its workload's OIDC JWT
-    #[command(subcommand, name = "oidc-auth")]
+    #[command(
+        subcommand,
+        name = "oidc-auth",
+        after_help = "A configuration must bind a workload: --subject, or --claims on an \
+                      identifying claim such as project_path or repository. Patterns: * within \
+                      one segment (never / or :), ** across / (never :), ? one character. See \
+                      `infra identities oidc-auth set --help`."
+    )]
     OidcAuth(OidcAuthCmd),
 }
+
+/// `infra identities oidc-auth set --help`, after the flags.
+const SET_HELP: &str = "\
+Patterns: --subject, --audiences and the values of --claims are glob patterns.
+  *    any run of characters within one segment: never / nor :
+  **   any run of characters across /, never :
+  ?    exactly one character other than / and :
+  Anything else matches itself; *** (or more) is refused. GitLab and GitHub subjects
+  separate their fields with :, so no pattern reaches from one field into the next.
+  A list-valued claim matches if one of its elements does.
+
+Binding: the configuration must name the workload: --subject, or --claims on an
+identifying claim (project_path, namespace_path, project_id, repository,
+repository_owner, ...), with a letter or digit outside the wildcards. It is refused
+otherwise: audiences alone, '*', and claims that any project's job can have (ref,
+ref_type, ref_protected, environment, event_name, pipeline_source, user_login,
+actor, sha, ...) accept every project of a shared issuer like gitlab.com or GitHub
+Actions. Configurations saved before this rule refuse every login until fixed.
+
+Flags left out take their defaults (the whole configuration is replaced).
+
+Examples:
+  # GitLab: the main branch of group/app
+  infra identities oidc-auth set deploy-bot --discovery-url https://gitlab.com \\
+    --issuer https://gitlab.com --audiences https://infra.example.com \\
+    --subject 'project_path:group/app:ref_type:branch:ref:main'
+  # GitLab: main of the projects directly in group (not of its subgroups)
+    --subject 'project_path:group/*:ref_type:branch:ref:main'
+  # GitLab: main of every project of group and of its nested subgroups
+    --subject 'project_path:group/**:ref_type:branch:ref:main'
+  # GitHub Actions: pushes to main of octo-org/octo-repo (not its pull requests)
+  infra identities oidc-auth set gh-deploy \\
+    --discovery-url https://token.actions.githubusercontent.com \\
+    --issuer https://token.actions.githubusercontent.com \\
+    --audiences https://infra.example.com \\
+    --subject 'repo:octo-org/octo-repo:ref:refs/heads/main'
+  # GitHub Actions: its jobs of the environment prod; its pull requests
+    --subject 'repo:octo-org/octo-repo:environment:prod'
+    --subject 'repo:octo-org/octo-repo:pull_request'
+  # SPIRE: every workload under /workload/ (one segment deep)
+  infra identities oidc-auth set api-server --discovery-url https://oidc.spire.example \\
+    --issuer https://oidc.spire.example --ca-cert spire-ca.pem \\
+    --subject 'spiffe://example.org/workload/*' --audiences infra \\
+    --access-token-ttl 10m --access-token-trusted-ips 10.0.0.0/8";
 
 #[derive(Debug, Subcommand)]
 pub enum OidcAuthCmd {
     /// Set (replace) the identity's oidc-auth configuration
-    #[command(
-        after_help = "SUBJECT, AUDIENCES and claim values are glob patterns: * matches any \
-                            run of characters, ? one character. At least one of --subject, \
-                            --audiences or --claims is required. Flags left out take their \
-                            defaults (the whole configuration is replaced).\n\n\
-                            Examples:\n  \
-                            infra identities oidc-auth set deploy-bot --discovery-url https://gitlab.com \\\n    \
-                            --issuer https://gitlab.com --audiences https://infra.example.com \\\n    \
-                            --subject 'project_path:group/app:ref_type:branch:ref:main'\n  \
-                            infra identities oidc-auth set api-server --discovery-url https://oidc.spire.example \\\n    \
-                            --issuer https://oidc.spire.example --ca-cert spire-ca.pem \\\n    \
-                            --subject 'spiffe://example.org/workload/*' --audiences infra \\\n    \
-                            --access-token-ttl 10m --access-token-trusted-ips 10.0.0.0/8"
-    )]
+    #[command(after_help = SET_HELP)]
     Set(Box<SetArgs>),
     /// Show the identity's oidc-auth configuration
     #[command(
@@ -322,9 +360,10 @@ async fn oidc_auth(cmd: OidcAuthCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The server's field names, as the flags a person typed.
+/// The server's field names, as the flags a person typed: the message
+/// starts with the field (`subject: …`, or `subject or claims: …`).
 fn flag_names(message: &str) -> String {
-    [
+    const FLAGS: [(&str, &str); 10] = [
         ("discoveryURL", "--discovery-url"),
         ("issuer", "--issuer"),
         ("caCert", "--ca-cert"),
@@ -335,11 +374,23 @@ fn flag_names(message: &str) -> String {
         ("accessTokenMaxTTL", "--access-token-max-ttl"),
         ("accessTokenMaxUses", "--access-token-max-uses"),
         ("accessTokenTrustedIPs", "--access-token-trusted-ips"),
-    ]
-    .iter()
-    .fold(message.to_string(), |m, (field, flag)| {
-        m.replace(&format!("{field}:"), &format!("{flag}:"))
-    })
+    ];
+    let Some((fields, rest)) = message.split_once(": ") else {
+        return message.to_string();
+    };
+    let flags: Option<Vec<&str>> = fields
+        .split(" or ")
+        .map(|f| {
+            FLAGS
+                .iter()
+                .find(|(name, _)| *name == f)
+                .map(|(_, flag)| *flag)
+        })
+        .collect();
+    match flags {
+        Some(flags) => format!("{}: {rest}", flags.join(" or ")),
+        None => message.to_string(),
+    }
 }
 
 fn show(c: &OidcAuth) -> anyhow::Result<()> {

@@ -9,7 +9,7 @@
 //! `extract` calls for keys owned by an identity. The routes that use them
 //! are in `routes::identities`, the tables in `store::identities`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,32 +53,250 @@ const ALLOWED_NAMES: &str = "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES
 
 // ------------------------------------------------------------------ patterns
 
-/// Matches `text` against a glob `pattern`: `*` stands for any run of
-/// characters (`/` and `:` included), `?` for exactly one; everything else
-/// matches itself.
+/// One piece of a pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    /// Matches itself.
+    Literal(char),
+    /// `?`: exactly one character other than `/` and `:`.
+    One,
+    /// `*`: any run of characters other than `/` and `:`.
+    Star,
+    /// `**`: any run of characters other than `:`.
+    DoubleStar,
+}
+
+/// What `*` and `?` may match: anything but the separators of path
+/// segments (`/`) and of the fields of GitLab and GitHub subjects (`:`).
+fn in_segment(c: char) -> bool {
+    c != '/' && c != ':'
+}
+
+/// The pieces of a pattern; three or more `*` in a row have no meaning.
+fn pieces(pattern: &str) -> Result<Vec<Piece>, String> {
+    let mut out = Vec::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(match c {
+            '*' => {
+                let mut run = 1;
+                while chars.next_if_eq(&'*').is_some() {
+                    run += 1;
+                }
+                match run {
+                    1 => Piece::Star,
+                    2 => Piece::DoubleStar,
+                    n => {
+                        return Err(format!(
+                            "{} has no meaning: use * (within one segment, never / or :) or ** \
+                             (across /, never :)",
+                            "*".repeat(n)
+                        ));
+                    }
+                }
+            }
+            '?' => Piece::One,
+            c => Piece::Literal(c),
+        });
+    }
+    Ok(out)
+}
+
+/// Why `pattern` is not a valid pattern, if it is not.
+pub fn pattern_problem(pattern: &str) -> Option<String> {
+    pieces(pattern).err()
+}
+
+/// Matches `text` against a glob `pattern`:
+///
+/// - `*` stands for any run of characters (none too) within one segment:
+///   never `/`, never `:`;
+/// - `**` for any run of characters across `/`, but never `:` (which
+///   separates the fields of GitLab and GitHub subjects, so no pattern
+///   reaches from one field into the next);
+/// - `?` for exactly one character other than `/` and `:`;
+/// - everything else matches itself.
+///
+/// So `project_path:group/*:ref_type:branch:ref:main` takes the projects of
+/// `group` but not those of its subgroups (`group/**` does), and
+/// `repo:o/r:ref:refs/heads/*` takes a push to `main` but not to
+/// `feature/x`, nor a pull request. A pattern with `***` matches nothing
+/// (configurations refuse it; see [`pattern_problem`]).
+///
+/// The pattern runs as a set of positions over the text, one character at
+/// a time: O(pattern × text), never backtracking.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    // Where the last `*` was, and the text position it now stands up to.
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && p[pi] == t[ti])) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            // Let the last `*` swallow one more character and retry.
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
+    let Ok(pieces) = pieces(pattern) else {
+        return false;
+    };
+    // at[i]: the first i pieces match the text read so far.
+    let mut at = vec![false; pieces.len() + 1];
+    let mut next = at.clone();
+    at[0] = true;
+    skip_empty_wildcards(&pieces, &mut at);
+    for c in text.chars() {
+        next.fill(false);
+        let mut alive = false;
+        for (i, piece) in pieces.iter().enumerate() {
+            if !at[i] {
+                continue;
+            }
+            let to = match *piece {
+                Piece::Literal(l) if l == c => i + 1,
+                Piece::One if in_segment(c) => i + 1,
+                Piece::Star if in_segment(c) => i,
+                Piece::DoubleStar if c != ':' => i,
+                _ => continue,
+            };
+            next[to] = true;
+            alive = true;
+        }
+        if !alive {
             return false;
         }
+        skip_empty_wildcards(&pieces, &mut next);
+        std::mem::swap(&mut at, &mut next);
     }
-    p[pi..].iter().all(|&c| c == '*')
+    at[pieces.len()]
+}
+
+/// A wildcard may match nothing: a position before one is also after it.
+fn skip_empty_wildcards(pieces: &[Piece], at: &mut [bool]) {
+    for (i, piece) in pieces.iter().enumerate() {
+        if at[i] && matches!(piece, Piece::Star | Piece::DoubleStar) {
+            at[i + 1] = true;
+        }
+    }
+}
+
+/// Claims that never say *which* workload holds the JWT, so a pattern on
+/// them binds nobody: on a shared issuer (gitlab.com, GitHub Actions) any
+/// project can have a branch `main`, an environment `production`, a push
+/// event, a job started by a given user, and so on; a configuration bound
+/// by them alone (say `ref: main`, or `user_login: alice`, who may run
+/// jobs in any project) would accept a job of every project. The first
+/// ones are the JWT's own metadata: `iss` is checked on its own, `aud`
+/// binds the token to infra, not to a workload.
+pub const NON_IDENTIFYING_CLAIMS: &[&str] = &[
+    // The token itself.
+    "iss",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "azp",
+    "auth_time",
+    "nonce",
+    "sid",
+    "acr",
+    "amr",
+    "at_hash",
+    "c_hash",
+    // What a CI job runs on, for, and who started it: any project has these.
+    "ref",
+    "ref_type",
+    "ref_path",
+    "ref_protected",
+    "environment",
+    "environment_protected",
+    "environment_action",
+    "deployment_tier",
+    "event_name",
+    "pipeline_source",
+    "runner_environment",
+    "runner_id",
+    "job_id",
+    "pipeline_id",
+    "run_id",
+    "run_number",
+    "run_attempt",
+    "sha",
+    "workflow",
+    "workflow_sha",
+    "job_workflow_sha",
+    "ci_config_sha",
+    "head_ref",
+    "base_ref",
+    "repository_visibility",
+    "actor",
+    "actor_id",
+    "user_login",
+    "user_email",
+    "user_id",
+    "triggering_actor",
+];
+
+/// Whether a pattern pins something: at least one letter or digit that is
+/// not a wildcard (`*`, `**`, `?`, `*:*` and `*/*` pin nothing).
+fn pins_something(pattern: &str) -> bool {
+    pieces(pattern).is_ok_and(|p| {
+        p.iter()
+            .any(|piece| matches!(piece, Piece::Literal(c) if c.is_alphanumeric()))
+    })
+}
+
+/// Why a configuration with this subject and these claims binds no
+/// workload, or `None` when it binds one: its subject, or the pattern of
+/// one identifying claim (not in [`NON_IDENTIFYING_CLAIMS`]), must hold a
+/// letter or digit. Audiences never bind: every job of the issuer can ask
+/// for a token with infra's audience.
+pub fn binding_problem(subject: &str, claims: &BTreeMap<String, String>) -> Option<String> {
+    if pins_something(subject)
+        || claims.iter().any(|(name, pattern)| {
+            !NON_IDENTIFYING_CLAIMS.contains(&name.as_str()) && pins_something(pattern)
+        })
+    {
+        return None;
+    }
+    let mut found = Vec::new();
+    if subject.is_empty() {
+        found.push("no subject".to_string());
+    } else {
+        found.push(format!("the subject {subject:?} pins nothing"));
+    }
+    let (plain, identifying): (Vec<_>, Vec<_>) = claims
+        .iter()
+        .partition(|(name, _)| NON_IDENTIFYING_CLAIMS.contains(&name.as_str()));
+    for (name, pattern) in identifying {
+        found.push(format!("the claim {name} {pattern:?} pins nothing"));
+    }
+    match plain.len() {
+        0 if claims.is_empty() => found.push("no claims".to_string()),
+        0 => {}
+        1 => found.push(format!("{} identifies no workload", plain[0].0)),
+        _ => found.push(format!(
+            "{} identify no workload",
+            plain
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+    Some(format!(
+        "the configuration binds no workload ({}): audiences alone, \"*\" and claims such as ref \
+         accept every project of a shared issuer like gitlab.com; set --subject (e.g. \
+         'project_path:mygroup/myproject:ref_type:branch:ref:main' on GitLab, \
+         'repo:my-org/my-repo:ref:refs/heads/main' on GitHub Actions) or --claims on an \
+         identifying claim (project_path, namespace_path, repository, repository_owner …)",
+        found.join("; ")
+    ))
+}
+
+/// Whether a stored configuration may be used at all: every pattern valid
+/// and a workload bound. Saving checks the same (`routes::identities`), but
+/// a configuration saved by an older version may not meet it.
+pub fn config_problem(cfg: &OidcAuthRow) -> Option<String> {
+    let patterns = std::iter::once(("subject", &cfg.subject))
+        .chain(cfg.audiences.iter().map(|a| ("audiences", a)))
+        .chain(cfg.claims.iter().map(|(n, p)| (n.as_str(), p)));
+    for (what, pattern) in patterns {
+        if let Some(why) = pattern_problem(pattern) {
+            return Some(format!("its {what} pattern {pattern:?} is invalid: {why}"));
+        }
+    }
+    binding_problem(&cfg.subject, &cfg.claims)
 }
 
 /// Parses a CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single address,
@@ -403,8 +621,12 @@ fn values(v: &Value) -> Vec<String> {
     }
 }
 
-/// `iat`, `sub`, `aud` and the configured claims.
+/// The configuration itself (see [`config_problem`]), then `iat`, `sub`,
+/// `aud` and the configured claims.
 fn check_bounds(claims: &Map<String, Value>, cfg: &OidcAuthRow, now: i64) -> Result<(), JwtError> {
+    if let Some(why) = config_problem(cfg) {
+        return Err(rejected(why));
+    }
     if let Some(iat) = claims.get("iat") {
         let iat = iat
             .as_f64()
@@ -527,27 +749,265 @@ mod tests {
         assert!(!glob_match("abc", "abcd"));
         assert!(!glob_match("abcd", "abc"));
         assert!(glob_match("*", ""));
-        assert!(glob_match("*", "anything/at:all"));
+        assert!(glob_match("**", ""));
+        assert!(glob_match("*", "any-thing.at_all@x"));
         assert!(glob_match("a*c", "ac"));
         assert!(glob_match("a*c", "abbbc"));
         assert!(!glob_match("a*c", "abbbd"));
         assert!(glob_match("a?c", "abc"));
         assert!(!glob_match("a?c", "ac"));
+        assert!(!glob_match("a?c", "abbc"));
+        assert!(glob_match("*a*b*", "xxaxxbxx"));
+        assert!(!glob_match("*a*b*", "xxbxxaxx"));
+        assert!(glob_match("é?", "éü"));
+        assert!(glob_match("", ""));
+        assert!(!glob_match("", "a"));
+        // `*` and `?` stay within a segment; `**` crosses `/` only.
+        for sep in ["/", ":"] {
+            assert!(!glob_match("*", sep), "{sep}");
+            assert!(!glob_match("a?b", &format!("a{sep}b")), "{sep}");
+            assert!(!glob_match("a*b", &format!("a{sep}b")), "{sep}");
+            assert!(glob_match(&format!("a*{sep}*b"), &format!("a{sep}b")));
+        }
+        assert!(glob_match("a**b", "a/x/y/b"));
+        assert!(glob_match("a/**/b", "a/x/y/b"));
+        assert!(!glob_match("a**b", "a:b"));
+        assert!(!glob_match("a**b", "a/x:y/b"));
+        assert!(!glob_match("**", "a:b"));
+        assert!(glob_match("*/**", "a/b/c"));
+        assert!(!glob_match("*/**", "a"));
+        // Three stars or more have no meaning: they match nothing.
+        assert!(!glob_match("***", "a"));
+        assert!(!glob_match("a***", "a"));
+        assert!(pattern_problem("a***b").is_some_and(|m| m.contains("***")));
+        assert!(pattern_problem("****").is_some_and(|m| m.contains("****")));
+        assert_eq!(pattern_problem("a**/*?b"), None);
+    }
+
+    /// GitLab CI subjects: `project_path:GROUP/PROJECT:ref_type:TYPE:ref:REF`.
+    #[test]
+    fn gitlab_subjects() {
+        let group_star = "project_path:group/*:ref_type:branch:ref:main";
+        let group_all = "project_path:group/**:ref_type:branch:ref:main";
+        let direct = "project_path:group/app:ref_type:branch:ref:main";
+        let nested = "project_path:group/sub/app:ref_type:branch:ref:main";
+        assert!(glob_match(group_star, direct));
+        assert!(!glob_match(group_star, nested), "a nested subgroup");
+        assert!(glob_match(group_all, nested));
+        assert!(glob_match(group_all, direct));
+        for other in [
+            "project_path:group/app:ref_type:branch:ref:feature",
+            "project_path:group/app:ref_type:branch:ref:feature/main",
+            "project_path:group/app:ref_type:tag:ref:main",
+            "project_path:groupie/app:ref_type:branch:ref:main",
+            "project_path:other/group/app:ref_type:branch:ref:main",
+            "project_path:group/app:ref_type:branch:ref:main:x",
+        ] {
+            assert!(!glob_match(group_star, other), "{other}");
+            assert!(!glob_match(group_all, other), "{other}");
+        }
+        // A branch name with `/` needs `**`.
+        let any_ref = "project_path:group/app:ref_type:branch:ref:*";
         assert!(glob_match(
-            "project_path:group/*:ref_type:branch:ref:main",
-            "project_path:group/project:ref_type:branch:ref:main"
+            any_ref,
+            "project_path:group/app:ref_type:branch:ref:main"
         ));
         assert!(!glob_match(
-            "project_path:group/*:ref_type:branch:ref:main",
-            "project_path:group/project:ref_type:branch:ref:feature"
+            any_ref,
+            "project_path:group/app:ref_type:branch:ref:feature/x"
         ));
+        assert!(glob_match(
+            "project_path:group/app:ref_type:branch:ref:**",
+            "project_path:group/app:ref_type:branch:ref:feature/x"
+        ));
+        // `**` does not reach into the next field.
+        assert!(!glob_match(
+            "project_path:**",
+            "project_path:group/app:ref_type:branch:ref:main"
+        ));
+        assert!(!glob_match("project_path:group/*", direct));
         assert!(glob_match(
             "spiffe://example.org/workload/*",
             "spiffe://example.org/workload/api-server"
         ));
-        assert!(glob_match("*a*b*", "xxaxxbxx"));
-        assert!(!glob_match("*a*b*", "xxbxxaxx"));
-        assert!(glob_match("é?", "éü"));
+        assert!(!glob_match(
+            "spiffe://example.org/workload/*",
+            "spiffe://example.org/workload/ns/api-server"
+        ));
+    }
+
+    /// GitHub Actions subjects: `repo:OWNER/REPO:ref:REF`,
+    /// `repo:OWNER/REPO:pull_request`, `repo:OWNER/REPO:environment:ENV`.
+    #[test]
+    fn github_subjects() {
+        let heads = "repo:o/r:ref:refs/heads/*";
+        assert!(glob_match(heads, "repo:o/r:ref:refs/heads/main"));
+        assert!(!glob_match(heads, "repo:o/r:ref:refs/heads/feature/x"));
+        assert!(!glob_match(heads, "repo:o/r:pull_request"));
+        assert!(!glob_match(heads, "repo:o/r:ref:refs/tags/v1"));
+        assert!(!glob_match(heads, "repo:o/r2:ref:refs/heads/main"));
+        assert!(glob_match(
+            "repo:o/r:ref:refs/heads/**",
+            "repo:o/r:ref:refs/heads/feature/x"
+        ));
+        for sub in [
+            "repo:o/r:pull_request",
+            "repo:o/r:ref:refs/heads/main",
+            "repo:o/r:environment:prod",
+        ] {
+            assert!(!glob_match("repo:o/*", sub), "{sub}");
+            assert!(!glob_match("repo:o/**", sub), "{sub}");
+        }
+        assert!(glob_match("repo:o/r:pull_request", "repo:o/r:pull_request"));
+        assert!(glob_match("repo:o/*:pull_request", "repo:o/r:pull_request"));
+        assert!(glob_match(
+            "repo:o/r:environment:prod",
+            "repo:o/r:environment:prod"
+        ));
+        assert!(!glob_match(
+            "repo:o/r:environment:prod",
+            "repo:o/r:environment:prod-eu"
+        ));
+        // Only one-field subjects are one `*` away from `repo:o/r:`.
+        assert!(glob_match("repo:o/r:*", "repo:o/r:pull_request"));
+        assert!(!glob_match("repo:o/r:*", "repo:o/r:ref:refs/heads/main"));
+    }
+
+    /// A hostile pattern against a long text takes time linear in the text,
+    /// not exponential.
+    #[test]
+    fn hostile_patterns_finish_quickly() {
+        let start = Instant::now();
+        for star in ["*", "**"] {
+            let pattern = format!("{star}a").repeat(50);
+            let text = "a".repeat(20_000);
+            assert!(glob_match(&pattern, &text));
+            assert!(!glob_match(&pattern, &format!("{text}b")));
+            assert!(!glob_match(&format!("{pattern}b"), &text));
+            let slashes = "/a".repeat(10_000);
+            assert_eq!(glob_match(&pattern, &slashes), star == "**");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            start.elapsed()
+        );
+    }
+
+    fn claim_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn binding() {
+        let binds = |subject: &str, claims: &[(&str, &str)]| {
+            binding_problem(subject, &claim_map(claims)).is_none()
+        };
+        // A subject with a letter or digit outside the wildcards binds.
+        for subject in [
+            "project_path:group/app:ref_type:branch:ref:main",
+            "project_path:group/*:ref_type:branch:ref:main",
+            "project_path:group/**:ref_type:branch:ref:main",
+            "repo:octo-org/octo-repo:ref:refs/heads/main",
+            "repo:octo-org/octo-repo:pull_request",
+            "repo:octo-org/octo-repo:environment:prod",
+            "spiffe://example.org/workload/*",
+            "ci-runner",
+            "7",
+        ] {
+            assert!(binds(subject, &[]), "{subject}");
+        }
+        // Wildcards and separators alone bind nothing.
+        for subject in [
+            "", "*", "**", "?", "*:*", "*/*", "**:**:*", "?*/-_.:", "***",
+        ] {
+            assert!(!binds(subject, &[]), "{subject:?}");
+            assert!(!binds(subject, &[("ref", "main")]), "{subject:?}");
+        }
+        // An identifying claim binds.
+        for claim in [
+            ("project_path", "group/app"),
+            ("project_path", "group/**"),
+            ("namespace_path", "group"),
+            ("project_id", "42"),
+            ("repository", "octo-org/octo-repo"),
+            ("repository_owner", "octo-org"),
+            (
+                "job_workflow_ref",
+                "octo-org/workflows/.github/workflows/deploy.yml@*",
+            ),
+            ("email", "*@example.com"),
+            ("sub", "repo:octo-org/*:pull_request"),
+        ] {
+            assert!(binds("", &[claim]), "{claim:?}");
+            assert!(binds("*", &[claim, ("ref", "main")]), "{claim:?}");
+        }
+        // Claims any project's job can have do not, nor an identifying
+        // claim on a wildcard.
+        for claims in [
+            &[("ref", "main")][..],
+            &[("ref", "refs/heads/main"), ("ref_type", "branch")],
+            &[("environment", "production"), ("ref_protected", "true")],
+            &[("event_name", "push"), ("pipeline_source", "push")],
+            &[("user_login", "alice")],
+            &[("actor", "octocat"), ("triggering_actor", "octocat")],
+            &[("iss", "https://gitlab.com"), ("aud", "infra")],
+            &[("project_path", "*")],
+            &[("project_path", "**"), ("namespace_path", "*/*")],
+        ] {
+            assert!(!binds("", claims), "{claims:?}");
+            assert!(!binds("*", claims), "{claims:?}");
+        }
+        // The refusal says what it found, and what to do.
+        let why = binding_problem("", &BTreeMap::new()).unwrap();
+        assert!(why.contains("(no subject; no claims)"), "{why}");
+        assert!(why.contains("project_path:mygroup/myproject:ref_type:branch:ref:main"));
+        assert!(why.contains("repo:my-org/my-repo:ref:refs/heads/main"));
+        let why = binding_problem("*", &claim_map(&[("ref", "main")])).unwrap();
+        assert!(why.contains(r#"the subject "*" pins nothing"#), "{why}");
+        assert!(why.contains("ref identifies no workload"), "{why}");
+        let why = binding_problem(
+            "",
+            &claim_map(&[("project_path", "**"), ("ref", "main"), ("sha", "*")]),
+        )
+        .unwrap();
+        assert!(
+            why.contains(r#"the claim project_path "**" pins nothing"#),
+            "{why}"
+        );
+        assert!(why.contains("ref, sha identify no workload"), "{why}");
+        // Every name in the list is a claim name, once.
+        let mut names = NON_IDENTIFYING_CLAIMS.to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), NON_IDENTIFYING_CLAIMS.len());
+    }
+
+    /// A configuration saved before these rules is held to them at login.
+    #[test]
+    fn stored_configurations_are_checked_at_every_use() {
+        let mut c = cfg();
+        assert_eq!(config_problem(&c), None);
+        let ok = json_claims(r#"{"sub":"repo:x","aud":"infra","ref":"main"}"#);
+        assert_eq!(check_bounds(&ok, &c, 0), Ok(()));
+        c.subject = "*".into();
+        let why = config_problem(&c).unwrap();
+        assert!(why.contains("binds no workload"), "{why}");
+        assert!(
+            matches!(check_bounds(&ok, &c, 0), Err(JwtError::Rejected(m)) if m == why),
+            "an unbound configuration refuses even a JWT that meets it"
+        );
+        c.subject = String::new();
+        c.claims.clear();
+        assert!(config_problem(&c).is_some());
+        c.subject = "repo:***".into();
+        assert!(config_problem(&c).is_some_and(|m| m.contains("subject pattern")));
+        c.subject = "repo:*".into();
+        c.audiences = vec!["in***fra".into()];
+        assert!(config_problem(&c).is_some_and(|m| m.contains("audiences pattern")));
     }
 
     #[test]

@@ -11,14 +11,16 @@ use axum::http::StatusCode;
 use secrecy::ExposeSecret;
 
 use crate::api::{
-    AccessTokenRequest, CreateIdentityRequest, Identity, ListResponse, MachineAccessToken,
-    NameQuery, OidcAuth, OidcAuthLoginRequest, OidcAuthRequest,
+    AccessTokenRequest, CreateIdentityRequest, FieldError, Identity, ListResponse,
+    MachineAccessToken, NameQuery, OidcAuth, OidcAuthLoginRequest, OidcAuthRequest,
 };
 use crate::server::AppState;
 use crate::server::crypto;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, Caller, RemoteAddr, list as to_list, page};
-use crate::server::machine_auth::{JwtError, ip_trusted, parse_cidr, verify_jwt};
+use crate::server::machine_auth::{
+    JwtError, binding_problem, config_problem, ip_trusted, parse_cidr, pattern_problem, verify_jwt,
+};
 use crate::server::store::{
     self, AccessKeyRow, AuditEntry, IdentityRow, MachineTokenRow, NewAccessKey, NewMachineToken,
     OidcAuthRow, StoreError,
@@ -128,7 +130,21 @@ fn check_pattern(field: &str, p: &str) -> ApiResult<()> {
             "must be a pattern of 1 to 1024 characters without control characters",
         ));
     }
+    if let Some(why) = pattern_problem(p) {
+        return Err(ApiError::field(field, format!("{p:?}: {why}")));
+    }
     Ok(())
+}
+
+/// A 400 naming both fields that could bind a workload.
+fn binds_nothing(why: String) -> ApiError {
+    let field = |name: &str| FieldError {
+        field_name: name.to_string(),
+        errors: vec![why.clone()],
+    };
+    let mut e = ApiError::bad_request(format!("subject or claims: {why}"));
+    e.field_errors = vec![field("subject"), field("claims")];
+    e
 }
 
 /// Checks a configuration and fills in the defaults.
@@ -174,12 +190,9 @@ fn validate(identity_id: &str, req: OidcAuthRequest) -> ApiResult<OidcAuthRow> {
         }
         check_pattern("claims", v)?;
     }
-    if req.subject.is_empty() && req.audiences.is_empty() && req.claims.is_empty() {
-        return Err(ApiError::field(
-            "subject",
-            "give at least one of subject, audiences or claims: without a bound, any workload \
-             the issuer vouches for could log in as this identity",
-        ));
+    // Audiences do not count: every workload of the issuer can ask for one.
+    if let Some(why) = binding_problem(&req.subject, &req.claims) {
+        return Err(binds_nothing(why));
     }
     let ttl = req
         .access_token_ttl
@@ -375,6 +388,14 @@ pub async fn oidc_auth_login(
         let why = format!(
             "logins from {} are not allowed: the address is not among the identity's trusted IPs",
             if addr.is_empty() { "here" } else { &addr }
+        );
+        return Err(refuse(&state, target, &addr, &why).await);
+    }
+    // Saved by an older version, it may accept every workload of the issuer.
+    if let Some(why) = config_problem(&cfg) {
+        let why = format!(
+            "its oidc-auth configuration is refused: {why}; an admin fixes it with `infra \
+             identities oidc-auth set {target} …`"
         );
         return Err(refuse(&state, target, &addr, &why).await);
     }
