@@ -107,7 +107,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Add a user')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List users')
-            [CompletionResult]::new('edit', 'edit', [CompletionResultType]::ParameterValue, 'Change a user''s password')
+            [CompletionResult]::new('edit', 'edit', [CompletionResultType]::ParameterValue, 'Change a local user''s password (yours: give the current one first)')
             [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove a user, with their grants and keys')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -151,7 +151,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
         'infra;users;help' {
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Add a user')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List users')
-            [CompletionResult]::new('edit', 'edit', [CompletionResultType]::ParameterValue, 'Change a user''s password')
+            [CompletionResult]::new('edit', 'edit', [CompletionResultType]::ParameterValue, 'Change a local user''s password (yours: give the current one first)')
             [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove a user, with their grants and keys')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -382,6 +382,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--expiry', '--expiry', [CompletionResultType]::ParameterName, 'How long the key lasts, e.g. 720h or 30d')
             [CompletionResult]::new('--inactivity-timeout', '--inactivity-timeout', [CompletionResultType]::ParameterName, 'How long the key may go unused, e.g. 72h')
             [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'Create the key for another user (admins)')
+            [CompletionResult]::new('--destination', '--destination', [CompletionResultType]::ParameterName, 'With --connector: the one destination the key serves [default: --name]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
             [CompletionResult]::new('--connector', '--connector', [CompletionResultType]::ParameterName, 'Create a key for a connector (admins)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -448,6 +449,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--client-secret', '--client-secret', [CompletionResultType]::ParameterName, 'The client secret (or INFRA_PROVIDER_CLIENT_SECRET)')
             [CompletionResult]::new('--kind', '--kind', [CompletionResultType]::ParameterName, 'oidc, okta, azure, google, gitlab, dex or keycloak')
             [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file with the provider''s CA, when it is not publicly trusted')
+            [CompletionResult]::new('--username-claim', '--username-claim', [CompletionResultType]::ParameterName, 'The claim that names users, e.g. preferred_username (Dex, Keycloak, GitLab) [default: the verified email]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
@@ -469,6 +471,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--client-id', '--client-id', [CompletionResultType]::ParameterName, 'A new client id')
             [CompletionResult]::new('--client-secret', '--client-secret', [CompletionResultType]::ParameterName, 'A new client secret (or INFRA_PROVIDER_CLIENT_SECRET)')
             [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'PEM file with the provider''s CA')
+            [CompletionResult]::new('--username-claim', '--username-claim', [CompletionResultType]::ParameterName, 'The claim that names new users, e.g. preferred_username; "email" goes back to the verified email')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
@@ -693,6 +696,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--oidc-issuer-url', '--oidc-issuer-url', [CompletionResultType]::ParameterName, 'Register this OpenID provider at start (its issuer URL)')
             [CompletionResult]::new('--oidc-issuer-client-id', '--oidc-issuer-client-id', [CompletionResultType]::ParameterName, 'The client id registered at --oidc-issuer-url')
             [CompletionResult]::new('--oidc-issuer-client-secret', '--oidc-issuer-client-secret', [CompletionResultType]::ParameterName, 'The client secret registered at --oidc-issuer-url')
+            [CompletionResult]::new('--oidc-username-claim', '--oidc-username-claim', [CompletionResultType]::ParameterName, 'The claim that names users of the --oidc-issuer-url provider, e.g. preferred_username [default: the verified email]')
             [CompletionResult]::new('--oidc-ca-file', '--oidc-ca-file', [CompletionResultType]::ParameterName, 'PEM file with the CA of --oidc-issuer-url, when it is not publicly trusted')
             [CompletionResult]::new('--oidc-provider-name', '--oidc-provider-name', [CompletionResultType]::ParameterName, 'The name of the provider registered from the --oidc-issuer-* flags')
             [CompletionResult]::new('--oidc-callback-url', '--oidc-callback-url', [CompletionResultType]::ParameterName, 'The public URL of the server''s web sign-in callback (behind a proxy)')
@@ -788,7 +792,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
         'infra;help;users' {
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Add a user')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List users')
-            [CompletionResult]::new('edit', 'edit', [CompletionResultType]::ParameterValue, 'Change a user''s password')
+            [CompletionResult]::new('edit', 'edit', [CompletionResultType]::ParameterValue, 'Change a local user''s password (yours: give the current one first)')
             [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove a user, with their grants and keys')
             break
         }

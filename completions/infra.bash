@@ -2141,7 +2141,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__keys__subcmd__add)
-            opts="-h -V --name --expiry --inactivity-timeout --user --connector --server --help --version"
+            opts="-h -V --name --expiry --inactivity-timeout --user --connector --destination --server --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2160,6 +2160,10 @@ _infra() {
                     return 0
                     ;;
                 --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --destination)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2397,7 +2401,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__providers__subcmd__add)
-            opts="-h -V --url --client-id --client-secret --kind --ca-file --server --help --version"
+            opts="-h -V --url --client-id --client-secret --kind --ca-file --username-claim --server --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2423,6 +2427,10 @@ _infra() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --username-claim)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --server)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -2435,7 +2443,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__providers__subcmd__edit)
-            opts="-h -V --url --client-id --client-secret --ca-file --server --help --version"
+            opts="-h -V --url --client-id --client-secret --ca-file --username-claim --server --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2454,6 +2462,10 @@ _infra() {
                     return 0
                     ;;
                 --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --username-claim)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2593,7 +2605,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__server)
-            opts="-h -V --listen --tls-cert --tls-key --data-dir --db --config --root-key-file --session-expiry --session-inactivity-timeout --url --token-ttl --idp-revalidate-interval --signing-key-rotation --dev --ephemeral --dev-allow-remote --oidc-issuer-url --oidc-issuer-client-id --oidc-issuer-client-secret --oidc-ca-file --oidc-provider-name --oidc-callback-url --device-code-ttl --device-poll-interval --help --version"
+            opts="-h -V --listen --tls-cert --tls-key --data-dir --db --config --root-key-file --session-expiry --session-inactivity-timeout --url --token-ttl --idp-revalidate-interval --signing-key-rotation --dev --ephemeral --dev-allow-remote --oidc-issuer-url --oidc-issuer-client-id --oidc-issuer-client-secret --oidc-username-claim --oidc-ca-file --oidc-provider-name --oidc-callback-url --device-code-ttl --device-poll-interval --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2660,6 +2672,10 @@ _infra() {
                     return 0
                     ;;
                 --oidc-issuer-client-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --oidc-username-claim)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -98,7 +98,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --version 'Print version'
             cand add 'Add a user'
             cand list 'List users'
-            cand edit 'Change a user''s password'
+            cand edit 'Change a local user''s password (yours: give the current one first)'
             cand remove 'Remove a user, with their grants and keys'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -137,7 +137,7 @@ set edit:completion:arg-completer[infra] = {|@words|
         &'infra;users;help'= {
             cand add 'Add a user'
             cand list 'List users'
-            cand edit 'Change a user''s password'
+            cand edit 'Change a local user''s password (yours: give the current one first)'
             cand remove 'Remove a user, with their grants and keys'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -332,6 +332,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --expiry 'How long the key lasts, e.g. 720h or 30d'
             cand --inactivity-timeout 'How long the key may go unused, e.g. 72h'
             cand --user 'Create the key for another user (admins)'
+            cand --destination 'With --connector: the one destination the key serves [default: --name]'
             cand --server 'Server to use (default: the one you logged in to last)'
             cand --connector 'Create a key for a connector (admins)'
             cand -h 'Print help'
@@ -389,6 +390,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --client-secret 'The client secret (or INFRA_PROVIDER_CLIENT_SECRET)'
             cand --kind 'oidc, okta, azure, google, gitlab, dex or keycloak'
             cand --ca-file 'PEM file with the provider''s CA, when it is not publicly trusted'
+            cand --username-claim 'The claim that names users, e.g. preferred_username (Dex, Keycloak, GitLab) [default: the verified email]'
             cand --server 'Server to use (default: the one you logged in to last)'
             cand -h 'Print help'
             cand --help 'Print help'
@@ -408,6 +410,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --client-id 'A new client id'
             cand --client-secret 'A new client secret (or INFRA_PROVIDER_CLIENT_SECRET)'
             cand --ca-file 'PEM file with the provider''s CA'
+            cand --username-claim 'The claim that names new users, e.g. preferred_username; "email" goes back to the verified email'
             cand --server 'Server to use (default: the one you logged in to last)'
             cand -h 'Print help'
             cand --help 'Print help'
@@ -597,6 +600,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --oidc-issuer-url 'Register this OpenID provider at start (its issuer URL)'
             cand --oidc-issuer-client-id 'The client id registered at --oidc-issuer-url'
             cand --oidc-issuer-client-secret 'The client secret registered at --oidc-issuer-url'
+            cand --oidc-username-claim 'The claim that names users of the --oidc-issuer-url provider, e.g. preferred_username [default: the verified email]'
             cand --oidc-ca-file 'PEM file with the CA of --oidc-issuer-url, when it is not publicly trusted'
             cand --oidc-provider-name 'The name of the provider registered from the --oidc-issuer-* flags'
             cand --oidc-callback-url 'The public URL of the server''s web sign-in callback (behind a proxy)'
@@ -682,7 +686,7 @@ set edit:completion:arg-completer[infra] = {|@words|
         &'infra;help;users'= {
             cand add 'Add a user'
             cand list 'List users'
-            cand edit 'Change a user''s password'
+            cand edit 'Change a local user''s password (yours: give the current one first)'
             cand remove 'Remove a user, with their grants and keys'
         }
         &'infra;help;users;add'= {

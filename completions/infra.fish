@@ -82,7 +82,7 @@ complete -c infra -n "__fish_infra_using_subcommand users; and not __fish_seen_s
 complete -c infra -n "__fish_infra_using_subcommand users; and not __fish_seen_subcommand_from add list edit remove help" -s V -l version -d 'Print version'
 complete -c infra -n "__fish_infra_using_subcommand users; and not __fish_seen_subcommand_from add list edit remove help" -f -a "add" -d 'Add a user'
 complete -c infra -n "__fish_infra_using_subcommand users; and not __fish_seen_subcommand_from add list edit remove help" -f -a "list" -d 'List users'
-complete -c infra -n "__fish_infra_using_subcommand users; and not __fish_seen_subcommand_from add list edit remove help" -f -a "edit" -d 'Change a user\'s password'
+complete -c infra -n "__fish_infra_using_subcommand users; and not __fish_seen_subcommand_from add list edit remove help" -f -a "edit" -d 'Change a local user\'s password (yours: give the current one first)'
 complete -c infra -n "__fish_infra_using_subcommand users; and not __fish_seen_subcommand_from add list edit remove help" -f -a "remove" -d 'Remove a user, with their grants and keys'
 complete -c infra -n "__fish_infra_using_subcommand users; and not __fish_seen_subcommand_from add list edit remove help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subcommand_from add" -l server -d 'Server to use (default: the one you logged in to last)' -r
@@ -105,7 +105,7 @@ complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subco
 complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
 complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add a user'
 complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "list" -d 'List users'
-complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "edit" -d 'Change a user\'s password'
+complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "edit" -d 'Change a local user\'s password (yours: give the current one first)'
 complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Remove a user, with their grants and keys'
 complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c infra -n "__fish_infra_using_subcommand groups; and not __fish_seen_subcommand_from add list remove adduser removeuser help" -s h -l help -d 'Print help'
@@ -206,6 +206,7 @@ complete -c infra -n "__fish_infra_using_subcommand keys; and __fish_seen_subcom
 complete -c infra -n "__fish_infra_using_subcommand keys; and __fish_seen_subcommand_from add" -l expiry -d 'How long the key lasts, e.g. 720h or 30d' -r
 complete -c infra -n "__fish_infra_using_subcommand keys; and __fish_seen_subcommand_from add" -l inactivity-timeout -d 'How long the key may go unused, e.g. 72h' -r
 complete -c infra -n "__fish_infra_using_subcommand keys; and __fish_seen_subcommand_from add" -l user -d 'Create the key for another user (admins)' -r
+complete -c infra -n "__fish_infra_using_subcommand keys; and __fish_seen_subcommand_from add" -l destination -d 'With --connector: the one destination the key serves [default: --name]' -r
 complete -c infra -n "__fish_infra_using_subcommand keys; and __fish_seen_subcommand_from add" -l server -d 'Server to use (default: the one you logged in to last)' -r
 complete -c infra -n "__fish_infra_using_subcommand keys; and __fish_seen_subcommand_from add" -l connector -d 'Create a key for a connector (admins)'
 complete -c infra -n "__fish_infra_using_subcommand keys; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
@@ -239,6 +240,7 @@ complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_s
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from add" -l client-secret -d 'The client secret (or INFRA_PROVIDER_CLIENT_SECRET)' -r
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from add" -l kind -d 'oidc, okta, azure, google, gitlab, dex or keycloak' -r
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from add" -l ca-file -d 'PEM file with the provider\'s CA, when it is not publicly trusted' -r -F
+complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from add" -l username-claim -d 'The claim that names users, e.g. preferred_username (Dex, Keycloak, GitLab) [default: the verified email]' -r
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from add" -l server -d 'Server to use (default: the one you logged in to last)' -r
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
@@ -252,6 +254,7 @@ complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_s
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from edit" -l client-id -d 'A new client id' -r
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from edit" -l client-secret -d 'A new client secret (or INFRA_PROVIDER_CLIENT_SECRET)' -r
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from edit" -l ca-file -d 'PEM file with the provider\'s CA' -r -F
+complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from edit" -l username-claim -d 'The claim that names new users, e.g. preferred_username; "email" goes back to the verified email' -r
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from edit" -l server -d 'Server to use (default: the one you logged in to last)' -r
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from edit" -s h -l help -d 'Print help'
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from edit" -s V -l version -d 'Print version'
@@ -321,6 +324,7 @@ complete -c infra -n "__fish_infra_using_subcommand server" -l signing-key-rotat
 complete -c infra -n "__fish_infra_using_subcommand server" -l oidc-issuer-url -d 'Register this OpenID provider at start (its issuer URL)' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l oidc-issuer-client-id -d 'The client id registered at --oidc-issuer-url' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l oidc-issuer-client-secret -d 'The client secret registered at --oidc-issuer-url' -r
+complete -c infra -n "__fish_infra_using_subcommand server" -l oidc-username-claim -d 'The claim that names users of the --oidc-issuer-url provider, e.g. preferred_username [default: the verified email]' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l oidc-ca-file -d 'PEM file with the CA of --oidc-issuer-url, when it is not publicly trusted' -r -F
 complete -c infra -n "__fish_infra_using_subcommand server" -l oidc-provider-name -d 'The name of the provider registered from the --oidc-issuer-* flags' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l oidc-callback-url -d 'The public URL of the server\'s web sign-in callback (behind a proxy)' -r
@@ -381,7 +385,7 @@ complete -c infra -n "__fish_infra_using_subcommand help; and not __fish_seen_su
 complete -c infra -n "__fish_infra_using_subcommand help; and not __fish_seen_subcommand_from login logout status list use users groups grants destinations keys providers identities tokens server connector completion version help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c infra -n "__fish_infra_using_subcommand help; and __fish_seen_subcommand_from users" -f -a "add" -d 'Add a user'
 complete -c infra -n "__fish_infra_using_subcommand help; and __fish_seen_subcommand_from users" -f -a "list" -d 'List users'
-complete -c infra -n "__fish_infra_using_subcommand help; and __fish_seen_subcommand_from users" -f -a "edit" -d 'Change a user\'s password'
+complete -c infra -n "__fish_infra_using_subcommand help; and __fish_seen_subcommand_from users" -f -a "edit" -d 'Change a local user\'s password (yours: give the current one first)'
 complete -c infra -n "__fish_infra_using_subcommand help; and __fish_seen_subcommand_from users" -f -a "remove" -d 'Remove a user, with their grants and keys'
 complete -c infra -n "__fish_infra_using_subcommand help; and __fish_seen_subcommand_from groups" -f -a "add" -d 'Add a group'
 complete -c infra -n "__fish_infra_using_subcommand help; and __fish_seen_subcommand_from groups" -f -a "list" -d 'List groups'

@@ -803,7 +803,9 @@ async fn kubectl_and_the_python_client_reach_a_cluster_through_the_plugin() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/list_pods.py");
     let _ = std::fs::remove_dir_all(su.cache_dir());
     for _ in 0..2 {
-        let mut c = Command::new("python3");
+        // tests/run.sh installs the client into the tests' own venv.
+        let python = std::env::var("INFRA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut c = Command::new(python);
         su.env(&mut c);
         let out = c
             .arg(&script)

@@ -7,9 +7,10 @@
 # What it does:
 #   1. installs missing Debian packages (postgresql, gnome-keyring,
 #      libsecret-tools, dbus, tmux, procps, chromium, man-db; nodejs/npm only if there is no node;
-#      Node >= 20.18 is needed) and `npm ci` in tests/oidc when its
-#      node_modules doesn't match package-lock.json; the Python `kubernetes`
-#      client (pip) when python3 can't import it (tests/list_pods.py);
+#      Node >= 20.18 is needed; shellcheck; python3-venv) and `npm ci` in
+#      tests/oidc when its node_modules doesn't match package-lock.json; the
+#      Python `kubernetes` client (tests/list_pods.py) into the tests' own
+#      venv, tests/.venv (never into the system Python);
 #   2. starts a throwaway PostgreSQL cluster (as the system user `infra-test`
 #      when run as root), listening on 127.0.0.1:<free port> only, trust auth,
 #      fsync off;
@@ -35,6 +36,7 @@
 #                            with `$INFRA_TEST_NODE $INFRA_TEST_OIDC_PROVIDER`
 #                            (see the comment at its top)
 #   INFRA_TEST_NODE          absolute path of node
+#   INFRA_TEST_PYTHON        the venv's python, with the kubernetes client
 #   INFRA_TEST_TMPDIR        an empty scratch directory, removed afterwards
 #
 # Knobs:
@@ -172,6 +174,9 @@ dpkg -s dbus-session-bus-common >/dev/null 2>&1 || missing+=(dbus-session-bus-co
 command -v tmux >/dev/null || missing+=(tmux)
 command -v man >/dev/null || missing+=(man-db)
 command -v ps >/dev/null || missing+=(procps)
+command -v shellcheck >/dev/null || missing+=(shellcheck)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
@@ -204,14 +209,19 @@ else
   printf '%s\n' "$want_stamp" >"$stamp"
 fi
 
-say "Python kubernetes client"
-if python3 -c 'import kubernetes' 2>/dev/null; then
-  note "already installed"
+say "Python kubernetes client (tests/.venv)"
+venv="$REPO/tests/.venv"
+py_want="kubernetes==37.0.2 $(python3 --version 2>&1)"
+if [[ -x "$venv/bin/python" && "$(cat "$venv/.infra-test-stamp" 2>/dev/null)" == "$py_want" ]]; then
+  note "venv up to date"
 else
-  python3 -m pip install --quiet 'kubernetes==37.0.2' \
-    || python3 -m pip install --quiet --break-system-packages 'kubernetes==37.0.2' \
-    || die "cannot install the Python kubernetes client: pip install 'kubernetes==37.0.2'"
+  rm -rf "$venv"
+  python3 -m venv "$venv" || die "cannot make a venv in $venv (is python3-venv installed?)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'kubernetes==37.0.2' \
+    || die "cannot install the Python kubernetes client into $venv"
+  printf '%s\n' "$py_want" >"$venv/.infra-test-stamp"
 fi
+export INFRA_TEST_PYTHON="$venv/bin/python"
 
 say "PostgreSQL"
 T="$(mktemp -d "${TMPDIR:-/tmp}/infra-test.XXXXXXXX")"

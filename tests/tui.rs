@@ -59,14 +59,17 @@ async fn setup() -> Setup {
     let ca = std::fs::read_to_string(s.data_dir.join("tls.crt")).unwrap();
 
     // prod's connector registers it: connected.
-    let (conn, conn_key) = s.user_with_key("connector-prod").await;
-    s.ok(
-        "POST",
-        "/api/grants",
-        Some(json!({"user": conn, "destination": "infra", "role": "connector"})),
-        201,
-    )
-    .await;
+    let conn_key = s
+        .ok(
+            "POST",
+            "/api/access-keys",
+            Some(json!({"connector": true, "destination": "prod"})),
+            201,
+        )
+        .await["accessKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (status, d) = s
         .call(
             "POST",

@@ -771,3 +771,114 @@ pub struct DeviceStatusResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "Sup3rS3cretV4lue";
+
+    /// Every request and response that carries a secret: `Debug` (a log
+    /// line, an error) never shows it, while the wire still carries it.
+    #[test]
+    fn secrets_stay_out_of_debug_but_go_on_the_wire() {
+        let s = || SecretString::from(SECRET);
+        let shown: Vec<(String, String)> = vec![
+            dbg_json(&LoginRequest {
+                access_key: Some(s()),
+                ..Default::default()
+            }),
+            dbg_json(&LoginRequest {
+                password_credentials: Some(PasswordCredentials {
+                    name: "a".into(),
+                    password: s(),
+                }),
+                ..Default::default()
+            }),
+            dbg_json(&OidcLogin {
+                provider_id: "p".into(),
+                code: s(),
+                redirect_url: "http://localhost:8301".into(),
+                code_verifier: s(),
+                nonce: "n".into(),
+            }),
+            dbg_json(&LoginResponse {
+                user_id: "u".into(),
+                name: "a".into(),
+                access_key: s(),
+                expires: "e".into(),
+            }),
+            dbg_json(&CreateUserRequest {
+                name: "a".into(),
+                password: Some(s()),
+            }),
+            dbg_json(&UpdateUserRequest {
+                password: s(),
+                current_password: Some(s()),
+            }),
+            dbg_json(&CreateAccessKeyResponse {
+                id: "i".into(),
+                name: "n".into(),
+                user_id: "u".into(),
+                access_key: s(),
+                expires: "e".into(),
+                destination: None,
+            }),
+            dbg_json(&CreateProviderRequest {
+                name: "n".into(),
+                kind: "oidc".into(),
+                url: "u".into(),
+                client_id: "c".into(),
+                client_secret: s(),
+                ca_cert: None,
+                username_claim: None,
+            }),
+            dbg_json(&UpdateProviderRequest {
+                client_secret: Some(s()),
+                ..Default::default()
+            }),
+            dbg_json(&CreateTokenResponse {
+                token: s(),
+                expires: "e".into(),
+            }),
+            dbg_json(&OidcAuthLoginRequest {
+                identity_id: "i".into(),
+                jwt: s(),
+            }),
+            dbg_json(&AccessTokenRequest { access_token: s() }),
+            dbg_json(&DeviceStatusRequest { device_code: s() }),
+            dbg_json(&DeviceStatusResponse {
+                status: DeviceStatus::Approved,
+                message: String::new(),
+                interval: 5,
+                user_id: None,
+                name: None,
+                access_key: Some(s()),
+                expires: None,
+            }),
+        ];
+        for (debug, json) in shown {
+            assert!(!debug.contains(SECRET), "{debug}");
+            assert!(json.contains(SECRET), "the wire carries it: {json}");
+        }
+        // And back: a secret read from the wire is the same secret.
+        let back: LoginRequest =
+            serde_json::from_str(&format!(r#"{{"accessKey":"{SECRET}"}}"#)).unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(back.access_key.unwrap().expose_secret(), SECRET);
+    }
+
+    fn dbg_json<T: std::fmt::Debug + Serialize>(v: &T) -> (String, String) {
+        (format!("{v:?} {v:#?}"), serde_json::to_string(v).unwrap())
+    }
+
+    #[test]
+    fn reserved_names() {
+        for n in ["system:masters", "SYSTEM:masters", " system:x", "System:"] {
+            assert!(is_reserved_name(n), "{n}");
+        }
+        for n in ["system", "systems:x", "my-system:x", "", "sys"] {
+            assert!(!is_reserved_name(n), "{n}");
+        }
+    }
+}

@@ -319,4 +319,66 @@ mod tests {
         let skew = version::check(Some("1.5.0"), "1.4.0").unwrap_err();
         assert_eq!(upgrade_hint(&skew.to_string()), None);
     }
+
+    /// `Debug` of the parsed arguments (what a `{:?}` in a log line shows)
+    /// never holds a secret given on the command line.
+    #[test]
+    fn debug_of_arguments_redacts_secrets() {
+        const SECRET: &str = "Sup3rS3cretV4lue";
+        let key = format!("AbCdEf0123.{SECRET}");
+        for argv in [
+            vec!["infra", "login", "example.com", "--key", key.as_str()],
+            vec![
+                "infra",
+                "login",
+                "example.com",
+                "--method",
+                "oidc-auth",
+                "--machine-identity-id",
+                "ci",
+                "--oidc-jwt",
+                SECRET,
+            ],
+            vec![
+                "infra",
+                "connector",
+                "--server",
+                "https://infra.example.com",
+                "--access-key",
+                key.as_str(),
+                "--name",
+                "prod",
+            ],
+            vec![
+                "infra",
+                "server",
+                "--oidc-issuer-url",
+                "https://idp.example.com",
+                "--oidc-issuer-client-id",
+                "infra",
+                "--oidc-issuer-client-secret",
+                SECRET,
+            ],
+            vec![
+                "infra",
+                "providers",
+                "add",
+                "okta",
+                "--url",
+                "example.okta.com",
+                "--client-id",
+                "x",
+                "--client-secret",
+                SECRET,
+            ],
+        ] {
+            let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let shown = format!("{cli:?} {cli:#?}");
+            assert!(
+                !shown.contains(SECRET),
+                "{argv:?} shows the secret: {shown}"
+            );
+            assert!(shown.contains("REDACTED"), "{shown}");
+        }
+    }
 }

@@ -26,7 +26,7 @@ const BOOTSTRAP_KEY_LIFETIME: i64 = 365 * 86_400;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
     /// `<id>.<secret>`, or `env:VAR` / `file:PATH`.
-    pub admin_access_key: Option<String>,
+    pub admin_access_key: Option<SecretString>,
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
@@ -47,7 +47,7 @@ pub struct ProviderConfig {
     #[serde(rename = "clientID")]
     pub client_id: String,
     /// The secret, or `env:VAR` / `file:PATH`.
-    pub client_secret: String,
+    pub client_secret: SecretString,
     /// A PEM file with the provider's CA, when it is not publicly trusted.
     pub ca_file: Option<String>,
     /// The claim that names users (e.g. preferred_username); default: the verified email.
@@ -59,7 +59,7 @@ pub struct ProviderConfig {
 pub struct UserConfig {
     pub name: String,
     /// The password, or `env:VAR` / `file:PATH`.
-    pub password: Option<String>,
+    pub password: Option<SecretString>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,7 +87,8 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
 }
 
 /// Resolves `env:VAR` and `file:PATH` indirections for secrets.
-fn resolve_secret(what: &str, value: &str) -> anyhow::Result<SecretString> {
+fn resolve_secret(what: &str, value: &SecretString) -> anyhow::Result<SecretString> {
+    let value = value.expose_secret();
     let v = if let Some(var) = value.strip_prefix("env:") {
         std::env::var(var)
             .with_context(|| format!("{what}: the environment variable {var} is not set"))?
@@ -503,4 +504,27 @@ pub async fn register_flag_provider(
     }
     eprintln!("registered the identity provider {name} ({given})");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The config file's secrets never show in `Debug` (an error, a log line).
+    #[test]
+    fn debug_of_the_config_file_redacts_secrets() {
+        let yaml = "adminAccessKey: AbCdEf0123.Sup3rS3cretV4lue\n\
+                    providers:\n  - name: okta\n    url: example.okta.com\n    clientID: x\n    \
+                    clientSecret: Sup3rS3cretV4lue\n\
+                    users:\n  - name: alice\n    password: Sup3rS3cretV4lue\n";
+        let c: Config = serde_saphyr::from_str(yaml).unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("Sup3rS3cretV4lue"), "{shown}");
+        assert_eq!(
+            resolve_secret("x", c.users[0].password.as_ref().unwrap())
+                .unwrap()
+                .expose_secret(),
+            "Sup3rS3cretV4lue"
+        );
+    }
 }

@@ -236,22 +236,56 @@ fn pins_something(pattern: &str) -> bool {
     })
 }
 
+/// Where a pattern names the tenant of a shared issuer (the GitHub owner,
+/// the top GitLab group): after `repo:` or `project_path:` in a subject,
+/// and at the start of these claims. That part must be spelled out, or the
+/// pattern takes in every owner's project of that name.
+fn tenant_part<'a>(claim: Option<&str>, pattern: &'a str) -> Option<&'a str> {
+    match claim {
+        None => pattern
+            .strip_prefix("repo:")
+            .or_else(|| pattern.strip_prefix("project_path:")),
+        Some("repository" | "repository_owner" | "project_path" | "namespace_path") => {
+            Some(pattern)
+        }
+        _ => None,
+    }
+}
+
+/// Whether a subject (`claim` None) or claim pattern binds a workload: it
+/// pins something, and where it names a shared issuer's tenant, that part
+/// holds no wildcard (`repo:*/deploy:…` and `project_path:**:…` take every
+/// owner's project).
+fn binds(claim: Option<&str>, pattern: &str) -> bool {
+    pins_something(pattern)
+        && tenant_part(claim, pattern).is_none_or(|rest| {
+            let tenant = rest.split(['/', ':']).next().unwrap_or_default();
+            !tenant.is_empty() && !tenant.contains(['*', '?'])
+        })
+}
+
 /// Why a configuration with this subject and these claims binds no
 /// workload, or `None` when it binds one: its subject, or the pattern of
 /// one identifying claim (not in [`NON_IDENTIFYING_CLAIMS`]), must hold a
-/// letter or digit. Audiences never bind: every job of the issuer can ask
+/// letter or digit, and spell out the owner or group where it names one
+/// (see [`binds`]). Audiences never bind: every job of the issuer can ask
 /// for a token with infra's audience.
 pub fn binding_problem(subject: &str, claims: &BTreeMap<String, String>) -> Option<String> {
-    if pins_something(subject)
+    if binds(None, subject)
         || claims.iter().any(|(name, pattern)| {
-            !NON_IDENTIFYING_CLAIMS.contains(&name.as_str()) && pins_something(pattern)
+            !NON_IDENTIFYING_CLAIMS.contains(&name.as_str()) && binds(Some(name), pattern)
         })
     {
         return None;
     }
+    let open_tenant = |claim: Option<&str>, p: &str| pins_something(p) && !binds(claim, p);
     let mut found = Vec::new();
     if subject.is_empty() {
         found.push("no subject".to_string());
+    } else if open_tenant(None, subject) {
+        found.push(format!(
+            "the subject {subject:?} leaves the owner or group open"
+        ));
     } else {
         found.push(format!("the subject {subject:?} pins nothing"));
     }
@@ -259,7 +293,13 @@ pub fn binding_problem(subject: &str, claims: &BTreeMap<String, String>) -> Opti
         .iter()
         .partition(|(name, _)| NON_IDENTIFYING_CLAIMS.contains(&name.as_str()));
     for (name, pattern) in identifying {
-        found.push(format!("the claim {name} {pattern:?} pins nothing"));
+        if open_tenant(Some(name), pattern) {
+            found.push(format!(
+                "the claim {name} {pattern:?} leaves the owner or group open"
+            ));
+        } else {
+            found.push(format!("the claim {name} {pattern:?} pins nothing"));
+        }
     }
     match plain.len() {
         0 if claims.is_empty() => found.push("no claims".to_string()),
@@ -961,6 +1001,32 @@ mod tests {
             assert!(!binds("", claims), "{claims:?}");
             assert!(!binds("*", claims), "{claims:?}");
         }
+        // Where a pattern names a shared issuer's tenant (the GitHub owner,
+        // the top GitLab group), a wildcard there takes every tenant's
+        // project of that name.
+        for subject in [
+            "project_path:**:ref_type:branch:ref:main",
+            "project_path:*/app:ref_type:branch:ref:main",
+            "project_path:gr*/app:ref_type:branch:ref:main",
+            "repo:*/deploy:ref:refs/heads/main",
+            "repo:?cto-org/deploy:pull_request",
+            "repo::ref:refs/heads/main",
+        ] {
+            assert!(!binds(subject, &[]), "{subject}");
+            let why = binding_problem(subject, &BTreeMap::new()).unwrap();
+            assert!(why.contains("leaves the owner or group open"), "{why}");
+        }
+        for claims in [
+            &[("repository", "*/deploy")][..],
+            &[("project_path", "**/app")],
+            &[("namespace_path", "*")],
+            &[("repository_owner", "octo-*")],
+        ] {
+            assert!(!binds("", claims), "{claims:?}");
+        }
+        assert!(binds("", &[("repository", "octo-org/*")]));
+        assert!(binds("", &[("project_path", "group/**")]));
+
         // The refusal says what it found, and what to do.
         let why = binding_problem("", &BTreeMap::new()).unwrap();
         assert!(why.contains("(no subject; no claims)"), "{why}");
@@ -1053,7 +1119,7 @@ mod tests {
             discovery_url: "https://issuer.example".into(),
             issuer: "https://issuer.example".into(),
             ca_pem: String::new(),
-            subject: "repo:*".into(),
+            subject: "repo:x".into(),
             audiences: vec!["infra".into()],
             claims: [("ref".to_string(), "main".to_string())].into(),
             access_token_ttl: 60,

@@ -68,10 +68,19 @@ pub fn check_destination_and_role(destination: &str, role: &str) -> ApiResult<()
             "must be a Kubernetes role name such as view, edit, admin or cluster-admin",
         ));
     }
-    if dest == INFRA_DESTINATION && ![ADMIN_ROLE, "view", CONNECTOR_ROLE].contains(&role) {
+    if dest == INFRA_DESTINATION && role == CONNECTOR_ROLE {
+        // Only connector keys, each bound to its one destination, act for
+        // connectors; a grant would let a user's key register any.
         return Err(ApiError::field(
             "role",
-            "the infra destination takes the roles admin, view or connector",
+            "connectors use connector keys, each bound to one destination: `infra keys add \
+             --connector --destination NAME`",
+        ));
+    }
+    if dest == INFRA_DESTINATION && ![ADMIN_ROLE, "view"].contains(&role) {
+        return Err(ApiError::field(
+            "role",
+            "the infra destination takes the roles admin or view",
         ));
     }
     Ok(())
