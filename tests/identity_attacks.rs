@@ -127,6 +127,17 @@ async fn audit(s: &Server, action: &str) -> Vec<Value> {
         .clone()
 }
 
+/// A cluster token for prod.
+async fn mint(s: &Server, key: &str) -> (u16, Value) {
+    s.call(
+        "POST",
+        "/api/tokens",
+        Some(key),
+        Some(json!({"destination": "prod"})),
+    )
+    .await
+}
+
 async fn keys_of(s: &Server, user_id: &str) -> u64 {
     s.ok(
         "GET",
@@ -450,14 +461,7 @@ async fn system_masters_from_a_provider_never_reaches_a_cluster_token() {
         .execute(&mut db)
         .await
         .unwrap();
-    let (status, tok) =
-        t.s.call(
-            "POST",
-            "/api/tokens",
-            Some(key),
-            Some(json!({"destination": "prod"})),
-        )
-        .await;
+    let (status, tok) = mint(&t.s, key).await;
     assert_eq!(status, 201, "{tok}");
     let claims = jwt_claims(tok["token"].as_str().unwrap());
     assert_eq!(claims["groups"], json!(["sre"]), "{claims}");
@@ -697,26 +701,12 @@ async fn a_session_without_a_refresh_token_ends_with_its_id_token() {
     assert_eq!(status, 201, "{own}");
     assert!(own["expires"].as_str().unwrap() <= login["expires"].as_str().unwrap());
     let own = own["accessKey"].as_str().unwrap().to_string();
-    let (status, _) =
-        t.s.call(
-            "POST",
-            "/api/tokens",
-            Some(&own),
-            Some(json!({"destination": "prod"})),
-        )
-        .await;
+    let (status, _) = mint(&t.s, &own).await;
     assert_eq!(status, 201);
 
     tokio::time::sleep(Duration::from_secs(TTL as u64 + 1)).await;
     for k in [&key, &own] {
-        let (status, err) =
-            t.s.call(
-                "POST",
-                "/api/tokens",
-                Some(k),
-                Some(json!({"destination": "prod"})),
-            )
-            .await;
+        let (status, err) = mint(&t.s, k).await;
         assert_eq!(status, 401, "{err}");
         assert!(message(&err).contains("log in again"), "{err}");
     }
@@ -791,14 +781,7 @@ async fn a_self_issued_key_is_revoked_when_the_provider_ends_the_session() {
         .unwrap();
     assert!(resp.status().is_success());
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (status, err) =
-        t.s.call(
-            "POST",
-            "/api/tokens",
-            Some(own),
-            Some(json!({"destination": "prod"})),
-        )
-        .await;
+    let (status, err) = mint(&t.s, own).await;
     assert_eq!(status, 401, "{err}");
     for k in [key, own] {
         let (status, _) = t.s.call("GET", "/api/grants", Some(k), None).await;
