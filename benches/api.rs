@@ -33,12 +33,19 @@ impl Drop for Server {
 async fn start(db: Option<String>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_infra"));
-    cmd.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("INFRA_ADMIN_ACCESS_KEY", KEY)
-        .env("INFRA_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+        "--data-dir",
+    ])
+    .arg(dir.path())
+    .env("INFRA_ADMIN_ACCESS_KEY", KEY)
+    .env("INFRA_LOG", "warn")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     if let Some(db) = &db {
         cmd.arg("--db").arg(db);
     }

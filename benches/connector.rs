@@ -130,7 +130,7 @@ fn main() {
 
         // The infra server, a user with a grant, and a token for them.
         let mut server = Command::new(env!("CARGO_BIN_EXE_infra"))
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["server", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data-dir"])
             .arg(d.join("server"))
             .env("INFRA_ADMIN_ACCESS_KEY", KEY)
             .env("INFRA_LOG", "warn")

@@ -70,7 +70,7 @@ mkdir -p "$HOME/.kube"
 say "throwaway infra server"
 KEY="BenchKey01.BenchSecret0123456789abc"
 INFRA_ADMIN_ACCESS_KEY="$KEY" INFRA_LOG=warn "$BIN" server --listen 127.0.0.1:0 \
-  --data-dir "$T/data" </dev/null >"$T/server.log" 2>&1 &
+  --metrics-listen 127.0.0.1:0 --data-dir "$T/data" </dev/null >"$T/server.log" 2>&1 &
 server_pid=$!
 URL=
 for _ in $(seq 300); do
@@ -140,7 +140,8 @@ hyperfine -N --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$T/w
 say "cold path ($COLD_RUNS runs: every call mints, INFRA_TOKEN_MARGIN=100000)"
 INFRA_TOKEN_MARGIN=100000 hyperfine -N --style basic --warmup 10 --runs "$COLD_RUNS" \
   --export-json "$T/cold.json" --output pipe "${PLUGIN[*]}" >&2
-minted="$(curl -sS --cacert "$T/data/tls.crt" "$URL/metrics" | sed -n 's/^infra_tokens_minted_total //p')"
+METRICS="$(sed -n 's/^metrics on \(http:[^ ]*\).*/\1/p' "$T/server.log" | head -n 1)"
+minted="$(curl -sS "$METRICS" | sed -n 's/^infra_tokens_minted_total //p')"
 
 python3 - "$T/warm.json" "$T/cold.json" "${minted:-?}" <<'PY'
 import json, sys

@@ -483,7 +483,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__connector)
-            opts="-h -V --server --access-key --name --listen --endpoint --ca-cert --ca-key --data-dir --kube-api --kube-token-file --kube-ca-file --server-ca-file --server-trusted-fingerprint --server-skip-tls-verify --sync-rbac --config --heartbeat --rbac-poll --leeway --help --version"
+            opts="-h -V --server --access-key --name --listen --endpoint --ca-cert --ca-key --data-dir --kube-api --kube-token-file --kube-ca-file --server-ca-file --server-trusted-fingerprint --server-skip-tls-verify --sync-rbac --config --heartbeat --rbac-poll --leeway --trusted-proxies --proxy-protocol --max-connections --header-read-timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -558,6 +558,18 @@ _infra() {
                     return 0
                     ;;
                 --leeway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trusted-proxies)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --header-read-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2605,7 +2617,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__server)
-            opts="-h -V --listen --tls-cert --tls-key --data-dir --db --config --root-key-file --session-expiry --session-inactivity-timeout --url --token-ttl --idp-revalidate-interval --signing-key-rotation --dev --ephemeral --dev-allow-remote --oidc-issuer-url --oidc-issuer-client-id --oidc-issuer-client-secret --oidc-username-claim --oidc-ca-file --oidc-provider-name --oidc-callback-url --device-code-ttl --device-poll-interval --help --version"
+            opts="-h -V --listen --tls-cert --tls-key --data-dir --db --config --root-key-file --session-expiry --session-inactivity-timeout --url --token-ttl --idp-revalidate-interval --signing-key-rotation --dev --ephemeral --dev-allow-remote --oidc-issuer-url --oidc-issuer-client-id --oidc-issuer-client-secret --oidc-username-claim --oidc-ca-file --oidc-provider-name --oidc-callback-url --device-code-ttl --device-poll-interval --trusted-proxies --proxy-protocol --max-connections --header-read-timeout --metrics-listen --request-timeout --idle-timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2696,6 +2708,30 @@ _infra() {
                     return 0
                     ;;
                 --device-poll-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trusted-proxies)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --header-read-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --request-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

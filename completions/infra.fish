@@ -330,9 +330,16 @@ complete -c infra -n "__fish_infra_using_subcommand server" -l oidc-provider-nam
 complete -c infra -n "__fish_infra_using_subcommand server" -l oidc-callback-url -d 'The public URL of the server\'s web sign-in callback (behind a proxy)' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l device-code-ttl -d 'How long a device code (`infra login --device`) waits for approval' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l device-poll-interval -d 'How often a device may poll for its sign-in at first' -r
+complete -c infra -n "__fish_infra_using_subcommand server" -l trusted-proxies -d 'Load balancers and proxies (CIDR,…) whose X-Forwarded-For or PROXY header names the client' -r
+complete -c infra -n "__fish_infra_using_subcommand server" -l max-connections -d 'Connections open at once at most; more are closed at once' -r
+complete -c infra -n "__fish_infra_using_subcommand server" -l header-read-timeout -d 'Time a client has for its TLS handshake and each request\'s headers (also ends idle keep-alive)' -r
+complete -c infra -n "__fish_infra_using_subcommand server" -l metrics-listen -d 'Serve /metrics and /healthz over plain HTTP here (keep it private); "off" for none [default: 127.0.0.1:9464, skipped with a warning when taken]' -r
+complete -c infra -n "__fish_infra_using_subcommand server" -l request-timeout -d 'Longest time a request may take, body included (long polls take up to 30s)' -r
+complete -c infra -n "__fish_infra_using_subcommand server" -l idle-timeout -d 'Close a connection that sends and receives nothing for this long' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l dev -d 'Development mode: an embedded OpenID provider that signs in anyone (no real security)'
 complete -c infra -n "__fish_infra_using_subcommand server" -l ephemeral -d 'Keep everything in a temporary directory, removed at exit'
 complete -c infra -n "__fish_infra_using_subcommand server" -l dev-allow-remote -d 'Let --dev listen on a non-loopback address (anyone who reaches it can sign in)'
+complete -c infra -n "__fish_infra_using_subcommand server" -l proxy-protocol -d 'Read a PROXY protocol v2 header (before TLS) from --trusted-proxies'
 complete -c infra -n "__fish_infra_using_subcommand server" -s h -l help -d 'Print help'
 complete -c infra -n "__fish_infra_using_subcommand server" -s V -l version -d 'Print version'
 complete -c infra -n "__fish_infra_using_subcommand connector" -l server -d 'The infra server\'s URL (https://infra.example.com)' -r
@@ -354,7 +361,11 @@ complete -c infra -n "__fish_infra_using_subcommand connector" -l config -d 'YAM
 complete -c infra -n "__fish_infra_using_subcommand connector" -l heartbeat -d 'How often to heartbeat to the server' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l rbac-poll -d 'How often to read the grants for RBAC' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l leeway -d 'Clock-skew leeway for token expiry, in seconds' -r
+complete -c infra -n "__fish_infra_using_subcommand connector" -l trusted-proxies -d 'Load balancers and proxies (CIDR,…) whose X-Forwarded-For or PROXY header names the client' -r
+complete -c infra -n "__fish_infra_using_subcommand connector" -l max-connections -d 'Connections open at once at most; more are closed at once' -r
+complete -c infra -n "__fish_infra_using_subcommand connector" -l header-read-timeout -d 'Time a client has for its TLS handshake and each request\'s headers (also ends idle keep-alive)' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l server-skip-tls-verify -d 'Do not verify the infra server\'s certificate (unsafe)'
+complete -c infra -n "__fish_infra_using_subcommand connector" -l proxy-protocol -d 'Read a PROXY protocol v2 header (before TLS) from --trusted-proxies'
 complete -c infra -n "__fish_infra_using_subcommand connector" -s h -l help -d 'Print help'
 complete -c infra -n "__fish_infra_using_subcommand connector" -s V -l version -d 'Print version'
 complete -c infra -n "__fish_infra_using_subcommand completion" -s h -l help -d 'Print help'

@@ -2,12 +2,14 @@
 //!
 //! One crate, three roles (CLI, API server, connector). `api` is the wire
 //! contract; `server` is the API server; `cli` holds the commands; `client`
-//! speaks to the server; `local` owns this machine's files and keyring.
+//! speaks to the server; `local` owns this machine's files and keyring;
+//! `edge` is the network edge the server and the connector share.
 
 pub mod api;
 pub mod cli;
 pub mod client;
 pub mod connector;
+pub mod edge;
 pub mod fsutil;
 pub mod local;
 pub mod login;

@@ -687,6 +687,8 @@ async fn clients_cannot_choose_who_they_are() {
         .header("Impersonate-Group", "system:masters")
         .header("Impersonate-Extra-Scopes", "everything")
         .header("Impersonate-Uid", "0")
+        .header("X-Forwarded-For", "203.0.113.9")
+        .header("X-Real-IP", "203.0.113.9")
         .send()
         .await
         .unwrap();
@@ -694,6 +696,9 @@ async fn clients_cannot_choose_who_they_are() {
     let seen = seen_last(&k, "/version");
     assert_eq!(header_values(&seen, "impersonate-user"), ["alice"]);
     assert_eq!(header_values(&seen, "impersonate-group"), ["sre"]);
+    // The API server's audit log gets the client's real address, not one it chose.
+    assert_eq!(header_values(&seen, "x-forwarded-for"), ["127.0.0.1"]);
+    assert!(header_values(&seen, "x-real-ip").is_empty());
     assert!(
         !seen
             .headers

@@ -178,7 +178,15 @@ async fn an_independent_relying_party_accepts_the_dev_provider() {
 fn dev_mode_refuses_a_remote_listen_address() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(common::bin())
-        .args(["server", "--dev", "--listen", "0.0.0.0:0", "--data-dir"])
+        .args([
+            "server",
+            "--dev",
+            "--listen",
+            "0.0.0.0:0",
+            "--metrics-listen",
+            "off",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -285,7 +293,14 @@ fn flags(idp: &str, extra: &[&str]) -> Vec<String> {
 fn refused(args: &[String]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(common::bin())
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .args(args)
         .env("INFRA_OIDC_ISSUER_CLIENT_SECRET", "infra-test-secret")

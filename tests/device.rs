@@ -386,15 +386,7 @@ fn context_names(k: &Value) -> Vec<String> {
 
 /// `infra_http_requests_total` for one route and status.
 async fn requests(s: &Server, route: &str, status: u16) -> u64 {
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     text.lines()
         .filter(|l| {
             l.starts_with("infra_http_requests_total{")

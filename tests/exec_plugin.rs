@@ -199,15 +199,7 @@ fn token_files(dir: &Path) -> Vec<PathBuf> {
 
 /// `infra_tokens_minted_total` from the server's /metrics.
 async fn minted(s: &Server) -> u64 {
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix("infra_tokens_minted_total "))
         .map(|v| v.trim().parse().unwrap())

@@ -397,7 +397,14 @@ async fn system_names_are_refused_from_every_source() {
         let config = dir.path().join("infra.yaml");
         std::fs::write(&config, yaml).unwrap();
         let out = std::process::Command::new(common::bin())
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "off",
+                "--data-dir",
+            ])
             .arg(dir.path().join("data"))
             .arg("--config")
             .arg(&config)

@@ -1116,15 +1116,7 @@ async fn audit_log_and_metrics(b: Backend) {
     let (status, _) = s.call("GET", "/api/audit", Some(&alice_key), None).await;
     assert_eq!(status, 403);
 
-    let metrics = s
-        .client
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains(
             "infra_http_requests_total{method=\"POST\",route=\"/api/grants\",status=\"201\"} 1"
@@ -1333,7 +1325,14 @@ grants:
 fn malformed_admin_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(common::bin())
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("INFRA_ADMIN_ACCESS_KEY", "too-short")
         .output()

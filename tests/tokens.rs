@@ -56,15 +56,7 @@ async fn mint(s: &Server, key: &str, dest: &str) -> (u16, Value) {
 }
 
 async fn metric(s: &Server, line_prefix: &str) -> u64 {
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     text.lines()
         .find(|l| l.starts_with(line_prefix))
         .and_then(|l| l.rsplit(' ').next())

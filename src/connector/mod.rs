@@ -114,6 +114,9 @@ pub struct ConnectorArgs {
     /// Clock-skew leeway for token expiry, in seconds
     #[arg(long, hide = true, default_value_t = auth::LEEWAY_SECS)]
     pub leeway: u64,
+
+    #[command(flatten)]
+    pub edge: crate::server::EdgeArgs,
 }
 
 /// The `--config` file.
@@ -497,8 +500,16 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     eprintln!(
         "infra connector {name} listening on https://{addr} (users reach https://{endpoint}), proxying to {kube_api}"
     );
-    axum_server::from_tcp_rustls(listener, tls)?
-        .handle(handle)
+    // Watches, exec and port-forward stay open as long as they are used:
+    // no idle timeout here, only the handshake and header-read ones.
+    let tls = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+        .handshake_timeout(args.edge.header_read_timeout);
+    let acceptor = crate::edge::EdgeAcceptor::new(tls, args.edge.config(None));
+    let mut server = axum_server::from_tcp(listener)?
+        .acceptor(acceptor)
+        .handle(handle);
+    crate::edge::limit_http(server.http_builder(), args.edge.header_read_timeout);
+    server
         .serve(router(connector).into_make_service())
         .await
         .context("the connector stopped with an error")?;

@@ -83,7 +83,8 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
         Ok(claims) => claims,
         Err(r) => {
             c.metrics.rejected(r.reason());
-            tracing::debug!(reason = r.reason(), "refused a token");
+            let client = crate::edge::client_ip(req.extensions(), req.headers());
+            tracing::debug!(reason = r.reason(), client = ?client, "refused a token");
             return status(StatusCode::UNAUTHORIZED, "Unauthorized", r.message());
         }
     };
@@ -105,9 +106,12 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
     } else {
         None
     };
+    let client = crate::edge::client_ip(req.extensions(), req.headers());
     let (mut parts, body) = req.into_parts();
 
-    // Who the user is comes from the verified token and nothing else.
+    // Who the user is comes from the verified token and nothing else; where
+    // they are, from the edge (the API server's audit log records
+    // X-Forwarded-For: a client must not write its own).
     let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
     let names: Vec<HeaderName> = parts.headers.keys().cloned().collect();
     for name in names {
@@ -116,9 +120,19 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
             || n.starts_with("impersonate-")
             || HOP_BY_HOP.contains(&n)
             || n == "host"
+            || n == "x-forwarded-for"
+            || n == "x-real-ip"
+            || n == "forwarded"
         {
             parts.headers.remove(&name);
         }
+    }
+    if let Some(ip) = client
+        && let Ok(v) = HeaderValue::from_str(&ip.to_string())
+    {
+        parts
+            .headers
+            .insert(HeaderName::from_static("x-forwarded-for"), v);
     }
     let h = &mut parts.headers;
     let set = |h: &mut HeaderMap, k: &'static str, v: &str| -> bool {

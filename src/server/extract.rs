@@ -87,20 +87,30 @@ fn strip_position(text: &str) -> String {
     }
 }
 
-/// The client's address, as the socket saw it.
+/// The client's address: the TCP peer, or what a trusted proxy says of it
+/// (see [`crate::edge`]).
 pub struct RemoteAddr(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for RemoteAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let addr = parts
+        Ok(RemoteAddr(
+            client_ip(parts)
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
+        ))
+    }
+}
+
+/// The client's address for a request, as [`RemoteAddr`] gives it.
+pub fn client_ip(parts: &Parts) -> Option<std::net::IpAddr> {
+    crate::edge::client_ip(&parts.extensions, &parts.headers).or_else(|| {
+        parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_default();
-        Ok(RemoteAddr(addr))
-    }
+            .map(|c| c.0.ip().to_canonical())
+    })
 }
 
 /// An authenticated caller: the owner of a valid access key.
@@ -156,10 +166,7 @@ impl FromRequestParts<AppState> for Caller {
             ApiError::unauthorized("the Authorization header must be `Bearer <access key>`")
         })?;
         // Machine tokens are bound to trusted IPs, so the address goes along.
-        let remote = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        let remote = client_ip(parts);
         let (row, machine_token) = state.verify_key(key, KeyUse::Request(remote)).await?;
         let mut caller = state.caller_for_key(row).await?;
         caller.machine_token = machine_token;

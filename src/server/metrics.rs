@@ -1,4 +1,10 @@
 //! Prometheus metrics: requests by route and status, logins by result.
+//!
+//! Every label comes from a fixed set, whatever a stranger sends: the
+//! method is one of the standard ones or `other`, the route is the matched
+//! route template (`/api/users/{id}`, never the path asked for) or
+//! `unmatched`, and the status is a number below 600. The metrics are
+//! served on their own private listener (`--metrics-listen`).
 
 use std::sync::Mutex;
 
@@ -15,9 +21,24 @@ use super::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
+}
+
+/// The method as a label: the standard ones, else `other`.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -112,7 +133,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let resp = next.run(req).await;
     state
         .metrics

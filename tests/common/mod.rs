@@ -131,6 +131,9 @@ impl Server {
         if !opts.extra_args.iter().any(|a| a == "--listen") {
             cmd.arg("--listen").arg("127.0.0.1:0");
         }
+        if !opts.extra_args.iter().any(|a| a == "--metrics-listen") {
+            cmd.arg("--metrics-listen").arg("127.0.0.1:0");
+        }
         cmd.arg("--data-dir")
             .arg(&data_dir)
             .args(&opts.extra_args)
@@ -202,6 +205,26 @@ impl Server {
             .expect("the server prints its fingerprint")
             .trim()
             .to_string()
+    }
+
+    /// The private metrics listener's `http://ADDR/metrics`.
+    pub fn metrics_url(&self) -> String {
+        self.stderr()
+            .lines()
+            .find_map(|l| l.strip_prefix("metrics on "))
+            .expect("the server prints its metrics address")
+            .trim()
+            .to_string()
+    }
+
+    /// The Prometheus text from the private metrics listener.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.metrics_url())
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap()
     }
 
     /// `host:port`, as a person types it after `infra login`.

@@ -1,0 +1,565 @@
+//! The network edge both long-running roles share (server and connector):
+//! who the client really is behind a load balancer, and what a stranger's
+//! connection may cost.
+//!
+//! - **Client addresses.** The TCP peer is the client unless it is one of
+//!   the `--trusted-proxies`. From those peers the address comes from the
+//!   PROXY protocol v2 header (`--proxy-protocol`, read before TLS) or from
+//!   `X-Forwarded-For`: the rightmost address that is not itself a trusted
+//!   proxy. Anyone else's forwarded headers are ignored, so a client cannot
+//!   choose the address its rate limits, trusted IPs and audit entries see.
+//! - **Connections.** A cap on concurrent connections (`--max-connections`),
+//!   a timeout on the TLS handshake and on a PROXY header, and a wrapper
+//!   that closes a connection idle (no byte either way) for too long.
+//!   Header-read and request timeouts live with hyper and the router.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Request};
+use axum_server::accept::Accept;
+use ipnet::IpNet;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+// ------------------------------------------------------------------ trusted proxies
+
+/// The peers whose word on the client's address is taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// `10.0.0.0/8,192.168.1.7,fd00::/8`: networks or single addresses.
+    pub fn parse(list: &str) -> Result<TrustedProxies, String> {
+        let mut nets = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let net = match item.parse::<IpNet>() {
+                Ok(n) => n.trunc(),
+                Err(_) => match item.parse::<IpAddr>() {
+                    Ok(ip) => IpNet::from(ip),
+                    Err(_) => {
+                        return Err(format!(
+                            "{item:?} is not a CIDR (10.0.0.0/8, fd00::/8) or an IP address"
+                        ));
+                    }
+                },
+            };
+            nets.push(net);
+        }
+        Ok(TrustedProxies(nets))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// What the edge knows of a connection, put on each of its requests.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The client a trusted proxy named in a PROXY protocol header.
+    pub proxied: Option<IpAddr>,
+    pub trusted: Arc<TrustedProxies>,
+}
+
+/// The client's address for a request: see the module comment. `None` only
+/// for requests that did not come through the edge (never in production).
+pub fn client_ip(extensions: &axum::http::Extensions, headers: &HeaderMap) -> Option<IpAddr> {
+    let conn = extensions.get::<ConnInfo>()?;
+    Some(resolve(conn, headers))
+}
+
+/// The client behind `conn`, given the request's headers.
+pub fn resolve(conn: &ConnInfo, headers: &HeaderMap) -> IpAddr {
+    let peer = conn.peer.ip().to_canonical();
+    if !conn.trusted.contains(peer) {
+        return peer;
+    }
+    // A trusted peer: what it (or the proxies before it) says, walked from
+    // the nearest hop outwards, up to the first address we do not trust.
+    let mut nearest = conn.proxied.map(|p| p.to_canonical()).unwrap_or(peer);
+    if !conn.trusted.contains(nearest) {
+        return nearest;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        match parse_hop(hop) {
+            Some(ip) if conn.trusted.contains(ip) => nearest = ip,
+            Some(ip) => return ip,
+            // Garbage a trusted proxy passed on: stop at the last hop we know.
+            None => return nearest,
+        }
+    }
+    nearest
+}
+
+/// One `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`,
+/// `[2001:db8::1]:5678`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Ok(sa) = hop.parse::<SocketAddr>() {
+        return Some(sa.ip().to_canonical());
+    }
+    let inner = hop.strip_prefix('[')?.strip_suffix(']')?;
+    inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+}
+
+// ------------------------------------------------------------------ PROXY protocol v2
+
+const PROXY_V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+/// Addresses and TLVs: more than real proxies send, little enough to read.
+const PROXY_V2_MAX_LEN: usize = 1024;
+
+/// Reads a PROXY protocol v2 header, and not a byte more. `Ok(None)`: the
+/// LOCAL command (the proxy's own health check) or an unspecified family.
+pub async fn read_proxy_v2<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<IpAddr>> {
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
+    let mut head = [0u8; 16];
+    r.read_exact(&mut head).await?;
+    if head[..12] != PROXY_V2_SIGNATURE {
+        return Err(bad(
+            "expected a PROXY protocol v2 header from this trusted proxy (--proxy-protocol)",
+        ));
+    }
+    let version = head[12] >> 4;
+    let command = head[12] & 0x0f;
+    if version != 2 || command > 1 {
+        return Err(bad("unsupported PROXY protocol version or command"));
+    }
+    let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
+    if len > PROXY_V2_MAX_LEN {
+        return Err(bad("PROXY protocol header too long"));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    if command == 0 {
+        return Ok(None);
+    }
+    let family = head[13] >> 4;
+    match family {
+        1 if body.len() >= 12 => Ok(Some(IpAddr::V4(Ipv4Addr::new(
+            body[0], body[1], body[2], body[3],
+        )))),
+        2 if body.len() >= 36 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&body[..16]);
+            Ok(Some(IpAddr::V6(Ipv6Addr::from(a)).to_canonical()))
+        }
+        1 | 2 => Err(bad("PROXY protocol addresses cut short")),
+        _ => Ok(None),
+    }
+}
+
+/// A PROXY protocol v2 header for `src` → `dst` (TCP), as a load balancer
+/// sends it; for tests and tools.
+pub fn proxy_v2_header(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let mut out = PROXY_V2_SIGNATURE.to_vec();
+    out.push(0x21);
+    match (src, dst) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+            out.push(0x11);
+            out.extend_from_slice(&12u16.to_be_bytes());
+            out.extend_from_slice(&s.ip().octets());
+            out.extend_from_slice(&d.ip().octets());
+            out.extend_from_slice(&s.port().to_be_bytes());
+            out.extend_from_slice(&d.port().to_be_bytes());
+        }
+        _ => {
+            let v6 = |a: SocketAddr| match a.ip() {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                IpAddr::V6(v6) => v6,
+            };
+            out.push(0x21);
+            out.extend_from_slice(&36u16.to_be_bytes());
+            out.extend_from_slice(&v6(src).octets());
+            out.extend_from_slice(&v6(dst).octets());
+            out.extend_from_slice(&src.port().to_be_bytes());
+            out.extend_from_slice(&dst.port().to_be_bytes());
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------ the acceptor
+
+/// How the edge treats connections.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub trusted: Arc<TrustedProxies>,
+    /// Read a PROXY protocol v2 header from trusted peers.
+    pub proxy_protocol: bool,
+    /// Concurrent connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// For the TLS handshake and a PROXY header.
+    pub handshake_timeout: Duration,
+    /// Close a connection with no byte either way for this long (`None`:
+    /// never, for the connector's long streams).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Counts what the edge turned away, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct EdgeStats {
+    pub over_limit: AtomicU64,
+    pub bad_proxy_header: AtomicU64,
+}
+
+/// Wraps an inner acceptor (TLS): caps connections, reads the PROXY header,
+/// bounds idleness, and tells each request about its connection.
+#[derive(Clone)]
+pub struct EdgeAcceptor<A> {
+    inner: A,
+    cfg: Arc<EdgeConfig>,
+    slots: Arc<Semaphore>,
+    pub stats: Arc<EdgeStats>,
+}
+
+impl<A> EdgeAcceptor<A> {
+    pub fn new(inner: A, cfg: EdgeConfig) -> Self {
+        EdgeAcceptor {
+            inner,
+            slots: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
+            cfg: Arc::new(cfg),
+            stats: Arc::new(EdgeStats::default()),
+        }
+    }
+}
+
+impl<A, S> Accept<TcpStream, S> for EdgeAcceptor<A>
+where
+    A: Accept<TcpStream, S> + Clone + Send + Sync + 'static,
+    A::Future: Send,
+    A::Stream: AsyncRead + AsyncWrite + Unpin + Send,
+    A::Service: Send,
+    S: Send + 'static,
+{
+    type Stream = EdgeStream<A::Stream>;
+    type Service = WithConn<A::Service>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<(Self::Stream, Self::Service)>> + Send>>;
+
+    fn accept(&self, mut stream: TcpStream, service: S) -> Self::Future {
+        let slot = self.slots.clone().try_acquire_owned();
+        let inner = self.inner.clone();
+        let cfg = self.cfg.clone();
+        let stats = self.stats.clone();
+        Box::pin(async move {
+            let Ok(slot) = slot else {
+                if stats
+                    .over_limit
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(1000)
+                {
+                    tracing::warn!(
+                        max = cfg.max_connections,
+                        "connection limit reached: closing new connections (--max-connections)"
+                    );
+                }
+                return Err(io::Error::other("connection limit reached"));
+            };
+            let peer = stream.peer_addr()?;
+            let proxied = if cfg.proxy_protocol && cfg.trusted.contains(peer.ip()) {
+                match tokio::time::timeout(cfg.handshake_timeout, read_proxy_v2(&mut stream)).await
+                {
+                    Ok(Ok(ip)) => ip,
+                    Ok(Err(e)) => {
+                        stats.bad_proxy_header.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%peer, "closed a connection: {e}");
+                        return Err(e);
+                    }
+                    Err(_) => {
+                        stats.bad_proxy_header.fetch_add(1, Ordering::Relaxed);
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no PROXY protocol header in time",
+                        ));
+                    }
+                }
+            } else {
+                None
+            };
+            let (stream, service) = inner.accept(stream, service).await?;
+            Ok((
+                EdgeStream::new(stream, slot, cfg.idle_timeout),
+                WithConn {
+                    inner: service,
+                    info: ConnInfo {
+                        peer,
+                        proxied,
+                        trusted: cfg.trusted.clone(),
+                    },
+                },
+            ))
+        })
+    }
+}
+
+/// A service that puts [`ConnInfo`] on every request.
+#[derive(Clone)]
+pub struct WithConn<S> {
+    inner: S,
+    info: ConnInfo,
+}
+
+impl<S, B> tower::Service<Request<B>> for WithConn<S>
+where
+    S: tower::Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.info.clone());
+        self.inner.call(req)
+    }
+}
+
+/// A connection holding its slot, closed after `idle` with no byte either way.
+pub struct EdgeStream<S> {
+    inner: S,
+    _slot: OwnedSemaphorePermit,
+    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl<S> EdgeStream<S> {
+    fn new(inner: S, slot: OwnedSemaphorePermit, idle: Option<Duration>) -> Self {
+        EdgeStream {
+            inner,
+            _slot: slot,
+            idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+        }
+    }
+
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.idle {
+            Some((_, sleep)) => sleep.as_mut().poll(cx).is_ready(),
+            None => false,
+        }
+    }
+
+    fn touched(&mut self) {
+        if let Some((d, sleep)) = &mut self.idle {
+            sleep.as_mut().reset(tokio::time::Instant::now() + *d);
+        }
+    }
+}
+
+fn idle_error() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long")
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for EdgeStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.touched();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for EdgeStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.touched();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.touched();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Sets hyper's limits on a server: the HTTP/1 header-read timeout (which
+/// also ends idle keep-alive connections waiting for their next request),
+/// and HTTP/2 keep-alive pings and stream caps.
+pub fn limit_http(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    header_read_timeout: Duration,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(128)
+        .max_header_list_size(64 * 1024);
+}
+
+/// `--max-connections` etc. parsing helper for clap.
+pub fn parse_trusted_proxies(s: &str) -> Result<TrustedProxies, String> {
+    TrustedProxies::parse(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(peer: &str, proxied: Option<&str>, trusted: &str) -> ConnInfo {
+        ConnInfo {
+            peer: format!("{peer}:1234")
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::new(peer.parse().unwrap(), 1234)),
+            proxied: proxied.map(|p| p.parse().unwrap()),
+            trusted: Arc::new(TrustedProxies::parse(trusted).unwrap()),
+        }
+    }
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_peers() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // An untrusted peer cannot choose its address.
+        let c = conn("203.0.113.9", None, "10.0.0.0/8");
+        assert_eq!(resolve(&c, &xff(&["198.51.100.1"])), ip("203.0.113.9"));
+        // A trusted proxy: the rightmost address it does not trust.
+        let c = conn("10.0.0.2", None, "10.0.0.0/8");
+        assert_eq!(
+            resolve(&c, &xff(&["1.1.1.1, 198.51.100.7, 10.0.0.5"])),
+            ip("198.51.100.7"),
+            "the client's own (spoofable) entry on the left is ignored"
+        );
+        assert_eq!(
+            resolve(&c, &xff(&["1.1.1.1", "198.51.100.7:4567"])),
+            ip("198.51.100.7")
+        );
+        assert_eq!(resolve(&c, &xff(&["[2001:db8::7]:443"])), ip("2001:db8::7"));
+        // No header: the proxy itself.
+        assert_eq!(resolve(&c, &HeaderMap::new()), ip("10.0.0.2"));
+        // Garbage from the chain: stop at the last known hop.
+        assert_eq!(
+            resolve(&c, &xff(&["198.51.100.7, not-an-ip, 10.0.0.9"])),
+            ip("10.0.0.9")
+        );
+        // A PROXY header from a trusted peer names the client.
+        let c = conn("10.0.0.2", Some("198.51.100.8"), "10.0.0.0/8");
+        assert_eq!(resolve(&c, &xff(&["1.1.1.1"])), ip("198.51.100.8"));
+        // IPv4 through an IPv6 socket is the same IPv4 address.
+        let c = conn("::ffff:10.0.0.2", None, "10.0.0.0/8");
+        assert_eq!(resolve(&c, &xff(&["198.51.100.7"])), ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn trusted_proxy_lists() {
+        let t = TrustedProxies::parse("10.0.0.0/8, 192.168.1.7,fd00::/8").unwrap();
+        assert!(t.contains("10.1.2.3".parse().unwrap()));
+        assert!(t.contains("192.168.1.7".parse().unwrap()));
+        assert!(!t.contains("192.168.1.8".parse().unwrap()));
+        assert!(t.contains("fd00::1".parse().unwrap()));
+        assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
+        assert!(TrustedProxies::parse("proxy.example").is_err());
+        assert!(TrustedProxies::parse("").unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn proxy_v2_headers() {
+        let src: SocketAddr = "198.51.100.7:5555".parse().unwrap();
+        let dst: SocketAddr = "10.0.0.1:443".parse().unwrap();
+        let mut bytes = proxy_v2_header(src, dst);
+        bytes.extend_from_slice(b"TLS...");
+        let mut r = &bytes[..];
+        assert_eq!(read_proxy_v2(&mut r).await.unwrap(), Some(src.ip()));
+        assert_eq!(r, b"TLS...", "not a byte more is read");
+        let src6: SocketAddr = "[2001:db8::5]:5555".parse().unwrap();
+        let bytes = proxy_v2_header(src6, "[2001:db8::1]:443".parse().unwrap());
+        assert_eq!(
+            read_proxy_v2(&mut &bytes[..]).await.unwrap(),
+            Some(src6.ip())
+        );
+        // LOCAL: the proxy's own health check.
+        let mut local = PROXY_V2_SIGNATURE.to_vec();
+        local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+        assert_eq!(read_proxy_v2(&mut &local[..]).await.unwrap(), None);
+        // Not a PROXY header at all (a plain TLS ClientHello).
+        let hello = [0x16u8, 3, 1, 0, 200, 1, 0, 0, 196, 3, 3, 0, 0, 0, 0, 0];
+        assert!(read_proxy_v2(&mut &hello[..]).await.is_err());
+        // A length past what proxies send.
+        let mut long = PROXY_V2_SIGNATURE.to_vec();
+        long.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]);
+        assert!(read_proxy_v2(&mut &long[..]).await.is_err());
+    }
+}
