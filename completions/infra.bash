@@ -483,7 +483,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__connector)
-            opts="-h -V --server --access-key --name --listen --endpoint --ca-cert --ca-key --data-dir --kube-api --kube-token-file --kube-ca-file --server-ca-file --server-trusted-fingerprint --server-skip-tls-verify --sync-rbac --config --heartbeat --rbac-poll --leeway --trusted-proxies --proxy-protocol --max-connections --header-read-timeout --help --version"
+            opts="-h -V --server --access-key --name --listen --endpoint --ca-cert --ca-key --data-dir --kube-api --kube-token-file --kube-ca-file --server-ca-file --server-trusted-fingerprint --server-skip-tls-verify --sync-rbac --config --heartbeat --rbac-poll --rbac-resync --leeway --metrics-listen --trusted-proxies --proxy-protocol --max-connections --header-read-timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -557,7 +557,15 @@ _infra() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --rbac-resync)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --leeway)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

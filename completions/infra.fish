@@ -359,8 +359,10 @@ complete -c infra -n "__fish_infra_using_subcommand connector" -l sync-rbac -d '
 false\t''"
 complete -c infra -n "__fish_infra_using_subcommand connector" -l config -d 'YAML file with any of these settings (camelCase keys)' -r -F
 complete -c infra -n "__fish_infra_using_subcommand connector" -l heartbeat -d 'How often to heartbeat to the server' -r
-complete -c infra -n "__fish_infra_using_subcommand connector" -l rbac-poll -d 'How often to read the grants for RBAC' -r
+complete -c infra -n "__fish_infra_using_subcommand connector" -l rbac-poll -d 'How often to retry grants that could not be applied yet' -r
+complete -c infra -n "__fish_infra_using_subcommand connector" -l rbac-resync -d 'How often to reconcile every binding anyway (repairs hand edits)' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l leeway -d 'Clock-skew leeway for token expiry, in seconds' -r
+complete -c infra -n "__fish_infra_using_subcommand connector" -l metrics-listen -d 'Serve /healthz and /metrics over plain HTTP here (off the users\' port); "off" for none [default: 127.0.0.1:9465]' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l trusted-proxies -d 'Load balancers and proxies (CIDR,…) whose X-Forwarded-For or PROXY header names the client' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l max-connections -d 'Connections open at once at most; more are closed at once' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l header-read-timeout -d 'Time a client has for its TLS handshake and each request\'s headers (also ends idle keep-alive)' -r

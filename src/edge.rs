@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, Request};
 use axum_server::accept::Accept;
+use clap::Args;
 use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -461,6 +462,98 @@ pub fn limit_http(
         .keep_alive_timeout(Duration::from_secs(20))
         .max_concurrent_streams(128)
         .max_header_list_size(64 * 1024);
+}
+
+/// The network edge's flags, shared by `infra server` and `infra connector`.
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// Load balancers and proxies (CIDR,…) whose X-Forwarded-For or PROXY header names the client
+    #[arg(long, env = "INFRA_TRUSTED_PROXIES", value_name = "CIDR,…", value_parser = parse_trusted_proxies)]
+    pub trusted_proxies: Option<TrustedProxies>,
+
+    /// Read a PROXY protocol v2 header (before TLS) from --trusted-proxies
+    #[arg(long, env = "INFRA_PROXY_PROTOCOL", requires = "trusted_proxies")]
+    pub proxy_protocol: bool,
+
+    /// Connections open at once at most; more are closed at once
+    #[arg(
+        long,
+        env = "INFRA_MAX_CONNECTIONS",
+        default_value_t = 4096,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+
+    /// Time a client has for its TLS handshake and each request's headers (also ends idle keep-alive)
+    #[arg(long, env = "INFRA_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = crate::server::parse_duration)]
+    pub header_read_timeout: Duration,
+}
+
+impl EdgeArgs {
+    /// The edge as these flags set it; `idle`: see [`EdgeConfig`].
+    pub fn config(&self, idle: Option<Duration>) -> EdgeConfig {
+        EdgeConfig {
+            trusted: std::sync::Arc::new(self.trusted_proxies.clone().unwrap_or_default()),
+            proxy_protocol: self.proxy_protocol,
+            max_connections: self.max_connections,
+            handshake_timeout: self.header_read_timeout,
+            idle_timeout: idle,
+        }
+    }
+}
+
+/// `--metrics-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "off" | "none" | "" => Ok(MetricsListen(None)),
+            a => a.parse().map(|a| MetricsListen(Some(a))).map_err(|e| {
+                format!("{a:?} is not an address such as 127.0.0.1:9464 ({e}), nor off")
+            }),
+        }
+    }
+}
+
+/// Serves a private plain-HTTP app (health and metrics) on the address the
+/// admin chose, or on `default`. A chosen address must work; the default
+/// may be taken (another server on this machine), which costs a warning.
+pub async fn serve_private(
+    app: axum::Router,
+    chosen: Option<MetricsListen>,
+    default: SocketAddr,
+) -> anyhow::Result<()> {
+    let addr = match chosen {
+        Some(MetricsListen(None)) => return Ok(()),
+        Some(MetricsListen(Some(a))) => a,
+        None => default,
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if chosen.is_none() => {
+            eprintln!(
+                "warning: no metrics: cannot listen on {addr} ({e}); choose another address with \
+                 --metrics-listen ADDR"
+            );
+            return Ok(());
+        }
+        Err(e) => {
+            anyhow::bail!(
+                "cannot listen for metrics on {addr}: {e}; choose another with --metrics-listen \
+                 ADDR, or --metrics-listen off"
+            );
+        }
+    };
+    eprintln!("metrics on http://{}/metrics", listener.local_addr()?);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the metrics listener stopped: {e}");
+        }
+    });
+    Ok(())
 }
 
 /// `--max-connections` etc. parsing helper for clap.

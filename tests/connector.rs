@@ -32,6 +32,17 @@ struct Cluster {
     seen: Vec<Seen>,
     /// "" for cluster-scoped bindings, else the namespace.
     bindings: BTreeMap<(String, String), Value>,
+    /// Namespaces that exist; RoleBindings elsewhere are refused (404).
+    namespaces: std::collections::BTreeSet<String>,
+    /// What SubjectAccessReviews allow: (user, verb, resource, name).
+    allowed: Vec<(String, String, String, String)>,
+    /// Every SubjectAccessReview asked.
+    reviews: Vec<Value>,
+    next_version: u64,
+    /// Answer 401 to the connector's own token, as for a revoked one.
+    refuse_connector: bool,
+    /// (path, HTTP version) of every request.
+    versions: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -53,7 +64,17 @@ fn admit(s: &StandIn, path: &str, headers: &HeaderMap) -> Result<(), Box<Respons
             .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
             .collect(),
     };
-    s.state.lock().unwrap().seen.push(seen);
+    let refuse = {
+        let mut st = s.state.lock().unwrap();
+        st.seen.push(seen);
+        st.refuse_connector
+    };
+    if refuse {
+        return Err(Box::new(k8s_status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+        )));
+    }
     let want = format!(
         "Bearer {}",
         std::fs::read_to_string(&s.token_file).unwrap().trim()
@@ -65,6 +86,28 @@ fn admit(s: &StandIn, path: &str, headers: &HeaderMap) -> Result<(), Box<Respons
         )));
     }
     Ok(())
+}
+
+/// Any other path, as the API server's /healthz, /livez, /readyz or /metrics.
+async fn anything(State(s): State<StandIn>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    if let Err(r) = admit(&s, &path, req.headers()) {
+        return *r;
+    }
+    "ok".into_response()
+}
+
+async fn record_version(
+    State(s): State<StandIn>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    s.state
+        .lock()
+        .unwrap()
+        .versions
+        .push((req.uri().path().to_string(), format!("{:?}", req.version())));
+    next.run(req).await
 }
 
 async fn version(State(s): State<StandIn>, headers: HeaderMap) -> Response {
@@ -246,11 +289,22 @@ async fn echo(State(s): State<StandIn>, mut req: Request) -> Response {
         .unwrap()
 }
 
+/// Whether a binding's labels meet a `labelSelector` of `k=v` requirements.
+fn selected(v: &Value, selector: Option<&String>) -> bool {
+    selector.is_none_or(|sel| {
+        sel.split(',').filter(|r| !r.is_empty()).all(|req| {
+            let (k, want) = req.split_once('=').expect("the stand-in knows only k=v");
+            v["metadata"]["labels"][k] == want
+        })
+    })
+}
+
 async fn list_bindings(
     State(s): State<StandIn>,
     headers: HeaderMap,
     kind: &str,
     ns: Option<String>,
+    q: BTreeMap<String, String>,
 ) -> Response {
     if let Err(r) = admit(&s, "rbac list", &headers) {
         return *r;
@@ -263,7 +317,7 @@ async fn list_bindings(
             let is_crb = n.is_empty();
             (kind == "ClusterRoleBinding") == is_crb
                 && ns.as_deref().is_none_or(|want| want == n)
-                && v["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "infra"
+                && selected(v, q.get("labelSelector"))
         })
         .map(|(_, v)| v.clone())
         .collect();
@@ -275,13 +329,86 @@ async fn create_binding(s: StandIn, headers: HeaderMap, ns: String, mut body: Va
         return *r;
     }
     let name = body["metadata"]["name"].as_str().unwrap().to_string();
-    body["metadata"]["resourceVersion"] = json!("1");
     let mut st = s.state.lock().unwrap();
+    if !ns.is_empty() && !st.namespaces.contains(&ns) {
+        return k8s_status(
+            StatusCode::NOT_FOUND,
+            &format!("namespaces \"{ns}\" not found"),
+        );
+    }
     if st.bindings.contains_key(&(ns.clone(), name.clone())) {
         return k8s_status(StatusCode::CONFLICT, "already exists");
     }
+    st.next_version += 1;
+    body["metadata"]["resourceVersion"] = json!(st.next_version.to_string());
     st.bindings.insert((ns, name), body.clone());
     (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+async fn get_binding(s: StandIn, headers: HeaderMap, ns: String, name: String) -> Response {
+    if let Err(r) = admit(&s, "rbac get", &headers) {
+        return *r;
+    }
+    match s.state.lock().unwrap().bindings.get(&(ns, name)) {
+        Some(v) => axum::Json(v.clone()).into_response(),
+        None => k8s_status(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// PUT, with the API server's optimistic concurrency on resourceVersion.
+async fn replace_binding(
+    s: StandIn,
+    headers: HeaderMap,
+    ns: String,
+    name: String,
+    mut body: Value,
+) -> Response {
+    if let Err(r) = admit(&s, "rbac replace", &headers) {
+        return *r;
+    }
+    let mut st = s.state.lock().unwrap();
+    let Some(cur) = st.bindings.get(&(ns.clone(), name.clone())) else {
+        return k8s_status(StatusCode::NOT_FOUND, "not found");
+    };
+    if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+        && cur["metadata"]["resourceVersion"].as_str() != Some(rv)
+    {
+        return k8s_status(StatusCode::CONFLICT, "the object has been modified");
+    }
+    if cur["roleRef"] != body["roleRef"] {
+        return k8s_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "roleRef: Invalid value: cannot change roleRef",
+        );
+    }
+    st.next_version += 1;
+    body["metadata"]["resourceVersion"] = json!(st.next_version.to_string());
+    st.bindings.insert((ns, name), body.clone());
+    axum::Json(body).into_response()
+}
+
+/// SubjectAccessReview, answered from the stand-in's `allowed` list.
+async fn access_review(
+    State(s): State<StandIn>,
+    headers: HeaderMap,
+    axum::Json(mut review): axum::Json<Value>,
+) -> Response {
+    if let Err(r) = admit(&s, "subjectaccessreviews", &headers) {
+        return *r;
+    }
+    let spec = review["spec"].clone();
+    let a = &spec["resourceAttributes"];
+    let mut st = s.state.lock().unwrap();
+    st.reviews.push(review.clone());
+    let allowed = st.allowed.iter().any(|(u, verb, res, name)| {
+        spec["user"] == json!(u)
+            && a["verb"] == json!(verb)
+            && a["resource"] == json!(res)
+            && (name == "*" || a["name"] == json!(name))
+    });
+    review["status"] =
+        json!({"allowed": allowed, "reason": if allowed { "" } else { "no RBAC policy matched" }});
+    axum::Json(review).into_response()
 }
 
 async fn delete_binding(s: StandIn, headers: HeaderMap, ns: String, name: String) -> Response {
@@ -316,7 +443,10 @@ async fn start_standin() -> Running {
     // Projected service-account tokens have no trailing newline.
     std::fs::write(&token_file, "sa-token-1").unwrap();
     let standin = StandIn {
-        state: Arc::new(Mutex::new(Cluster::default())),
+        state: Arc::new(Mutex::new(Cluster {
+            namespaces: ["default", "web", "kube-system"].map(String::from).into(),
+            ..Cluster::default()
+        })),
         token_file,
     };
     // A binding infra does not manage, which must survive.
@@ -338,10 +468,16 @@ async fn start_standin() -> Running {
             get(exec).post(exec),
         )
         .route(
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            axum::routing::post(access_review),
+        )
+        .route(
             &format!("{RBAC}/clusterrolebindings"),
-            get(|st: State<StandIn>, h: HeaderMap| {
-                list_bindings(st, h, "ClusterRoleBinding", None)
-            })
+            get(
+                |st: State<StandIn>, h: HeaderMap, Query(q): Query<BTreeMap<String, String>>| {
+                    list_bindings(st, h, "ClusterRoleBinding", None, q)
+                },
+            )
             .post(
                 |State(st): State<StandIn>, h: HeaderMap, axum::Json(b): axum::Json<Value>| {
                     create_binding(st, h, String::new(), b)
@@ -354,11 +490,28 @@ async fn start_standin() -> Running {
                 |State(st): State<StandIn>, h: HeaderMap, Path(name): Path<String>| {
                     delete_binding(st, h, String::new(), name)
                 },
+            )
+            .get(
+                |State(st): State<StandIn>, h: HeaderMap, Path(name): Path<String>| {
+                    get_binding(st, h, String::new(), name)
+                },
+            )
+            .put(
+                |State(st): State<StandIn>,
+                 h: HeaderMap,
+                 Path(name): Path<String>,
+                 axum::Json(b): axum::Json<Value>| {
+                    replace_binding(st, h, String::new(), name, b)
+                },
             ),
         )
         .route(
             &format!("{RBAC}/rolebindings"),
-            get(|st: State<StandIn>, h: HeaderMap| list_bindings(st, h, "RoleBinding", None)),
+            get(
+                |st: State<StandIn>, h: HeaderMap, Query(q): Query<BTreeMap<String, String>>| {
+                    list_bindings(st, h, "RoleBinding", None, q)
+                },
+            ),
         )
         .route(
             &format!("{RBAC}/namespaces/{{ns}}/rolebindings"),
@@ -377,8 +530,28 @@ async fn start_standin() -> Running {
                  Path((ns, name)): Path<(String, String)>| {
                     delete_binding(st, h, ns, name)
                 },
+            )
+            .get(
+                |State(st): State<StandIn>,
+                 h: HeaderMap,
+                 Path((ns, name)): Path<(String, String)>| {
+                    get_binding(st, h, ns, name)
+                },
+            )
+            .put(
+                |State(st): State<StandIn>,
+                 h: HeaderMap,
+                 Path((ns, name)): Path<(String, String)>,
+                 axum::Json(b): axum::Json<Value>| {
+                    replace_binding(st, h, ns, name, b)
+                },
             ),
         )
+        .fallback(anything)
+        .layer(axum::middleware::from_fn_with_state(
+            standin.clone(),
+            record_version,
+        ))
         .with_state(standin.clone());
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
@@ -411,6 +584,22 @@ struct ConnectorProc {
     ca_pem: String,
     log: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
+}
+
+impl ConnectorProc {
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The private health and metrics listener's `http://ADDR/metrics`.
+    fn metrics_url(&self) -> String {
+        self.log()
+            .lines()
+            .find_map(|l| l.strip_prefix("metrics on "))
+            .expect("the connector prints its metrics address")
+            .trim()
+            .to_string()
+    }
 }
 
 impl Drop for ConnectorProc {
@@ -451,7 +640,8 @@ async fn start_connector(s: &Server, k: &Running, name: &str, extra: &[&str]) ->
         .arg(s.data_dir.join("tls.crt"))
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["--rbac-poll", "1s", "--leeway", "0"])
+        .args(["--rbac-poll", "1s", "--rbac-resync", "1s", "--leeway", "0"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .args(extra)
         .env(
             "INFRA_CONNECTOR_ACCESS_KEY",
@@ -647,12 +837,7 @@ async fn kubectl_through_the_connector_as_the_user() {
         err.contains("must be logged in") && err.contains("not valid for this cluster"),
         "{err}"
     );
-    let metrics = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(c.ca_pem.as_bytes()).unwrap())
-        .build()
-        .unwrap()
-        .get(format!("{}/metrics", c.url))
-        .send()
+    let metrics = reqwest::get(c.metrics_url())
         .await
         .unwrap()
         .text()
@@ -680,6 +865,8 @@ async fn clients_cannot_choose_who_they_are() {
     let (s, k, c, key) = setup(&[]).await;
     let token = mint(&s, &key, "prod").await;
     let http = client_for(&c);
+    // Asking to be someone else without the right: refused, not ignored.
+    let before = k.standin.state.lock().unwrap().seen.len();
     let resp = http
         .get(format!("{}/version", c.url))
         .bearer_auth(&token)
@@ -687,6 +874,29 @@ async fn clients_cannot_choose_who_they_are() {
         .header("Impersonate-Group", "system:masters")
         .header("Impersonate-Extra-Scopes", "everything")
         .header("Impersonate-Uid", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["kind"], "Status");
+    assert!(
+        body["message"].as_str().unwrap().contains("impersonate"),
+        "{body}"
+    );
+    let seen_now: Vec<String> = k.standin.state.lock().unwrap().seen[before..]
+        .iter()
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(
+        seen_now,
+        ["subjectaccessreviews"],
+        "only the review reached the cluster"
+    );
+
+    let resp = http
+        .get(format!("{}/version", c.url))
+        .bearer_auth(&token)
         .header("X-Forwarded-For", "203.0.113.9")
         .header("X-Real-IP", "203.0.113.9")
         .send()
@@ -699,12 +909,16 @@ async fn clients_cannot_choose_who_they_are() {
     // The API server's audit log gets the client's real address, not one it chose.
     assert_eq!(header_values(&seen, "x-forwarded-for"), ["127.0.0.1"]);
     assert!(header_values(&seen, "x-real-ip").is_empty());
-    assert!(
-        !seen
-            .headers
-            .iter()
-            .any(|(k, _)| k.starts_with("impersonate-extra") || k == "impersonate-uid")
+    assert!(!seen.headers.iter().any(|(k, _)| k == "impersonate-uid"));
+    assert_eq!(
+        header_values(&seen, "impersonate-extra-infra.dev%2fclient-address"),
+        ["127.0.0.1"]
     );
+    assert_eq!(
+        header_values(&seen, "impersonate-extra-infra.dev%2frequest-id").len(),
+        1
+    );
+    assert!(header_values(&seen, "impersonate-extra-scopes").is_empty());
 
     // A second Authorization header is refused outright.
     let resp = http
@@ -920,6 +1134,20 @@ async fn upgrades_become_a_byte_pipe() {
         .unwrap()
         .unwrap();
     assert_eq!(&buf, b"hello through the pipe");
+    // The session's start and end are logged, with the bytes each way.
+    drop(tls);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !c.log().contains("session ended") {
+        assert!(std::time::Instant::now() < deadline, "{}", c.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = c.log();
+    assert!(log.contains("session started"), "{log}");
+    let end = log.lines().find(|l| l.contains("session ended")).unwrap();
+    assert!(
+        end.contains("bytes_in=22") && end.contains("bytes_out=22") && end.contains("user=alice"),
+        "{end}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1256,4 +1484,433 @@ async fn a_connector_key_for_dev_cannot_repoint_prod() {
     );
     // Heartbeats that change nothing are not audited.
     drop(c);
+}
+
+/// Waits until `f` holds, or fails with `what` after 20 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn binding(k: &Running, ns: &str, subject: &str) -> Option<Value> {
+    k.standin
+        .state
+        .lock()
+        .unwrap()
+        .bindings
+        .iter()
+        .find(|((n, _), v)| n == ns && v["subjects"][0]["name"] == json!(subject))
+        .map(|(_, v)| v.clone())
+}
+
+async fn grant_state(s: &Server, id: &str) -> (Option<String>, Option<String>) {
+    let g = s.ok("GET", &format!("/api/grants/{id}"), None, 200).await;
+    (
+        g["state"].as_str().map(String::from),
+        g["stateMessage"].as_str().map(String::from),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_on_a_missing_namespace_blocks_no_other_grant() {
+    let (s, k, _c, _key) = setup(&[]).await;
+    let bob = s
+        .ok("POST", "/api/users", Some(json!({"name": "bob"})), 201)
+        .await;
+    // First the grant on a namespace that does not exist, then one that does.
+    let missing = s
+        .ok(
+            "POST",
+            "/api/grants",
+            Some(json!({"user": bob["id"], "destination": "prod.payments", "role": "edit"})),
+            201,
+        )
+        .await;
+    let web = s
+        .ok(
+            "POST",
+            "/api/grants",
+            Some(json!({"user": bob["id"], "destination": "prod.web", "role": "view"})),
+            201,
+        )
+        .await;
+    eventually("bob's RoleBinding in web", || {
+        binding(&k, "web", "bob").is_some()
+    });
+    let id = |g: &Value| g["id"].as_str().unwrap().to_string();
+    let mut pending = (None, None);
+    for _ in 0..100 {
+        pending = grant_state(&s, &id(&missing)).await;
+        if pending.0.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(pending.0.as_deref(), Some("pending"), "{pending:?}");
+    assert_eq!(
+        pending.1.as_deref(),
+        Some("namespace payments does not exist")
+    );
+    assert_eq!(
+        grant_state(&s, &id(&web)).await.0.as_deref(),
+        Some("applied")
+    );
+
+    // `infra grants list` shows where each stands.
+    let m = common::Machine::new();
+    m.ok(&[
+        "login",
+        &s.host(),
+        "--key",
+        common::ADMIN_KEY,
+        "--tls-trusted-fingerprint",
+        &s.fingerprint(),
+    ]);
+    let listed = m.ok(&["grants", "list", "--destination", "prod"]);
+    assert!(
+        listed
+            .contains("user:bob\tedit\tprod.payments\tpending: namespace payments does not exist"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("user:bob\tview\tprod.web\tapplied"),
+        "{listed}"
+    );
+
+    // The namespace appears: the grant is applied without anyone touching it.
+    k.standin
+        .state
+        .lock()
+        .unwrap()
+        .namespaces
+        .insert("payments".into());
+    eventually("bob's RoleBinding in payments", || {
+        binding(&k, "payments", "bob").is_some()
+    });
+    for _ in 0..100 {
+        if grant_state(&s, &id(&missing)).await.0.as_deref() == Some("applied") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the grant stayed pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connectors_on_one_cluster_keep_their_own_bindings() {
+    let (s, k, _c, _key) = setup(&[]).await;
+    let _c2 = start_connector(&s, &k, "prod-blue", &[]).await;
+    let alice = s.ok("GET", "/api/users?name=alice", None, 200).await["items"][0]["id"].clone();
+    let blue = s
+        .ok(
+            "POST",
+            "/api/grants",
+            Some(json!({"user": alice, "destination": "prod-blue", "role": "edit"})),
+            201,
+        )
+        .await;
+    let managed_for = |dest: &str| -> usize {
+        k.standin
+            .state
+            .lock()
+            .unwrap()
+            .bindings
+            .values()
+            .filter(|v| v["metadata"]["labels"]["infra.dev/destination"] == json!(dest))
+            .count()
+    };
+    eventually("both destinations' bindings", || {
+        managed_for("prod") == 1 && managed_for("prod-blue") == 1
+    });
+    // Several sync rounds of both connectors (1 s each) later, both stay.
+    let deletes_before = k
+        .standin
+        .state
+        .lock()
+        .unwrap()
+        .seen
+        .iter()
+        .filter(|s| s.path == "rbac delete")
+        .count();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!((managed_for("prod"), managed_for("prod-blue")), (1, 1));
+    let deletes = k
+        .standin
+        .state
+        .lock()
+        .unwrap()
+        .seen
+        .iter()
+        .filter(|s| s.path == "rbac delete")
+        .count();
+    assert_eq!(deletes, deletes_before, "nobody deleted anybody's bindings");
+
+    // Removing blue's grant removes only blue's binding.
+    s.ok(
+        "DELETE",
+        &format!("/api/grants/{}", blue["id"].as_str().unwrap()),
+        None,
+        204,
+    )
+    .await;
+    eventually("blue's binding removed", || managed_for("prod-blue") == 0);
+    assert_eq!(managed_for("prod"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_edited_binding_is_put_back() {
+    let (_s, k, c, _key) = setup(&[]).await;
+    eventually("alice's binding", || binding(&k, "", "alice").is_some());
+    let key = {
+        let st = k.standin.state.lock().unwrap();
+        st.bindings
+            .iter()
+            .find(|(_, v)| v["subjects"][0]["name"] == "alice")
+            .map(|(k, _)| k.clone())
+            .unwrap()
+    };
+    // Someone adds themselves to the managed binding.
+    {
+        let mut st = k.standin.state.lock().unwrap();
+        let b = st.bindings.get_mut(&key).unwrap();
+        b["subjects"].as_array_mut().unwrap().push(
+            json!({"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}),
+        );
+        b["metadata"]["resourceVersion"] = json!("900");
+    }
+    eventually("the extra subject removed", || {
+        let b = binding(&k, "", "alice").unwrap();
+        b["subjects"].as_array().unwrap().len() == 1
+    });
+    // Someone points it at cluster-admin: roleRef cannot change, so it is
+    // deleted and made again.
+    {
+        let mut st = k.standin.state.lock().unwrap();
+        let b = st.bindings.get_mut(&key).unwrap();
+        b["roleRef"]["name"] = json!("cluster-admin");
+    }
+    eventually("the roleRef put back", || {
+        binding(&k, "", "alice").unwrap()["roleRef"]["name"] == "view"
+    });
+    let log = c.log();
+    assert!(log.contains("repaired a managed binding"), "{log}");
+    assert!(
+        log.contains("mallory"),
+        "the repair says what it found: {log}"
+    );
+    assert!(
+        log.contains("roleRef was ClusterRole cluster-admin"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_as_is_allowed_only_with_permission_to_impersonate() {
+    let (s, k, c, key) = setup(&[]).await;
+    let token = mint(&s, &key, "prod").await;
+    let out = kubectl(&c, &token, &["--as", "bob", "get", "--raw", "/version"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("forbidden") && err.contains("impersonate"),
+        "{err}"
+    );
+    let review = k
+        .standin
+        .state
+        .lock()
+        .unwrap()
+        .reviews
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(review["spec"]["user"], "alice");
+    assert_eq!(review["spec"]["groups"], json!(["sre"]));
+    assert_eq!(review["spec"]["resourceAttributes"]["verb"], "impersonate");
+    assert_eq!(review["spec"]["resourceAttributes"]["resource"], "users");
+    assert_eq!(review["spec"]["resourceAttributes"]["name"], "bob");
+
+    // The cluster lets alice impersonate bob and the group dev.
+    {
+        let mut st = k.standin.state.lock().unwrap();
+        st.allowed.push((
+            "alice".into(),
+            "impersonate".into(),
+            "users".into(),
+            "bob".into(),
+        ));
+        st.allowed.push((
+            "alice".into(),
+            "impersonate".into(),
+            "groups".into(),
+            "dev".into(),
+        ));
+    }
+    let out = kubectl(
+        &c,
+        &token,
+        &[
+            "--as",
+            "bob",
+            "--as-group",
+            "dev",
+            "get",
+            "--raw",
+            "/version",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = seen_last(&k, "/version");
+    assert_eq!(header_values(&seen, "impersonate-user"), ["bob"]);
+    assert_eq!(header_values(&seen, "impersonate-group"), ["dev"]);
+    assert_eq!(
+        header_values(&seen, "impersonate-extra-infra.dev%2foriginal-user"),
+        ["alice"],
+        "the cluster's audit log names the real person"
+    );
+    // A group she may not use: refused, nothing reaches the cluster.
+    let out = kubectl(
+        &c,
+        &token,
+        &[
+            "--as",
+            "bob",
+            "--as-group",
+            "system:masters",
+            "get",
+            "--raw",
+            "/version",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("system:masters"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        header_values(&seen_last(&k, "/version"), "impersonate-group"),
+        ["dev"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connector_token_is_not_a_login_problem() {
+    let (s, k, c, key) = setup(&[]).await;
+    let token = mint(&s, &key, "prod").await;
+    // The API server stops accepting the connector's own token.
+    k.standin.state.lock().unwrap().refuse_connector = true;
+    let out = kubectl(&c, &token, &["get", "--raw", "/version"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("must be logged in") && !err.contains("Unauthorized"),
+        "not sent to infra login: {err}"
+    );
+    assert!(
+        err.contains("connector of prod") && err.contains("not your login"),
+        "{err}"
+    );
+    assert!(
+        c.log().contains("refused the connector's own credential"),
+        "logged loudly: {}",
+        c.log()
+    );
+    // The user's own bad token is still a 401.
+    k.standin.state.lock().unwrap().refuse_connector = false;
+    let out = kubectl(&c, "not-a-jwt", &["get", "--raw", "/version"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be logged in"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_with_a_trailing_newline_works_for_proxy_and_sync() {
+    let (s, k, c, key) = setup(&[]).await;
+    eventually("alice's binding", || binding(&k, "", "alice").is_some());
+    // Rotated to a file that ends in a newline, as `echo` writes it.
+    std::fs::write(&k.standin.token_file, "sa-token-2\n").unwrap();
+    let token = mint(&s, &key, "prod").await;
+    let out = kubectl(&c, &token, &["get", "--raw", "/version"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        header_values(&seen_last(&k, "/version"), "authorization"),
+        ["Bearer sa-token-2"]
+    );
+    // The RBAC sync uses the same, trimmed token at once.
+    let bob = s
+        .ok("POST", "/api/users", Some(json!({"name": "bob"})), 201)
+        .await;
+    s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"user": bob["id"], "destination": "prod", "role": "view"})),
+        201,
+    )
+    .await;
+    eventually("bob's binding, made with the new token", || {
+        binding(&k, "", "bob").is_some()
+    });
+    let seen = k.standin.state.lock().unwrap().seen.clone();
+    let create = seen.iter().rev().find(|s| s.path == "rbac create").unwrap();
+    assert_eq!(
+        header_values(create, "authorization"),
+        ["Bearer sa-token-2"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_users_port_proxies_every_path_and_health_lives_elsewhere() {
+    let (s, k, c, key) = setup(&[]).await;
+    let token = mint(&s, &key, "prod").await;
+    for path in ["/healthz", "/livez", "/readyz", "/metrics"] {
+        let _ = kubectl(&c, &token, &["get", "--raw", path]);
+        let seen = k.standin.state.lock().unwrap().seen.clone();
+        assert!(
+            seen.iter().any(|s| s.path == path),
+            "{path} reached the API server"
+        );
+    }
+    // Unauthenticated, the users' port answers nothing of its own.
+    let resp = client_for(&c)
+        .get(format!("{}/metrics", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // The connector's own health and metrics are on the private listener.
+    let m = c.metrics_url();
+    assert!(m.starts_with("http://127.0.0.1:"), "{m}");
+    let text = reqwest::get(&m).await.unwrap().text().await.unwrap();
+    assert!(text.contains("infra_connector_requests_total"), "{text}");
+    let health = reqwest::get(m.replace("/metrics", "/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    // Requests go to the API server over HTTP/2; exec upgrades over HTTP/1.1.
+    let versions = k.standin.state.lock().unwrap().versions.clone();
+    assert!(
+        versions
+            .iter()
+            .any(|(p, v)| p == "/livez" && v == "HTTP/2.0"),
+        "{versions:?}"
+    );
+    // And one line per request in the connector's log.
+    let log = c.log();
+    assert!(
+        log.lines().any(|l| l.contains("request")
+            && l.contains("user=alice")
+            && l.contains("path=/livez")),
+        "{log}"
+    );
 }

@@ -278,6 +278,33 @@ pub struct Grant {
     pub role: String,
     pub created: String,
     pub created_by: String,
+    /// Where the grant stands on its cluster, as its connector last said:
+    /// `applied` or `pending` (absent: not known yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Why a grant is pending, e.g. `namespace web does not exist`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_message: Option<String>,
+}
+
+/// `POST /api/grants/states`: a connector says where the grants on its
+/// destination stand.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrantStatesRequest {
+    pub destination: String,
+    pub states: Vec<GrantStateReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrantStateReport {
+    #[serde(rename = "grantID")]
+    pub grant_id: String,
+    /// `applied` or `pending`.
+    pub state: String,
+    #[serde(default)]
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

@@ -498,16 +498,23 @@ pub async fn grants(cmd: GrantsCmd) -> anyhow::Result<()> {
                 format!("/api/grants?{}", q.join("&"))
             };
             let grants: Vec<Grant> = s.client.list_all(&path).await?;
+            // Where grants stand on their clusters, once a connector said so.
+            let states = grants.iter().any(|g| g.state.is_some());
             let rows: Vec<_> = grants
                 .iter()
-                .map(|g| vec![subject_label(g), g.role.clone(), g.destination.clone()])
+                .map(|g| {
+                    let mut row = vec![subject_label(g), g.role.clone(), g.destination.clone()];
+                    if states {
+                        row.push(grant_state(g));
+                    }
+                    row
+                })
                 .collect();
-            output::list(
-                format.format,
-                &grants,
-                &["SUBJECT", "ROLE", "DESTINATION"],
-                rows,
-            )?;
+            let mut headers = vec!["SUBJECT", "ROLE", "DESTINATION"];
+            if states {
+                headers.push("STATE");
+            }
+            output::list(format.format, &grants, &headers, rows)?;
         }
         GrantsCmd::Remove {
             destination,
@@ -719,6 +726,15 @@ fn me(s: &Session) -> String {
         .as_ref()
         .map(|e| e.user_id.clone())
         .unwrap_or_default()
+}
+
+/// `applied`, `pending: why`, or `-` when no connector said yet.
+fn grant_state(g: &Grant) -> String {
+    match (g.state.as_deref(), g.state_message.as_deref()) {
+        (Some(s), Some(m)) if !m.is_empty() => format!("{s}: {m}"),
+        (Some(s), _) => s.to_string(),
+        (None, _) => "-".to_string(),
+    }
 }
 
 pub async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {

@@ -218,6 +218,8 @@ mod tests {
             role: role.into(),
             created: String::new(),
             created_by: String::new(),
+            state: None,
+            state_message: None,
         }
     }
 

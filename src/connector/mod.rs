@@ -108,15 +108,22 @@ pub struct ConnectorArgs {
     /// How often to heartbeat to the server
     #[arg(long, hide = true, default_value = "30s", value_parser = crate::server::parse_duration)]
     pub heartbeat: Duration,
-    /// How often to read the grants for RBAC
+    /// How often to retry grants that could not be applied yet
     #[arg(long, hide = true, default_value = "10s", value_parser = crate::server::parse_duration)]
     pub rbac_poll: Duration,
+    /// How often to reconcile every binding anyway (repairs hand edits)
+    #[arg(long, hide = true, default_value = "30s", value_parser = crate::server::parse_duration)]
+    pub rbac_resync: Duration,
     /// Clock-skew leeway for token expiry, in seconds
     #[arg(long, hide = true, default_value_t = auth::LEEWAY_SECS)]
     pub leeway: u64,
 
+    /// Serve /healthz and /metrics over plain HTTP here (off the users' port); "off" for none [default: 127.0.0.1:9465]
+    #[arg(long, env = "INFRA_CONNECTOR_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<crate::edge::MetricsListen>,
+
     #[command(flatten)]
-    pub edge: crate::server::EdgeArgs,
+    pub edge: crate::edge::EdgeArgs,
 }
 
 /// The `--config` file.
@@ -251,20 +258,33 @@ impl Metrics {
 /// Everything a request needs.
 pub struct Connector {
     pub verifier: auth::Verifier,
-    pub token: upstream::TokenFile,
-    pub upstream: upstream::HttpsClient,
+    /// The connector's own credential, for the proxy and the RBAC sync alike.
+    pub token: Arc<upstream::TokenFile>,
+    pub upstream: upstream::Upstream,
+    /// The destination this connector serves.
+    pub name: String,
     /// `https://host:port` of the API server, without a trailing slash.
     pub kube_api: String,
     pub metrics: Metrics,
 }
 
+/// The users' port: every path goes to the API server (its own /healthz,
+/// /livez, /readyz and /metrics included), as the signed-in user.
 fn router(c: Arc<Connector>) -> Router {
+    Router::new().fallback(proxy::handle).with_state(c)
+}
+
+/// The connector's own health and metrics, on `--metrics-listen`.
+fn metrics_router(c: Arc<Connector>) -> Router {
     Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/metrics", axum::routing::get(metrics))
-        .fallback(proxy::handle)
         .with_state(c)
 }
+
+/// Where the connector's metrics go without `--metrics-listen`.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9465);
 
 async fn metrics(State(c): State<Arc<Connector>>) -> impl IntoResponse {
     (
@@ -431,7 +451,7 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(upstream::IN_CLUSTER_CA));
     let kube_ca = std::fs::read_to_string(&kube_ca_path)
         .with_context(|| format!("cannot read the Kubernetes CA {}", kube_ca_path.display()))?;
-    let token = upstream::TokenFile::new(&token_path);
+    let token = Arc::new(upstream::TokenFile::new(&token_path));
     token.token()?;
 
     let trust = server_trust(&args)?;
@@ -441,8 +461,9 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
 
     let connector = Arc::new(Connector {
         verifier: auth::Verifier::new(&server, &name, client.http().clone(), args.leeway),
-        token,
-        upstream: upstream::client(&kube_ca)?,
+        token: token.clone(),
+        upstream: upstream::clients(&kube_ca)?,
+        name: name.clone(),
         kube_api: kube_api.clone(),
         metrics: Metrics::new(),
     });
@@ -476,15 +497,22 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
         connector.clone(),
     ));
     if args.sync_rbac {
-        let kube = rbac::kube_client(&kube_api, &token_path, &kube_ca_path).await?;
+        let kube = rbac::kube_client(&kube_api, token.clone(), &kube_ca_path).await?;
         tokio::spawn(rbac::sync_forever(
             client.clone(),
             kube,
             name.clone(),
             args.rbac_poll,
+            args.rbac_resync,
         ));
     }
 
+    crate::edge::serve_private(
+        metrics_router(connector.clone()),
+        args.metrics_listen,
+        DEFAULT_METRICS_LISTEN,
+    )
+    .await?;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}; choose another with --listen"))?;
     listener.set_nonblocking(true)?;

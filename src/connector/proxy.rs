@@ -4,8 +4,21 @@
 //! response without buffering: chunked watch streams flow as they come, and
 //! HTTP upgrades (SPDY and WebSocket, for exec, attach and port-forward)
 //! become a byte pipe between the two sides.
+//!
+//! - **Nested impersonation** (`kubectl --as`, `--as-group`): allowed only
+//!   when a SubjectAccessReview says the signed-in person may impersonate
+//!   what they ask for, as Pinniped does; the real person goes along as the
+//!   extra `infra.dev/original-user`. Otherwise 403, never ignored.
+//! - **Audit**: every request carries the extras `infra.dev/client-address`
+//!   and `infra.dev/request-id` into the cluster's audit log, and the
+//!   connector logs one line per request (and a start and an end line with
+//!   the bytes each way for exec, attach and port-forward).
+//! - **The connector's own credential**: an upstream 401 means the API
+//!   server refused the connector's service-account token, not the user:
+//!   it is answered 503 naming the connector, and logged loudly.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -69,8 +82,229 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
         && headers.contains_key(header::UPGRADE)
 }
 
+/// The extras infra adds to every impersonated request.
+pub const EXTRA_ORIGINAL_USER: &str = "infra.dev/original-user";
+pub const EXTRA_CLIENT_ADDRESS: &str = "infra.dev/client-address";
+pub const EXTRA_REQUEST_ID: &str = "infra.dev/request-id";
+
+/// `Impersonate-Extra-<key>` with the key percent-encoded as Kubernetes
+/// expects (lower case; `/` and other reserved characters escaped).
+fn extra_header(key: &str) -> Option<HeaderName> {
+    let mut name = String::from("impersonate-extra-");
+    for b in key.to_ascii_lowercase().bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("%{b:02x}"));
+        }
+    }
+    HeaderName::from_bytes(name.as_bytes()).ok()
+}
+
+/// The key of an `Impersonate-Extra-` header, decoded.
+fn extra_key(header: &str) -> Option<String> {
+    let enc = header.strip_prefix("impersonate-extra-")?;
+    let bytes = enc.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let v = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?, 16).ok()?;
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Who the client asked to act as (`kubectl --as`, `--as-group`, `--as-uid`,
+/// `--as-user-extra`).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Requested {
+    user: Option<String>,
+    groups: Vec<String>,
+    uid: Option<String>,
+    extras: Vec<(String, Vec<String>)>,
+}
+
+impl Requested {
+    fn from(headers: &HeaderMap) -> Result<Option<Requested>, String> {
+        let mut r = Requested::default();
+        let mut any = false;
+        for (name, value) in headers {
+            let n = name.as_str();
+            if !n.starts_with("impersonate-") {
+                continue;
+            }
+            any = true;
+            let v = value
+                .to_str()
+                .map_err(|_| format!("the {n} header is not text"))?
+                .to_string();
+            match n {
+                "impersonate-user" if r.user.is_some() => {
+                    return Err("more than one Impersonate-User header".into());
+                }
+                "impersonate-user" => r.user = Some(v),
+                "impersonate-group" => r.groups.push(v),
+                "impersonate-uid" => r.uid = Some(v),
+                _ => match extra_key(n) {
+                    Some(k) => match r.extras.iter_mut().find(|(key, _)| *key == k) {
+                        Some((_, vals)) => vals.push(v),
+                        None => r.extras.push((k, vec![v])),
+                    },
+                    None => return Err(format!("unknown impersonation header {n}")),
+                },
+            }
+        }
+        if !any {
+            return Ok(None);
+        }
+        if r.user.is_none() {
+            return Err(
+                "impersonating groups, a uid or extras needs a user too (kubectl --as)".into(),
+            );
+        }
+        Ok(Some(r))
+    }
+
+    /// The SubjectAccessReview resource attributes each part needs, as the
+    /// API server checks them: (api group, resource, subresource, namespace, name).
+    fn checks(&self) -> Vec<(&'static str, &'static str, String, String, String)> {
+        let mut out = Vec::new();
+        if let Some(u) = &self.user {
+            match u
+                .strip_prefix("system:serviceaccount:")
+                .and_then(|r| r.split_once(':'))
+            {
+                Some((ns, name)) => out.push((
+                    "",
+                    "serviceaccounts",
+                    String::new(),
+                    ns.to_string(),
+                    name.to_string(),
+                )),
+                None => out.push(("", "users", String::new(), String::new(), u.clone())),
+            }
+        }
+        for g in &self.groups {
+            out.push(("", "groups", String::new(), String::new(), g.clone()));
+        }
+        if let Some(uid) = &self.uid {
+            out.push((
+                "authentication.k8s.io",
+                "uids",
+                String::new(),
+                String::new(),
+                uid.clone(),
+            ));
+        }
+        for (k, vals) in &self.extras {
+            for v in vals {
+                out.push((
+                    "authentication.k8s.io",
+                    "userextras",
+                    k.clone(),
+                    String::new(),
+                    v.clone(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Asks the API server whether the signed-in person may impersonate each
+/// part of `r`; the first refusal, in the API server's words.
+async fn authorize_nested(
+    c: &Connector,
+    who: &super::auth::Claims,
+    r: &Requested,
+    sa_token: &str,
+) -> Result<(), String> {
+    for (group, resource, sub, ns, name) in r.checks() {
+        let review = serde_json::json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": who.name,
+                "groups": who.groups,
+                "resourceAttributes": {
+                    "verb": "impersonate", "group": group, "resource": resource,
+                    "subresource": sub, "namespace": ns, "name": name,
+                },
+            },
+        });
+        let req = axum::http::Request::builder()
+            .method("POST")
+            .uri(format!(
+                "{}/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                c.kube_api
+            ))
+            .header(header::AUTHORIZATION, format!("Bearer {sa_token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(review.to_string()))
+            .map_err(|e| e.to_string())?;
+        let resp = c
+            .upstream
+            .requests
+            .request(req)
+            .await
+            .map_err(|e| format!("cannot ask the API server: {e}"))?;
+        let status_code = resp.status();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !status_code.is_success() {
+            return Err(format!(
+                "the API server did not answer the access review ({status_code}); the \
+                 connector's ClusterRole needs create on subjectaccessreviews"
+            ));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        if v["status"]["allowed"] != serde_json::Value::Bool(true) {
+            let what = if sub.is_empty() {
+                resource.to_string()
+            } else {
+                format!("{resource}/{sub}")
+            };
+            let reason = v["status"]["reason"].as_str().unwrap_or_default();
+            return Err(format!(
+                "{what} {name:?} is forbidden: {} may not impersonate it{}",
+                who.name,
+                if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({reason})")
+                }
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A short random id for one request, in logs and the cluster's audit log.
+fn request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let r: u32 = rand::random();
+    format!("{r:08x}{n:08x}")
+}
+
 pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Response {
     let started = Instant::now();
+    let rid = request_id();
+    let client = crate::edge::client_ip(req.extensions(), req.headers());
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     let Some(token) = bearer(req.headers()) else {
         c.metrics.rejected(Rejection::Missing.reason());
         return status(
@@ -83,7 +317,6 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
         Ok(claims) => claims,
         Err(r) => {
             c.metrics.rejected(r.reason());
-            let client = crate::edge::client_ip(req.extensions(), req.headers());
             tracing::debug!(reason = r.reason(), client = ?client, "refused a token");
             return status(StatusCode::UNAUTHORIZED, "Unauthorized", r.message());
         }
@@ -99,6 +332,18 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
             );
         }
     };
+    // Asked to act as someone else: only what the API server lets this
+    // person impersonate, never silently dropped.
+    let nested = match Requested::from(req.headers()) {
+        Ok(n) => n,
+        Err(why) => return status(StatusCode::BAD_REQUEST, "BadRequest", &why),
+    };
+    if let Some(n) = &nested
+        && let Err(why) = authorize_nested(&c, &claims, n, &sa_token).await
+    {
+        tracing::info!(user = %claims.name, request_id = %rid, "refused impersonation: {why}");
+        return status(StatusCode::FORBIDDEN, "Forbidden", &why);
+    }
 
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = if upgrade {
@@ -106,7 +351,6 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
     } else {
         None
     };
-    let client = crate::edge::client_ip(req.extensions(), req.headers());
     let (mut parts, body) = req.into_parts();
 
     // Who the user is comes from the verified token and nothing else; where
@@ -135,18 +379,45 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
             .insert(HeaderName::from_static("x-forwarded-for"), v);
     }
     let h = &mut parts.headers;
-    let set = |h: &mut HeaderMap, k: &'static str, v: &str| -> bool {
+    let set = |h: &mut HeaderMap, k: HeaderName, v: &str| -> bool {
         match HeaderValue::from_str(v) {
             Ok(v) => {
-                h.append(HeaderName::from_static(k), v);
+                h.append(k, v);
                 true
             }
             Err(_) => false,
         }
     };
-    if !set(h, "impersonate-user", &claims.name)
-        || !claims.groups.iter().all(|g| set(h, "impersonate-group", g))
-    {
+    let user_h = HeaderName::from_static("impersonate-user");
+    let group_h = HeaderName::from_static("impersonate-group");
+    let mut extras: Vec<(String, String)> = vec![(EXTRA_REQUEST_ID.into(), rid.clone())];
+    if let Some(ip) = client {
+        extras.push((EXTRA_CLIENT_ADDRESS.into(), ip.to_string()));
+    }
+    let as_user = match &nested {
+        Some(n) => {
+            extras.push((EXTRA_ORIGINAL_USER.into(), claims.name.clone()));
+            for (k, vals) in &n.extras {
+                for v in vals {
+                    extras.push((k.clone(), v.clone()));
+                }
+            }
+            n.user.clone().unwrap_or_default()
+        }
+        None => claims.name.clone(),
+    };
+    let groups = match &nested {
+        Some(n) => n.groups.clone(),
+        None => claims.groups.clone(),
+    };
+    let mut ok = set(h, user_h, &as_user) && groups.iter().all(|g| set(h, group_h.clone(), g));
+    if let Some(uid) = nested.as_ref().and_then(|n| n.uid.as_deref()) {
+        ok &= set(h, HeaderName::from_static("impersonate-uid"), uid);
+    }
+    for (k, v) in &extras {
+        ok &= extra_header(k).is_some_and(|name| set(h, name, v));
+    }
+    if !ok {
         return status(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
@@ -169,26 +440,24 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, u);
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
     parts.uri = match format!("{}{}", c.kube_api, path).parse::<Uri>() {
         Ok(u) => u,
         Err(_) => return status(StatusCode::BAD_REQUEST, "BadRequest", "bad request path"),
     };
     parts.version = axum::http::Version::HTTP_11;
 
-    let method = parts.method.clone();
-    let resp = match c
-        .upstream
+    let upstream = if upgrade {
+        &c.upstream.upgrades
+    } else {
+        &c.upstream.requests
+    };
+    let resp = match upstream
         .request(axum::http::Request::from_parts(parts, body))
         .await
     {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!("upstream {method} {path} failed: {e}");
+            tracing::warn!(request_id = %rid, "upstream {method} {path} failed: {e}");
             c.metrics.proxied(502, started.elapsed());
             return status(
                 StatusCode::BAD_GATEWAY,
@@ -197,9 +466,45 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
             );
         }
     };
-    c.metrics.proxied(resp.status().as_u16(), started.elapsed());
+    let code = resp.status();
+    c.metrics.proxied(code.as_u16(), started.elapsed());
+    // The user was verified here; the API server only saw the connector's
+    // own token. A 401 is about that token, not the user: do not send them
+    // to `infra login` for it.
+    if code == StatusCode::UNAUTHORIZED {
+        tracing::error!(
+            request_id = %rid,
+            token_file = %c.token.path().display(),
+            "the API server refused the connector's own credential (401): check its \
+             service-account token"
+        );
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            &format!(
+                "the infra connector of {} cannot authenticate to the cluster's API server (its \
+                 own service-account token was refused); this is not your login: tell the \
+                 cluster's administrator",
+                c.name
+            ),
+        );
+    }
+    let shown_user = match &nested {
+        Some(_) => format!("{} as {as_user}", claims.name),
+        None => claims.name.clone(),
+    };
+    tracing::info!(
+        user = %shown_user,
+        method = %method,
+        path = %path,
+        status = code.as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        client = ?client,
+        request_id = %rid,
+        "request"
+    );
 
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+    if code == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
             return status(
                 StatusCode::BAD_GATEWAY,
@@ -212,11 +517,25 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
         tokio::spawn(async move {
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client_io, upstream_io)) => {
-                    let mut a = TokioIo::new(client_io);
-                    let mut b = TokioIo::new(upstream_io);
+                    tracing::info!(user = %shown_user, path = %path, request_id = %rid, "session started");
+                    let began = Instant::now();
+                    let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+                    let mut a = Counted::new(TokioIo::new(client_io), up.clone());
+                    let mut b = Counted::new(TokioIo::new(upstream_io), down.clone());
+                    // A side that hangs up without a goodbye ends it too.
                     let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
+                    tracing::info!(
+                        user = %shown_user,
+                        path = %path,
+                        request_id = %rid,
+                        bytes_in = up,
+                        bytes_out = down,
+                        secs = began.elapsed().as_secs(),
+                        "session ended"
+                    );
                 }
-                Err(e) => tracing::warn!("upgrade failed: {e}"),
+                Err(e) => tracing::warn!(request_id = %rid, "upgrade failed: {e}"),
             }
         });
         let (parts, _) = resp.into_parts();
@@ -224,4 +543,106 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
     }
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, Body::new(body))
+}
+
+/// A stream that counts the bytes read from it.
+struct Counted<T> {
+    inner: T,
+    read: Arc<AtomicU64>,
+}
+
+impl<T> Counted<T> {
+    fn new(inner: T, read: Arc<AtomicU64>) -> Self {
+        Counted { inner, read }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_keys_round_trip_as_kubernetes_encodes_them() {
+        let h = extra_header("infra.dev/original-user").unwrap();
+        assert_eq!(h.as_str(), "impersonate-extra-infra.dev%2foriginal-user");
+        assert_eq!(
+            extra_key(h.as_str()).as_deref(),
+            Some("infra.dev/original-user")
+        );
+        assert_eq!(
+            extra_key("impersonate-extra-scopes").as_deref(),
+            Some("scopes")
+        );
+    }
+
+    #[test]
+    fn requested_impersonation() {
+        let mut h = HeaderMap::new();
+        assert_eq!(Requested::from(&h), Ok(None));
+        h.append("impersonate-group", "dev".parse().unwrap());
+        assert!(Requested::from(&h).is_err(), "groups need a user");
+        h.append("impersonate-user", "bob".parse().unwrap());
+        h.append("impersonate-extra-scopes", "a".parse().unwrap());
+        h.append("impersonate-extra-scopes", "b".parse().unwrap());
+        let r = Requested::from(&h).unwrap().unwrap();
+        assert_eq!(r.user.as_deref(), Some("bob"));
+        assert_eq!(r.groups, ["dev"]);
+        assert_eq!(
+            r.extras,
+            [("scopes".to_string(), vec!["a".into(), "b".into()])]
+        );
+        let checks = r.checks();
+        assert_eq!(checks.len(), 4);
+        assert_eq!(checks[0].1, "users");
+        assert_eq!(checks[3].1, "userextras");
+        assert_eq!(checks[3].2, "scopes");
+        let mut sa = HeaderMap::new();
+        sa.append(
+            "impersonate-user",
+            "system:serviceaccount:kube-system:default".parse().unwrap(),
+        );
+        let c = Requested::from(&sa).unwrap().unwrap().checks();
+        assert_eq!(
+            (c[0].1, c[0].3.as_str(), c[0].4.as_str()),
+            ("serviceaccounts", "kube-system", "default")
+        );
+    }
 }

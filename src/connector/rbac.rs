@@ -1,11 +1,23 @@
 //! Grants as Kubernetes RBAC. The connector follows the grants on its
 //! destination and reconciles: a ClusterRoleBinding per cluster-wide grant,
 //! a RoleBinding per namespace grant, each binding the ClusterRole the role
-//! names, labelled as managed by infra. Bindings without that label are
-//! never touched; managed ones no grant asks for are removed.
+//! names, labelled as managed by infra *for this destination*.
+//!
+//! - Each binding is reconciled on its own: a grant on a namespace that
+//!   does not exist yet stays pending (and is tried again) while every
+//!   other binding is applied.
+//! - A connector owns only the bindings labelled with its destination, so
+//!   two connectors on one API server never touch each other's; bindings
+//!   without infra's labels are never touched at all.
+//! - A managed binding whose subjects or roleRef someone changed is put
+//!   back (a roleRef cannot change: delete and create), and the repair is
+//!   logged.
+//! - The state of every grant (`applied`, or `pending: why`) goes back to
+//!   the server, which shows it in `infra grants list`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,14 +25,15 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subje
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use sha2::{Digest, Sha256};
 
-use crate::api::Grant;
+use super::upstream::TokenFile;
+use crate::api::{Grant, GrantStateReport, GrantStatesRequest};
 use crate::client::{Client, enc};
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER: &str = "infra";
-const DESTINATION_LABEL: &str = "infra.dev/destination";
+pub const DESTINATION_LABEL: &str = "infra.dev/destination";
 
-/// One binding a grant asks for.
+/// One binding the grants ask for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Wanted {
     pub name: String,
@@ -29,65 +42,86 @@ pub struct Wanted {
     /// `User` or `Group`.
     pub kind: &'static str,
     pub subject: String,
+    /// The grants that ask for it (several may ask for the same binding).
+    pub grants: Vec<String>,
 }
 
-/// The bindings the grants on `destination` ask for.
+impl Wanted {
+    fn label(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("RoleBinding {ns}/{}", self.name),
+            None => format!("ClusterRoleBinding {}", self.name),
+        }
+    }
+}
+
+/// The bindings the grants on `destination` ask for. Names hash the
+/// destination too, so two destinations on one cluster never share one.
 pub fn wanted(destination: &str, grants: &[Grant]) -> Vec<Wanted> {
-    let mut out: Vec<Wanted> = grants
+    let mut by_name: BTreeMap<String, Wanted> = BTreeMap::new();
+    // Never bind Kubernetes' own names (the server refuses them anyway).
+    for g in grants
         .iter()
-        // Never bind Kubernetes' own names (the server refuses them anyway).
         .filter(|g| !crate::api::is_reserved_name(&g.subject_name))
-        .filter_map(|g| {
-            let (dest, ns) = match g.destination.split_once('.') {
-                Some((d, n)) => (d, Some(n.to_string())),
-                None => (g.destination.as_str(), None),
-            };
-            if dest != destination {
-                return None;
-            }
-            let kind = if g.group.is_some() { "Group" } else { "User" };
-            let digest = Sha256::digest(
-                format!(
-                    "{}\0{}\0{kind}\0{}",
-                    ns.as_deref().unwrap_or(""),
-                    g.role,
-                    g.subject_name
-                )
-                .as_bytes(),
-            );
-            Some(Wanted {
-                name: format!("infra-{}", &hex::encode(digest)[..16]),
+    {
+        let (dest, ns) = match g.destination.split_once('.') {
+            Some((d, n)) => (d, Some(n.to_string())),
+            None => (g.destination.as_str(), None),
+        };
+        if dest != destination {
+            continue;
+        }
+        let kind = if g.group.is_some() { "Group" } else { "User" };
+        let digest = Sha256::digest(
+            format!(
+                "{destination}\0{}\0{}\0{kind}\0{}",
+                ns.as_deref().unwrap_or(""),
+                g.role,
+                g.subject_name
+            )
+            .as_bytes(),
+        );
+        let name = format!("infra-{}", &hex::encode(digest)[..16]);
+        by_name
+            .entry(format!("{}/{name}", ns.as_deref().unwrap_or("")))
+            .or_insert_with(|| Wanted {
+                name,
                 namespace: ns,
                 role: g.role.clone(),
                 kind,
                 subject: g.subject_name.clone(),
+                grants: Vec::new(),
             })
-        })
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+            .grants
+            .push(g.id.clone());
+    }
+    by_name.into_values().collect()
 }
 
-fn meta(w: &Wanted, destination: &str) -> ObjectMeta {
+fn labels(destination: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY.to_string(), MANAGER.to_string()),
+        (DESTINATION_LABEL.to_string(), destination.to_string()),
+    ])
+}
+
+fn meta(w: &Wanted, destination: &str, resource_version: Option<String>) -> ObjectMeta {
     ObjectMeta {
         name: Some(w.name.clone()),
         namespace: w.namespace.clone(),
-        labels: Some(BTreeMap::from([
-            (MANAGED_BY.to_string(), MANAGER.to_string()),
-            (DESTINATION_LABEL.to_string(), destination.to_string()),
-        ])),
+        labels: Some(labels(destination)),
+        resource_version,
         ..Default::default()
     }
 }
 
-fn subjects(w: &Wanted) -> Option<Vec<Subject>> {
-    Some(vec![Subject {
+fn subjects(w: &Wanted) -> Vec<Subject> {
+    vec![Subject {
         kind: w.kind.to_string(),
         name: w.subject.clone(),
         api_group: Some("rbac.authorization.k8s.io".to_string()),
         namespace: None,
-    }])
+    }]
 }
 
 fn role_ref(w: &Wanted) -> RoleRef {
@@ -98,10 +132,19 @@ fn role_ref(w: &Wanted) -> RoleRef {
     }
 }
 
-/// A client for the API server with the connector's own token file.
+/// The selector of this destination's managed bindings.
+fn selector(destination: &str) -> ListParams {
+    ListParams::default().labels(&format!(
+        "{MANAGED_BY}={MANAGER},{DESTINATION_LABEL}={destination}"
+    ))
+}
+
+/// A client for the API server that authenticates with the connector's
+/// token file, the same source the proxy reads (re-read when the file
+/// changes, trimmed as client-go does).
 pub async fn kube_client(
     api: &str,
-    token_file: &Path,
+    token: Arc<TokenFile>,
     ca_file: &Path,
 ) -> anyhow::Result<kube::Client> {
     let mut config = kube::Config::new(api.parse().context("--kube-api is not a URL")?);
@@ -114,153 +157,462 @@ pub async fn kube_client(
         .map(|c| c.to_vec())
         .collect();
     config.root_cert = Some(ders);
-    config.auth_info.token_file = Some(token_file.display().to_string());
-    kube::Client::try_from(config).context("cannot build the Kubernetes client")
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .context("cannot build the Kubernetes client")?;
+    Ok(builder.with_layer(&BearerLayer(token)).build())
 }
 
-/// What a reconciliation did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Changes {
+/// Puts the token file's current token on every request of the kube client.
+#[derive(Clone)]
+struct BearerLayer(Arc<TokenFile>);
+
+impl<S> tower::Layer<S> for BearerLayer {
+    type Service = Bearer<S>;
+    fn layer(&self, inner: S) -> Bearer<S> {
+        Bearer {
+            inner,
+            token: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Bearer<S> {
+    inner: S,
+    token: Arc<TokenFile>,
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for Bearer<S>
+where
+    S: tower::Service<axum::http::Request<B>>,
+    S::Error: Into<tower::BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = tower::BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<S::Response, tower::BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
+        let header = self
+            .token
+            .token()
+            .map_err(|e| -> tower::BoxError { format!("{e:#}").into() })
+            .and_then(|t| {
+                axum::http::HeaderValue::from_str(&format!("Bearer {t}"))
+                    .map_err(|_| "the connector's token is not a valid header".into())
+            });
+        match header {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                req.headers_mut()
+                    .insert(axum::http::header::AUTHORIZATION, v);
+                let fut = self.inner.call(req);
+                Box::pin(async move { fut.await.map_err(Into::into) })
+            }
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+}
+
+/// Where a grant stands on the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Applied,
+    Pending(String),
+}
+
+/// What one reconciliation did, and where each grant stands.
+#[derive(Debug, Default)]
+pub struct Outcome {
     pub created: Vec<String>,
+    pub repaired: Vec<String>,
     pub deleted: Vec<String>,
+    pub states: BTreeMap<String, State>,
 }
 
-/// Makes the managed bindings exactly `wanted`.
-pub async fn reconcile(
+impl Outcome {
+    pub fn pending(&self) -> bool {
+        self.states.values().any(|s| matches!(s, State::Pending(_)))
+    }
+}
+
+/// What happened to one binding.
+enum Done {
+    Unchanged,
+    Created,
+    Repaired(String),
+}
+
+/// Makes this destination's managed bindings exactly `wanted`: each binding
+/// on its own, creations and repairs before deletions (so a renamed binding
+/// never leaves a gap), failures kept per grant.
+pub async fn reconcile(kube: &kube::Client, destination: &str, wanted: &[Wanted]) -> Outcome {
+    let mut out = Outcome::default();
+    let crbs: Api<ClusterRoleBinding> = Api::all(kube.clone());
+    let rbs: Api<RoleBinding> = Api::all(kube.clone());
+    let existing_crbs = crbs.list(&selector(destination)).await;
+    let existing_rbs = rbs.list(&selector(destination)).await;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in wanted.iter().cloned() {
+        let kube = kube.clone();
+        let destination = destination.to_string();
+        let current = match &w.namespace {
+            None => match &existing_crbs {
+                Ok(list) => Ok(list
+                    .items
+                    .iter()
+                    .find(|b| b.metadata.name.as_deref() == Some(&w.name))
+                    .map(|b| Current::Cluster(Box::new(b.clone())))),
+                Err(e) => Err(format!(
+                    "cannot list ClusterRoleBindings: {}",
+                    kube_reason(e)
+                )),
+            },
+            Some(ns) => match &existing_rbs {
+                Ok(list) => Ok(list
+                    .items
+                    .iter()
+                    .find(|b| {
+                        b.metadata.name.as_deref() == Some(&w.name)
+                            && b.metadata.namespace.as_deref() == Some(ns)
+                    })
+                    .map(|b| Current::Namespaced(Box::new(b.clone())))),
+                Err(e) => Err(format!("cannot list RoleBindings: {}", kube_reason(e))),
+            },
+        };
+        tasks.spawn(async move {
+            let r = match current {
+                Ok(current) => apply(&kube, &destination, &w, current).await,
+                Err(e) => Err(e),
+            };
+            (w, r)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((w, r)) = joined else { continue };
+        let state = match r {
+            Ok(Done::Unchanged) => State::Applied,
+            Ok(Done::Created) => {
+                out.created.push(w.label());
+                State::Applied
+            }
+            Ok(Done::Repaired(what)) => {
+                tracing::warn!(binding = %w.label(), "repaired a managed binding: {what}");
+                out.repaired.push(format!("{} ({what})", w.label()));
+                State::Applied
+            }
+            Err(why) => {
+                tracing::warn!(binding = %w.label(), "cannot apply a grant yet: {why}");
+                State::Pending(why)
+            }
+        };
+        for g in &w.grants {
+            out.states.insert(g.clone(), state.clone());
+        }
+    }
+
+    // Then what no grant asks for any more, each on its own.
+    if let Ok(list) = &existing_crbs {
+        for b in &list.items {
+            let name = b.metadata.name.clone().unwrap_or_default();
+            if wanted
+                .iter()
+                .any(|w| w.namespace.is_none() && w.name == name)
+            {
+                continue;
+            }
+            match crbs.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => out.deleted.push(format!("ClusterRoleBinding {name}")),
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => tracing::warn!("cannot delete ClusterRoleBinding {name}: {e}"),
+            }
+        }
+    }
+    if let Ok(list) = &existing_rbs {
+        for b in &list.items {
+            let name = b.metadata.name.clone().unwrap_or_default();
+            let ns = b.metadata.namespace.clone().unwrap_or_default();
+            if wanted
+                .iter()
+                .any(|w| w.namespace.as_deref() == Some(ns.as_str()) && w.name == name)
+            {
+                continue;
+            }
+            let api: Api<RoleBinding> = Api::namespaced(kube.clone(), &ns);
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => out.deleted.push(format!("RoleBinding {ns}/{name}")),
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => tracing::warn!("cannot delete RoleBinding {ns}/{name}: {e}"),
+            }
+        }
+    }
+    out
+}
+
+/// A managed binding as the API server has it.
+enum Current {
+    Cluster(Box<ClusterRoleBinding>),
+    Namespaced(Box<RoleBinding>),
+}
+
+/// Creates the binding, or puts back what drifted.
+async fn apply(
     kube: &kube::Client,
     destination: &str,
-    wanted: &[Wanted],
-) -> anyhow::Result<Changes> {
-    let mut changes = Changes::default();
-    let selector = ListParams::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
+    w: &Wanted,
+    current: Option<Current>,
+) -> Result<Done, String> {
     let pp = PostParams::default();
+    let want_subjects = subjects(w);
+    let want_ref = role_ref(w);
+    match (&w.namespace, current) {
+        (None, found) => {
+            let api: Api<ClusterRoleBinding> = Api::all(kube.clone());
+            let found = match found {
+                Some(Current::Cluster(b)) => Some(*b),
+                _ => None,
+            };
+            let make = |rv| ClusterRoleBinding {
+                metadata: meta(w, destination, rv),
+                role_ref: want_ref.clone(),
+                subjects: Some(want_subjects.clone()),
+            };
+            let Some(b) = found else {
+                return create_or_adopt(&api, &w.name, make(None), |rv| make(Some(rv))).await;
+            };
+            if b.role_ref != want_ref {
+                recreate(&api, &w.name, make(None)).await?;
+                return Ok(Done::Repaired(format!(
+                    "roleRef was {} {}",
+                    b.role_ref.kind, b.role_ref.name
+                )));
+            }
+            if b.subjects.as_deref().unwrap_or_default() != want_subjects.as_slice() {
+                api.replace(&w.name, &pp, &make(b.metadata.resource_version.clone()))
+                    .await
+                    .map_err(|e| kube_reason(&e))?;
+                return Ok(Done::Repaired(subjects_drift(b.subjects.as_deref())));
+            }
+            Ok(Done::Unchanged)
+        }
+        (Some(ns), found) => {
+            let api: Api<RoleBinding> = Api::namespaced(kube.clone(), ns);
+            let found = match found {
+                Some(Current::Namespaced(b)) => Some(*b),
+                _ => None,
+            };
+            let make = |rv| RoleBinding {
+                metadata: meta(w, destination, rv),
+                role_ref: want_ref.clone(),
+                subjects: Some(want_subjects.clone()),
+            };
+            let Some(b) = found else {
+                return create_or_adopt(&api, &w.name, make(None), |rv| make(Some(rv)))
+                    .await
+                    .map_err(|e| {
+                        if e.contains("NotFound") || e.contains("not found") {
+                            format!("namespace {ns} does not exist")
+                        } else {
+                            e
+                        }
+                    });
+            };
+            if b.role_ref != want_ref {
+                recreate(&api, &w.name, make(None)).await?;
+                return Ok(Done::Repaired(format!(
+                    "roleRef was {} {}",
+                    b.role_ref.kind, b.role_ref.name
+                )));
+            }
+            if b.subjects.as_deref().unwrap_or_default() != want_subjects.as_slice() {
+                api.replace(&w.name, &pp, &make(b.metadata.resource_version.clone()))
+                    .await
+                    .map_err(|e| kube_reason(&e))?;
+                return Ok(Done::Repaired(subjects_drift(b.subjects.as_deref())));
+            }
+            Ok(Done::Unchanged)
+        }
+    }
+}
 
-    let crbs: Api<ClusterRoleBinding> = Api::all(kube.clone());
-    let existing = crbs
-        .list(&selector)
-        .await
-        .context("cannot list ClusterRoleBindings")?;
-    for b in &existing.items {
-        let name = b.metadata.name.clone().unwrap_or_default();
-        let keep = wanted
-            .iter()
-            .any(|w| w.namespace.is_none() && w.name == name);
-        if !keep {
-            crbs.delete(&name, &DeleteParams::default())
-                .await
-                .with_context(|| format!("cannot delete ClusterRoleBinding {name}"))?;
-            changes.deleted.push(name);
-        }
-    }
-    for w in wanted.iter().filter(|w| w.namespace.is_none()) {
-        if existing
-            .items
-            .iter()
-            .any(|b| b.metadata.name.as_deref() == Some(&w.name))
-        {
-            continue;
-        }
-        let b = ClusterRoleBinding {
-            metadata: meta(w, destination),
-            role_ref: role_ref(w),
-            subjects: subjects(w),
-        };
-        crbs.create(&pp, &b)
-            .await
-            .with_context(|| format!("cannot create ClusterRoleBinding {}", w.name))?;
-        changes.created.push(w.name.clone());
-    }
+fn subjects_drift(found: Option<&[Subject]>) -> String {
+    let names: Vec<String> = found
+        .unwrap_or_default()
+        .iter()
+        .map(|s| format!("{} {}", s.kind, s.name))
+        .collect();
+    format!("subjects were [{}]", names.join(", "))
+}
 
-    let all_rbs: Api<RoleBinding> = Api::all(kube.clone());
-    let existing = all_rbs
-        .list(&selector)
-        .await
-        .context("cannot list RoleBindings")?;
-    for b in &existing.items {
-        let name = b.metadata.name.clone().unwrap_or_default();
-        let ns = b.metadata.namespace.clone().unwrap_or_default();
-        let keep = wanted
-            .iter()
-            .any(|w| w.namespace.as_deref() == Some(ns.as_str()) && w.name == name);
-        if !keep {
-            let api: Api<RoleBinding> = Api::namespaced(kube.clone(), &ns);
-            api.delete(&name, &DeleteParams::default())
+/// Creates `obj`; a binding of that name without this destination's labels
+/// (someone removed them) is ours by its name: it is replaced.
+async fn create_or_adopt<K>(
+    api: &Api<K>,
+    name: &str,
+    obj: K,
+    with_version: impl Fn(String) -> K,
+) -> Result<Done, String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => Ok(Done::Created),
+        Err(e) if is_status(&e, 409) => {
+            let cur = api.get(name).await.map_err(|e| kube_reason(&e))?;
+            let rv = cur.meta().resource_version.clone().unwrap_or_default();
+            api.replace(name, &PostParams::default(), &with_version(rv))
                 .await
-                .with_context(|| format!("cannot delete RoleBinding {ns}/{name}"))?;
-            changes.deleted.push(format!("{ns}/{name}"));
+                .map_err(|e| kube_reason(&e))?;
+            Ok(Done::Repaired("its labels were removed".into()))
         }
+        Err(e) => Err(kube_reason(&e)),
     }
-    for w in wanted.iter() {
-        let Some(ns) = &w.namespace else { continue };
-        if existing.items.iter().any(|b| {
-            b.metadata.name.as_deref() == Some(&w.name)
-                && b.metadata.namespace.as_deref() == Some(ns)
-        }) {
-            continue;
-        }
-        let api: Api<RoleBinding> = Api::namespaced(kube.clone(), ns);
-        let b = RoleBinding {
-            metadata: meta(w, destination),
-            role_ref: role_ref(w),
-            subjects: subjects(w),
-        };
-        api.create(&pp, &b)
-            .await
-            .with_context(|| format!("cannot create RoleBinding {ns}/{}", w.name))?;
-        changes.created.push(format!("{ns}/{}", w.name));
+}
+
+/// A roleRef cannot change: delete, then create.
+async fn recreate<K>(api: &Api<K>, name: &str, obj: K) -> Result<(), String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(e) if is_status(&e, 404) => {}
+        Err(e) => return Err(kube_reason(&e)),
     }
-    Ok(changes)
+    api.create(&PostParams::default(), &obj)
+        .await
+        .map(|_| ())
+        .map_err(|e| kube_reason(&e))
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// The API server's own words for a failure.
+fn kube_reason(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({}, {})", s.message, s.reason, s.code),
+        other => other.to_string(),
+    }
 }
 
 /// Follows the grants on `destination` with long polls (the server answers
-/// when they change, or every 30 s) and reconciles after each answer; that
-/// also repairs bindings someone changed by hand. Errors back off `every`.
+/// when they change, or every 30 s) and reconciles after each answer, and
+/// every `resync` anyway, which repairs bindings changed by hand. While a
+/// grant is pending it is tried again every `every`, without waiting for
+/// the next answer. Every change in where grants stand goes to the server.
 pub async fn sync_forever(
     client: Client,
     kube: kube::Client,
     destination: String,
     every: Duration,
+    resync: Duration,
 ) {
     let base = format!(
         "/api/grants?destination={}&limit={}",
         enc(&destination),
         crate::api::MAX_PAGE_LIMIT
     );
-    let mut index: Option<String> = None;
-    loop {
+    let poll = |index: Option<String>| {
+        let client = client.clone();
         let path = match &index {
             Some(i) => format!("{base}&lastUpdateIndex={}", enc(i)),
             None => base.clone(),
         };
-        match client
-            .get_with_header::<crate::api::ListResponse<Grant>>(
-                &path,
-                crate::api::LAST_UPDATE_INDEX_HEADER,
-            )
-            .await
-        {
-            Ok((list, idx)) => {
-                let w = wanted(&destination, &list.items);
-                match reconcile(&kube, &destination, &w).await {
-                    Ok(c) if !c.created.is_empty() || !c.deleted.is_empty() => {
-                        tracing::info!(created = ?c.created, deleted = ?c.deleted, "RBAC reconciled");
-                        index = idx;
-                    }
-                    Ok(_) => index = idx,
-                    Err(e) => {
-                        tracing::warn!("RBAC reconciliation failed: {e:#}");
-                        // Ask again without waiting for a change.
-                        index = None;
-                        tokio::time::sleep(every).await;
-                    }
+        async move {
+            client
+                .get_with_header::<crate::api::ListResponse<Grant>>(
+                    &path,
+                    crate::api::LAST_UPDATE_INDEX_HEADER,
+                )
+                .await
+        }
+    };
+    let mut reported: HashMap<String, State> = HashMap::new();
+    let mut grants: Option<Vec<Grant>> = None;
+    let mut pending = false;
+    let mut next = Box::pin(poll(None));
+    loop {
+        tokio::select! {
+            answer = &mut next => match answer {
+                Ok((list, idx)) => {
+                    grants = Some(list.items);
+                    next = Box::pin(poll(idx));
+                }
+                Err(e) => {
+                    tracing::warn!("cannot read the grants of {destination}: {e}");
+                    tokio::time::sleep(every).await;
+                    next = Box::pin(poll(None));
+                    continue;
+                }
+            },
+            _ = tokio::time::sleep(every), if pending => {}
+            _ = tokio::time::sleep(resync) => {}
+        }
+        let Some(g) = &grants else { continue };
+        let w = wanted(&destination, g);
+        let outcome = reconcile(&kube, &destination, &w).await;
+        if !outcome.created.is_empty() || !outcome.deleted.is_empty() {
+            tracing::info!(created = ?outcome.created, deleted = ?outcome.deleted, "RBAC reconciled");
+        }
+        pending = outcome.pending();
+        report(&client, &destination, &outcome.states, &mut reported).await;
+    }
+}
+
+/// Tells the server where the grants stand, when that changed.
+async fn report(
+    client: &Client,
+    destination: &str,
+    states: &BTreeMap<String, State>,
+    reported: &mut HashMap<String, State>,
+) {
+    let changed: Vec<GrantStateReport> = states
+        .iter()
+        .filter(|(id, s)| reported.get(*id) != Some(*s))
+        .map(|(id, s)| GrantStateReport {
+            grant_id: id.clone(),
+            state: match s {
+                State::Applied => "applied".into(),
+                State::Pending(_) => "pending".into(),
+            },
+            message: match s {
+                State::Applied => String::new(),
+                State::Pending(why) => why.clone(),
+            },
+        })
+        .collect();
+    reported.retain(|id, _| states.contains_key(id));
+    if changed.is_empty() {
+        return;
+    }
+    let req = GrantStatesRequest {
+        destination: destination.to_string(),
+        states: changed,
+    };
+    match client
+        .post::<_, serde_json::Value>("/api/grants/states", &req)
+        .await
+    {
+        Ok(_) => {
+            for s in &req.states {
+                if let Some(state) = states.get(&s.grant_id) {
+                    reported.insert(s.grant_id.clone(), state.clone());
                 }
             }
-            Err(e) => {
-                tracing::warn!("cannot read the grants of {destination}: {e}");
-                index = None;
-                tokio::time::sleep(every).await;
-            }
         }
+        Err(e) => tracing::warn!("cannot tell the server where the grants stand: {e}"),
     }
 }
 
@@ -268,9 +620,9 @@ pub async fn sync_forever(
 mod tests {
     use super::*;
 
-    fn grant(dest: &str, role: &str, user: Option<&str>, group: Option<&str>) -> Grant {
+    fn grant(id: &str, dest: &str, role: &str, user: Option<&str>, group: Option<&str>) -> Grant {
         Grant {
-            id: "x".into(),
+            id: id.into(),
             user: user.map(|_| "uid".to_string()),
             group: group.map(|_| "gid".to_string()),
             identity: None,
@@ -279,15 +631,18 @@ mod tests {
             role: role.into(),
             created: String::new(),
             created_by: String::new(),
+            state: None,
+            state_message: None,
         }
     }
 
     #[test]
     fn grants_become_bindings() {
         let g = vec![
-            grant("prod", "view", Some("alice@example.com"), None),
-            grant("prod.web", "edit", None, Some("sre")),
-            grant("staging", "admin", Some("bob"), None),
+            grant("1", "prod", "view", Some("alice@example.com"), None),
+            grant("2", "prod.web", "edit", None, Some("sre")),
+            grant("3", "staging", "admin", Some("bob"), None),
+            grant("4", "prod.web", "edit", None, Some("sre")),
         ];
         let w = wanted("prod", &g);
         assert_eq!(w.len(), 2);
@@ -301,8 +656,21 @@ mod tests {
             (rb.kind, rb.namespace.as_deref(), rb.role.as_str()),
             ("Group", Some("web"), "edit")
         );
+        assert_eq!(rb.grants, ["2", "4"], "one binding for both grants");
         assert!(crb.name.starts_with("infra-") && crb.name.len() == 22);
         // Stable names: the same grants give the same bindings.
         assert_eq!(wanted("prod", &g), w);
+        // Another destination on the same cluster gets other names.
+        let other = wanted(
+            "prod-b",
+            &[grant(
+                "5",
+                "prod-b",
+                "view",
+                Some("alice@example.com"),
+                None,
+            )],
+        );
+        assert_ne!(other[0].name, crb.name);
     }
 }

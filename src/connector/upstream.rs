@@ -54,9 +54,25 @@ impl TokenFile {
     }
 }
 
-/// An HTTP/1.1 client for the API server (upgrades need HTTP/1.1) that
-/// trusts `ca_pem`.
-pub fn client(ca_pem: &str) -> anyhow::Result<HttpsClient> {
+/// The two ways to the API server.
+pub struct Upstream {
+    /// HTTP/2 where the API server offers it (it does), with keep-alive
+    /// pings so a dead connection is noticed in seconds, not minutes.
+    pub requests: HttpsClient,
+    /// HTTP/1.1 only: exec, attach and port-forward upgrade the connection,
+    /// which HTTP/2 cannot.
+    pub upgrades: HttpsClient,
+}
+
+/// Clients for the API server that trust `ca_pem`.
+pub fn clients(ca_pem: &str) -> anyhow::Result<Upstream> {
+    Ok(Upstream {
+        requests: client(ca_pem, true)?,
+        upgrades: client(ca_pem, false)?,
+    })
+}
+
+fn client(ca_pem: &str, http2: bool) -> anyhow::Result<HttpsClient> {
     let mut roots = rustls::RootCertStore::empty();
     let mut found = false;
     for cert in rustls_pki_certs(ca_pem)? {
@@ -76,9 +92,20 @@ pub fn client(ca_pem: &str) -> anyhow::Result<HttpsClient> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
-        .enable_http1()
-        .build();
-    Ok(Client::builder(TokioExecutor::new()).build(https))
+        .enable_http1();
+    let https = if http2 {
+        https.enable_http2().build()
+    } else {
+        https.build()
+    };
+    let mut b = Client::builder(TokioExecutor::new());
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .http2_keep_alive_interval(std::time::Duration::from_secs(15))
+        .http2_keep_alive_timeout(std::time::Duration::from_secs(10))
+        .http2_keep_alive_while_idle(true);
+    Ok(b.build(https))
 }
 
 fn rustls_pki_certs(pem: &str) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {

@@ -167,11 +167,11 @@ pub struct ServerArgs {
     pub device_poll_interval: Duration,
 
     #[command(flatten)]
-    pub edge: EdgeArgs,
+    pub edge: crate::edge::EdgeArgs,
 
     /// Serve /metrics and /healthz over plain HTTP here (keep it private); "off" for none [default: 127.0.0.1:9464, skipped with a warning when taken]
     #[arg(long, env = "INFRA_METRICS_LISTEN", value_name = "ADDR")]
-    pub metrics_listen: Option<MetricsListen>,
+    pub metrics_listen: Option<crate::edge::MetricsListen>,
 
     /// Longest time a request may take, body included (long polls take up to 30s)
     #[arg(long, env = "INFRA_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
@@ -180,60 +180,6 @@ pub struct ServerArgs {
     /// Close a connection that sends and receives nothing for this long
     #[arg(long, env = "INFRA_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
-}
-
-/// The network edge's flags, shared by `infra server` and `infra connector`.
-#[derive(Debug, Clone, Args)]
-pub struct EdgeArgs {
-    /// Load balancers and proxies (CIDR,…) whose X-Forwarded-For or PROXY header names the client
-    #[arg(long, env = "INFRA_TRUSTED_PROXIES", value_name = "CIDR,…", value_parser = crate::edge::parse_trusted_proxies)]
-    pub trusted_proxies: Option<crate::edge::TrustedProxies>,
-
-    /// Read a PROXY protocol v2 header (before TLS) from --trusted-proxies
-    #[arg(long, env = "INFRA_PROXY_PROTOCOL", requires = "trusted_proxies")]
-    pub proxy_protocol: bool,
-
-    /// Connections open at once at most; more are closed at once
-    #[arg(
-        long,
-        env = "INFRA_MAX_CONNECTIONS",
-        default_value_t = 4096,
-        value_name = "N"
-    )]
-    pub max_connections: usize,
-
-    /// Time a client has for its TLS handshake and each request's headers (also ends idle keep-alive)
-    #[arg(long, env = "INFRA_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub header_read_timeout: Duration,
-}
-
-impl EdgeArgs {
-    /// The edge as these flags set it; `idle`: see [`crate::edge::EdgeConfig`].
-    pub fn config(&self, idle: Option<Duration>) -> crate::edge::EdgeConfig {
-        crate::edge::EdgeConfig {
-            trusted: std::sync::Arc::new(self.trusted_proxies.clone().unwrap_or_default()),
-            proxy_protocol: self.proxy_protocol,
-            max_connections: self.max_connections,
-            handshake_timeout: self.header_read_timeout,
-            idle_timeout: idle,
-        }
-    }
-}
-
-/// `--metrics-listen`: an address, or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MetricsListen(pub Option<SocketAddr>);
-
-impl std::str::FromStr for MetricsListen {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "off" | "none" | "" => Ok(MetricsListen(None)),
-            a => a.parse().map(|a| MetricsListen(Some(a))).map_err(|e| {
-                format!("{a:?} is not an address such as 127.0.0.1:9464 ({e}), nor off")
-            }),
-        }
-    }
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -350,6 +296,10 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .with_state(state)
 }
 
+/// Where metrics go when `--metrics-listen` is not given.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+
 /// The largest request body any route takes.
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -370,45 +320,6 @@ async fn require_version(headers: HeaderMap, req: Request, next: Next) -> Respon
         Ok(()) => next.run(req).await,
         Err(skew) => ApiError::bad_request(skew.to_string()).into_response(),
     }
-}
-
-/// Where metrics go when `--metrics-listen` is not given.
-pub const DEFAULT_METRICS_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
-
-/// Serves [`metrics_router`] on its own listener. An address the admin
-/// chose must work; the default one may be taken (another server on this
-/// machine), which costs only a warning.
-async fn serve_metrics(state: &AppState, chosen: Option<MetricsListen>) -> anyhow::Result<()> {
-    let addr = match chosen {
-        Some(MetricsListen(None)) => return Ok(()),
-        Some(MetricsListen(Some(a))) => a,
-        None => DEFAULT_METRICS_LISTEN,
-    };
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) if chosen.is_none() => {
-            eprintln!(
-                "warning: no metrics: cannot listen on {addr} ({e}); choose another address with \
-                 --metrics-listen ADDR"
-            );
-            return Ok(());
-        }
-        Err(e) => {
-            return Err(anyhow::anyhow!(
-                "cannot listen for metrics on {addr}: {e}; choose another with --metrics-listen \
-                 ADDR, or --metrics-listen off"
-            ));
-        }
-    };
-    eprintln!("metrics on http://{}/metrics", listener.local_addr()?);
-    let app = metrics_router(state.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("the metrics listener stopped: {e}");
-        }
-    });
-    Ok(())
 }
 
 /// The default data directory: `$XDG_DATA_HOME/infra` or the platform's.
@@ -498,7 +409,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     )
     .await
     .context("cannot load the TLS certificate and key")?;
-    serve_metrics(&state, args.metrics_listen).await?;
+    crate::edge::serve_private(
+        metrics_router(state.clone()),
+        args.metrics_listen,
+        DEFAULT_METRICS_LISTEN,
+    )
+    .await?;
     eprintln!(
         "infra server {} listening on https://{addr}",
         version::CURRENT

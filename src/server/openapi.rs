@@ -46,6 +46,7 @@ use super::routes::{
         grants::get,
         grants::create,
         grants::remove,
+        grants::report_states,
         destinations::list,
         destinations::get,
         destinations::create,

@@ -34,7 +34,49 @@ pub fn to_api(g: GrantRow) -> Grant {
         role: g.role,
         created: ts(g.created_at),
         created_by: g.created_by,
+        state: Some(g.state).filter(|s| !s.is_empty()),
+        state_message: Some(g.state_message).filter(|s| !s.is_empty()),
     }
+}
+
+#[utoipa::path(post, path = "/api/grants/states", tag = "grants",
+    request_body = crate::api::GrantStatesRequest, responses((status = 204), (status = 403, body = crate::api::ErrorResponse)))]
+pub async fn report_states(
+    State(state): State<AppState>,
+    caller: Caller,
+    RemoteAddr(addr): RemoteAddr,
+    ApiJson(req): ApiJson<crate::api::GrantStatesRequest>,
+) -> ApiResult<StatusCode> {
+    if !caller.is_connector {
+        return Err(ApiError::forbidden(
+            "only a destination's connector says where its grants stand",
+        ));
+    }
+    super::destinations::check_connector_destination(
+        &state,
+        &caller,
+        &req.destination,
+        &addr,
+        "grants.state",
+    )
+    .await?;
+    if req.states.len() > crate::api::MAX_PAGE_LIMIT as usize * 10 {
+        return Err(ApiError::field("states", "too many states in one report"));
+    }
+    for s in &req.states {
+        if !["applied", "pending"].contains(&s.state.as_str()) {
+            return Err(ApiError::field(
+                "states.state",
+                "must be applied or pending",
+            ));
+        }
+        let message: String = s.message.chars().take(500).collect();
+        state
+            .store
+            .set_grant_state(&req.destination, &s.grant_id, &s.state, &message)
+            .await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Checks `DEST` or `DEST.NAMESPACE` and the role for it.

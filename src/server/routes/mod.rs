@@ -104,6 +104,7 @@ pub fn api_routes() -> Vec<Route> {
             &["get", "post"],
             get(grants::list).post(grants::create),
         ),
+        route("/api/grants/states", &["post"], post(grants::report_states)),
         route(
             "/api/grants/{id}",
             &["get", "delete"],

@@ -45,6 +45,9 @@ pub struct GrantRow {
     pub role: String,
     pub created_at: i64,
     pub created_by: String,
+    /// As the destination's connector last said: '', `applied` or `pending`.
+    pub state: String,
+    pub state_message: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -61,7 +64,8 @@ pub struct GrantFilter {
 }
 
 const SELECT: &str = "SELECT gr.id, gr.subject_kind, gr.subject_id, gr.destination, gr.role, \
-     gr.created_at, gr.created_by, COALESCE(u.name, g.name, i.name, '') AS subject_name \
+     gr.created_at, gr.created_by, gr.state, gr.state_message, \
+     COALESCE(u.name, g.name, i.name, '') AS subject_name \
      FROM grants gr \
      LEFT JOIN users u ON gr.subject_kind = 'user' AND u.id = gr.subject_id \
      LEFT JOIN groups g ON gr.subject_kind = 'group' AND g.id = gr.subject_id \
@@ -77,6 +81,8 @@ fn row(r: AnyRow) -> Result<GrantRow> {
         role: r.try_get("role")?,
         created_at: r.try_get("created_at")?,
         created_by: r.try_get("created_by")?,
+        state: r.try_get("state")?,
+        state_message: r.try_get("state_message")?,
     })
 }
 
@@ -90,6 +96,31 @@ const FILTER: &str = "(($1 IS NULL OR (gr.subject_kind = 'user' AND gr.subject_i
      AND ($8 IS NULL OR gr.role = $8)";
 
 impl Store {
+    /// Records where a grant stands on its cluster, as the connector of
+    /// `destination` says; grants on other destinations are left alone.
+    /// Does not move the change counter: connectors' long polls stay asleep.
+    pub async fn set_grant_state(
+        &self,
+        destination: &str,
+        grant_id: &str,
+        state: &str,
+        message: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE grants SET state = $1, state_message = $2, state_at = $3 \
+             WHERE id = $4 AND (destination = $5 OR destination LIKE $6)",
+        )
+        .bind(state)
+        .bind(message)
+        .bind(now())
+        .bind(grant_id)
+        .bind(destination)
+        .bind(format!("{destination}.%"))
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// The grants' change counter, shared by replicas.
     pub async fn grants_version(&self) -> Result<i64> {
         Ok(self
