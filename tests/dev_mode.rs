@@ -486,35 +486,26 @@ async fn the_quickstart_works_as_written() {
         "the browser was opened: {url:?}"
     );
 
-    // The person signs in in the browser (which they told to accept the certificate).
-    let http = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let html = http.get(&url).send().await.unwrap().text().await.unwrap();
-    let rid = html
-        .split("name=\"rid\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
-    let resp = http
-        .post("https://127.0.0.1:8443/oidc/authorize")
-        .form(&[
-            ("rid", rid.as_str()),
-            ("username", "newcomer"),
-            ("groups", "admins"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let back = resp.headers()["location"].to_str().unwrap().to_string();
-    assert!(back.starts_with("http://localhost:8301/"), "{back}");
-    let (status, page) = Browser::new().visit(&back).await;
-    assert_eq!(status, 200, "{page}");
+    // The person signs in in a real browser (Chromium, which enforces the
+    // pages' Content-Security-Policy as people's browsers do; told to accept
+    // the self-signed certificate, as they would).
+    let report = common::chromium_script(
+        "quickstart_pages.mjs",
+        &[
+            ("SIGNIN_URL", url.as_str()),
+            ("LOGIN", "newcomer"),
+            ("GROUPS", "admins"),
+            ("BACK_PREFIX", "http://localhost:8301/"),
+        ],
+    )
+    .await;
+    assert!(
+        report["final"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://localhost:8301/"),
+        "{report}"
+    );
     drop(login.stdin.take());
     let out = login.wait_with_output().unwrap();
     let screen =

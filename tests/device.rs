@@ -930,3 +930,29 @@ both_backends!(
     api_flow_reuse_and_slow_down,
     denied_without_a_display
 );
+
+/// The device flow against `infra server --dev`'s embedded provider, in
+/// headless Chromium: the code page, the development sign-in page (whose
+/// form's answer redirects to the server's own callback), the approval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_chromium_signs_a_device_in_with_the_dev_provider() {
+    let mut opts = ServerOptions::new(Backend::Sqlite);
+    opts.extra_args = vec!["--dev".into(), "--device-poll-interval".into(), "1s".into()];
+    let s = Server::start_with(opts).await;
+    let m = Machine::new();
+    let run = start_login(&m, &s, &["--device"], &[]);
+    let p = run.prompt();
+    let report = common::chromium_script(
+        "device_pages.mjs",
+        &[
+            ("DEVICE_URL", p.complete.as_str()),
+            ("DEVICE_CODE", p.code.as_str()),
+            ("DEVICE_LOGIN", "dora"),
+        ],
+    )
+    .await;
+    assert_eq!(report["codeShown"], p.code.as_str());
+    let (code, _, err) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("as dora@example.com"), "{err}");
+}

@@ -218,34 +218,56 @@ async fn jwks(State(idp): State<Arc<DevIdp>>) -> Response {
     axum::Json(json!({ "keys": [idp.jwk] })).into_response()
 }
 
-fn page(status: StatusCode, body: String) -> Response {
-    (
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;\
+padding:0 1rem;color:#222}.warn{background:#fff3cd;border:1px solid #e0c36c;padding:.6rem .8rem;\
+border-radius:4px}label{display:block;margin:1rem 0 .3rem}input{width:100%;padding:.4rem;\
+font-size:1rem;box-sizing:border-box}button{margin-top:1.2rem;padding:.5rem 1.2rem;font-size:1rem}";
+
+/// The sign-in form posts here, and the answer redirects to the client's
+/// redirect URI: `form-action` governs both (Chrome checks the redirect
+/// too), so it names this origin and exactly that redirect's origin.
+fn csp(form_targets: &[String]) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE));
+    let form_action = if form_targets.is_empty() {
+        "'none'".to_string()
+    } else {
+        form_targets.join(" ")
+    };
+    format!(
+        "default-src 'none'; style-src 'sha256-{hash}'; form-action {form_action}; \
+         frame-ancestors 'none'; base-uri 'none'"
+    )
+}
+
+/// A page; `form_targets`: the CSP sources its form may post (and redirect) to.
+fn page(status: StatusCode, body: String, form_targets: &[String]) -> Response {
+    let policy = csp(form_targets);
+    let mut resp = (
         status,
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::X_FRAME_OPTIONS, "DENY"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-            ),
-        ],
         Html(format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <title>infra development sign-in</title><style>body{{font-family:system-ui,sans-serif;\
-             max-width:28rem;margin:3rem auto;padding:0 1rem;color:#222}}.warn{{background:#fff3cd;\
-             border:1px solid #e0c36c;padding:.6rem .8rem;border-radius:4px}}label{{display:block;\
-             margin:1rem 0 .3rem}}input{{width:100%;padding:.4rem;font-size:1rem;box-sizing:border-box}}\
-             button{{margin-top:1.2rem;padding:.5rem 1.2rem;font-size:1rem}}</style></head><body>{body}\
-             </body></html>"
+             <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+             <title>infra development sign-in</title><style>{STYLE}</style></head><body><main>{body}\
+             </main></body></html>"
         )),
     )
-        .into_response()
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if let Ok(v) = HeaderValue::from_str(&policy) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
 }
 
 fn error_page(msg: &str) -> Response {
     page(
         StatusCode::BAD_REQUEST,
         format!("<h1>Cannot sign in</h1><p>{}</p>", html_escape(msg)),
+        &[],
     )
 }
 
@@ -327,6 +349,11 @@ async fn authorize(
             },
         );
     }
+    // The form posts to this server, whose answer redirects to the client.
+    let mut form_targets = vec!["'self'".to_string()];
+    if let Ok(u) = url::Url::parse(redirect_uri) {
+        form_targets.push(u.origin().ascii_serialization());
+    }
     page(
         StatusCode::OK,
         format!(
@@ -341,6 +368,7 @@ async fn authorize(
             action = html_escape(&idp.endpoint("/authorize")),
             rid = html_escape(&rid),
         ),
+        &form_targets,
     )
 }
 

@@ -641,3 +641,57 @@ pub fn private_ca() -> (String, String, String) {
     let cert = leaf.signed_by(&leaf_key, &ca).unwrap();
     (ca.pem(), cert.pem(), leaf_key.serialize_pem())
 }
+
+/// Runs one of the headless-Chromium scripts in `tests/oidc` (playwright-core
+/// with Debian's chromium) with `env`, and returns its JSON report, failing
+/// the test when the script does. Screenshots go to `OUT_DIR`, a fresh
+/// directory under the tests' scratch dir.
+pub async fn chromium_script(script: &str, env: &[(&str, &str)]) -> Value {
+    let chromium =
+        std::env::var("INFRA_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: run the tests with tests/run.sh, which installs Debian's chromium"
+    );
+    let path = Path::new(
+        &std::env::var("INFRA_TEST_OIDC_PROVIDER")
+            .expect("INFRA_TEST_OIDC_PROVIDER is not set: run the tests with tests/run.sh"),
+    )
+    .with_file_name(script);
+    let node = std::env::var("INFRA_TEST_NODE").unwrap_or_else(|_| "node".to_string());
+    let out_dir = std::env::var("INFRA_TEST_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir())
+        .join(format!(
+            "{}-{}",
+            script.trim_end_matches(".mjs"),
+            random_suffix()
+        ));
+    let mut cmd = tokio::process::Command::new(node);
+    cmd.arg(&path)
+        .env("OUT_DIR", &out_dir)
+        .env("CHROMIUM", &chromium);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or("null"))
+        .unwrap_or_else(|_| {
+            panic!(
+                "{script} said: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(
+        out.status.success() && report["ok"] == true,
+        "{script}: {report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for shot in report["screenshots"].as_array().into_iter().flatten() {
+        let png = std::fs::read(shot.as_str().unwrap()).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{shot}");
+    }
+    eprintln!("{script}: screenshots in {}", out_dir.display());
+    report
+}

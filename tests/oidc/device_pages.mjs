@@ -9,9 +9,10 @@
 //                    (https://127.0.0.1:PORT/device?user_code=XXXX-XXXX)
 //   DEVICE_CODE      the user code the CLI printed (XXXX-XXXX)
 //   DEVICE_LOGIN     the name to type at the provider (tests/oidc/provider.mjs
-//                    signs in anyone); default "alice"
+//                    and the embedded provider of `infra server --dev` sign in
+//                    anyone); default "alice"
 //   DEVICE_DECISION  "approve" (default) or "deny": the button to press
-//   DEVICE_OUT_DIR   where the screenshots go (created); default the temp dir
+//   DEVICE_OUT_DIR   where the screenshots go (created); default $OUT_DIR, else a temp dir
 //   CHROMIUM         the browser; default /usr/bin/chromium (Debian's package)
 //
 // It opens the URL (the code must be filled in), continues to the provider,
@@ -38,7 +39,7 @@ const url = env.DEVICE_URL;
 const code = env.DEVICE_CODE;
 const login = env.DEVICE_LOGIN || 'alice';
 const decision = env.DEVICE_DECISION || 'approve';
-const outDir = env.DEVICE_OUT_DIR || mkdtempSync(join(tmpdir(), 'infra-device-pages-'));
+const outDir = env.DEVICE_OUT_DIR || env.OUT_DIR || mkdtempSync(join(tmpdir(), 'infra-device-pages-'));
 if (!url || !code) {
   console.error('device_pages.mjs: set DEVICE_URL and DEVICE_CODE');
   process.exit(2);
@@ -98,14 +99,19 @@ try {
   await shot('1-code.png');
 
   // 2. Continue to the provider and sign in there.
+  // (The provider may be elsewhere, or the server's own under --dev.)
   await Promise.all([
-    page.waitForURL((u) => !u.href.startsWith(new URL(url).origin), { timeout: 15000 }),
+    page.waitForURL((u) => !u.href.startsWith(new URL(url).origin)
+      || !u.pathname.startsWith('/device'), { timeout: 15000 }),
     page.getByRole('button', { name: 'Continue' }).click(),
   ]);
   for (let i = 0; i < 5 && !page.url().includes('/device/confirm'); i += 1) {
     if (await page.locator('input[name="login"]').count()) {
       await page.fill('input[name="login"]', login);
       await page.fill('input[name="password"]', 'anything');
+    }
+    if (await page.locator('input[name="username"]').count()) {
+      await page.fill('input[name="username"]', login);
     }
     await Promise.all([
       page.waitForNavigation({ timeout: 15000 }),
