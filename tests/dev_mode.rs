@@ -426,6 +426,7 @@ async fn the_quickstart_works_as_written() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _server_guard = common::KillOnDrop(server.id());
     let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
     let mut log = String::new();
     for line in lines.by_ref() {
@@ -465,6 +466,7 @@ async fn the_quickstart_works_as_written() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _login_guard = common::KillOnDrop(login.id());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     {
         use std::io::Write;

@@ -695,3 +695,16 @@ pub async fn chromium_script(script: &str, env: &[(&str, &str)]) -> Value {
     eprintln!("{script}: screenshots in {}", out_dir.display());
     report
 }
+
+/// Kills a process when dropped, so a failing test leaves nothing running
+/// (a server on a fixed port would make the next run fail too).
+pub struct KillOnDrop(pub u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
