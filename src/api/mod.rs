@@ -353,6 +353,9 @@ pub struct Destination {
     pub connected: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<String>,
+    /// The version of the connector that last registered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector_version: Option<String>,
     pub created: String,
     pub updated: String,
 }
@@ -540,6 +543,10 @@ pub struct AuditEvent {
 #[serde(rename_all = "camelCase")]
 pub struct AuditQuery {
     pub action: Option<String>,
+    /// Only entries by this actor.
+    pub actor: Option<String>,
+    /// Only entries at or after this time: RFC 3339, or a date (`2026-12-01`).
+    pub since: Option<String>,
     pub page: Option<u64>,
     pub limit: Option<u64>,
 }

@@ -231,6 +231,7 @@ mod tests {
             ca: String::new(),
             connected,
             last_seen: None,
+            connector_version: None,
             created: String::new(),
             updated: String::new(),
         }

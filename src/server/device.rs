@@ -808,6 +808,12 @@ async fn callback(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    // A sign-in to the web console shares this callback.
+    if let Some(resp) =
+        crate::server::console::finish_provider_sign_in(&state, &addr, &headers, &q).await
+    {
+        return resp;
+    }
     match finish_signin(&state, &addr, &headers, &q).await {
         Ok(resp) => resp,
         Err(e) => error_page(e),

@@ -5,6 +5,7 @@
 //! live in `routes`, persistence in `store`, secrets in `crypto`.
 
 pub mod bootstrap;
+pub mod console;
 pub mod crypto;
 pub mod dev_idp;
 pub mod device;
@@ -212,6 +213,8 @@ pub struct Inner {
     pub device_code_ttl: Duration,
     /// The first polling interval of a device code.
     pub device_poll_interval: Duration,
+    /// The SHA-256 fingerprint of the TLS certificate, once it is loaded.
+    pub tls_fingerprint: std::sync::OnceLock<String>,
 }
 
 impl std::ops::Deref for AppState {
@@ -250,6 +253,7 @@ impl AppState {
             jwks_cache: machine_auth::JwksCache::default(),
             device_code_ttl: args.device_code_ttl,
             device_poll_interval: args.device_poll_interval,
+            tls_fingerprint: std::sync::OnceLock::new(),
         })))
     }
 }
@@ -276,6 +280,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     }
     app.merge(api)
         .merge(device::pages())
+        .merge(console::router())
         .route("/api/openapi.json", axum::routing::get(openapi::serve))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route(
@@ -389,6 +394,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         args.tls_key.as_deref(),
         args.listen,
     )?;
+    let _ = state.tls_fingerprint.set(tls.fingerprint.clone());
     if let Some(idp) = &dev {
         bootstrap::register_dev_provider(&state, idp, &tls.cert_pem).await?;
         eprintln!("{}", dev_idp::warning(idp));

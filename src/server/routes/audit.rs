@@ -8,6 +8,16 @@ use crate::server::AppState;
 use crate::server::error::ApiResult;
 use crate::server::extract::{Caller, list as to_list, page};
 
+/// RFC 3339, or a date (its midnight UTC), in Unix milliseconds.
+fn parse_since(s: &str) -> Option<i64> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Some((t.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    let d = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).ok()?;
+    Some(d.midnight().assume_utc().unix_timestamp() * 1000)
+}
+
 #[utoipa::path(get, path = "/api/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = ListResponse<AuditEvent>)))]
 pub async fn list(
@@ -17,7 +27,19 @@ pub async fn list(
 ) -> ApiResult<Json<ListResponse<AuditEvent>>> {
     caller.require_admin()?;
     let p = page(q.page, q.limit)?;
-    let rows = state.store.list_audit(q.action.as_deref(), p).await?;
+    let since = match q.since.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(parse_since(s).ok_or_else(|| {
+            crate::server::error::ApiError::field(
+                "since",
+                "must be a time such as 2026-12-01T10:00:00Z, or a date such as 2026-12-01",
+            )
+        })?),
+    };
+    let rows = state
+        .store
+        .list_audit(q.action.as_deref(), q.actor.as_deref(), since, p)
+        .await?;
     Ok(Json(to_list(p, rows, |r| AuditEvent {
         id: r.id,
         time: super::ts_ms(r.time_ms),

@@ -31,6 +31,7 @@ fn to_api(d: DestinationRow) -> Destination {
         url: d.url,
         ca: d.ca,
         last_seen: d.last_seen_at.map(ts),
+        connector_version: Some(d.connector_version).filter(|v| !v.is_empty()),
         created: ts(d.created_at),
         updated: ts(d.updated_at),
     }
@@ -121,6 +122,7 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     RemoteAddr(addr): RemoteAddr,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<CreateDestinationRequest>,
 ) -> ApiResult<(StatusCode, Json<Destination>)> {
     check(&req)?;
@@ -130,7 +132,7 @@ pub async fn create(
             .await?;
         let (d, change) = state
             .store
-            .register_destination(&req.name, &req.url, &req.ca)
+            .register_destination(&req.name, &req.url, &req.ca, &connector_version(&headers))
             .await?;
         audit_registration(&state, &caller, &d, change, &addr).await?;
         d
@@ -152,6 +154,7 @@ pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     RemoteAddr(addr): RemoteAddr,
+    headers: axum::http::HeaderMap,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<CreateDestinationRequest>,
 ) -> ApiResult<Json<Destination>> {
@@ -176,7 +179,7 @@ pub async fn update(
     let d = if caller.is_connector {
         let (d, change) = state
             .store
-            .register_destination(&req.name, &req.url, &req.ca)
+            .register_destination(&req.name, &req.url, &req.ca, &connector_version(&headers))
             .await?;
         audit_registration(&state, &caller, &d, change, &addr).await?;
         d
@@ -197,6 +200,16 @@ pub async fn update(
         d
     };
     Ok(Json(to_api(d)))
+}
+
+/// The version the connector states in every call (`Infra-Version`).
+fn connector_version(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(crate::api::VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 64 && semver::Version::parse(v).is_ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A connector key serves the one destination it was made for: any other

@@ -1,7 +1,7 @@
 //! The audit log: who did what to what, from where, and how it ended.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{Page, PageRequest, Result, Store, new_id, now_ms, total};
 
@@ -60,25 +60,35 @@ impl Store {
         Ok(())
     }
 
+    /// Newest first; each filter only when given (`since_ms`: at or after).
     pub async fn list_audit(
         &self,
         action: Option<&str>,
+        actor: Option<&str>,
+        since_ms: Option<i64>,
         page: PageRequest,
     ) -> Result<Page<AuditRow>> {
-        let rows = sqlx::query(
+        const FILTER: &str = "($1 IS NULL OR action = $1) AND ($2 IS NULL OR actor = $2) \
+             AND ($3 IS NULL OR time_ms >= $3)";
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT id, time_ms, actor, action, target, result, remote_addr, detail FROM audit_log \
-             WHERE ($1 IS NULL OR action = $1) ORDER BY time_ms DESC, id LIMIT $2 OFFSET $3",
-        )
+             WHERE {FILTER} ORDER BY time_ms DESC, id LIMIT $4 OFFSET $5"
+        )))
         .bind(action)
+        .bind(actor)
+        .bind(since_ms)
         .bind(page.limit.min(i64::MAX as u64) as i64)
         .bind(page.offset())
         .fetch_all(self.pool())
         .await?;
-        let (count,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE ($1 IS NULL OR action = $1)")
-                .bind(action)
-                .fetch_one(self.pool())
-                .await?;
+        let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM audit_log WHERE {FILTER}"
+        )))
+        .bind(action)
+        .bind(actor)
+        .bind(since_ms)
+        .fetch_one(self.pool())
+        .await?;
         Ok(Page {
             items: rows.into_iter().map(row).collect::<Result<_>>()?,
             total: total(count),

@@ -15,9 +15,11 @@ pub struct DestinationRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub last_seen_at: Option<i64>,
+    /// The version of the connector that last registered it ('' unknown).
+    pub connector_version: String,
 }
 
-const COLUMNS: &str = "id, name, url, ca, created_at, updated_at, last_seen_at";
+const COLUMNS: &str = "id, name, url, ca, created_at, updated_at, last_seen_at, connector_version";
 
 fn row(r: AnyRow) -> Result<DestinationRow> {
     Ok(DestinationRow {
@@ -28,6 +30,7 @@ fn row(r: AnyRow) -> Result<DestinationRow> {
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         last_seen_at: r.try_get("last_seen_at")?,
+        connector_version: r.try_get("connector_version")?,
     })
 }
 
@@ -75,20 +78,23 @@ impl Store {
         name: &str,
         url: &str,
         ca: &str,
+        connector_version: &str,
     ) -> Result<(DestinationRow, Registration)> {
         let before = self.find_destination_by_name(name).await?;
         let t = now();
         sqlx::query(
-            "INSERT INTO destinations (id, name, url, ca, created_at, updated_at, last_seen_at) \
-             VALUES ($1, $2, $3, $4, $5, $5, $5) \
+            "INSERT INTO destinations (id, name, url, ca, created_at, updated_at, last_seen_at, \
+             connector_version) VALUES ($1, $2, $3, $4, $5, $5, $5, $6) \
              ON CONFLICT (name) DO UPDATE SET url = excluded.url, ca = excluded.ca, \
-             updated_at = excluded.updated_at, last_seen_at = excluded.last_seen_at",
+             updated_at = excluded.updated_at, last_seen_at = excluded.last_seen_at, \
+             connector_version = excluded.connector_version",
         )
         .bind(new_id())
         .bind(name)
         .bind(url)
         .bind(ca)
         .bind(t)
+        .bind(connector_version)
         .execute(self.pool())
         .await?;
         let row = self
