@@ -1002,6 +1002,110 @@ async fn tokens_renew_up_to_max_ttl_count_uses_and_revoke(b: Backend) {
     assert_eq!(status, 200);
 }
 
+// ------------------------------------------------------------------ hostile traffic, curl
+
+/// `POST /api/v1/auth/oidc-auth/login` from `client`, as JSON, with the
+/// version header; status, Retry-After and body.
+async fn login_from(
+    s: &Server,
+    client: &reqwest::Client,
+    identity: &str,
+    jwt: &str,
+) -> (u16, Option<u64>, Value) {
+    let resp = client
+        .post(format!("{}/api/v1/auth/oidc-auth/login", s.url))
+        .header("Infra-Version", common::VERSION)
+        .json(&json!({"identityId": identity, "jwt": jwt}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (status, retry, resp.json().await.unwrap())
+}
+
+/// Failed machine-identity logins were only audited: a flood of junk JWTs
+/// ran the server's checks (and filled the audit log) without end. Now the
+/// flooding address waits after 20 failures per identity (60 in all), and
+/// the pipeline at another address logs in as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_junk_jwts_is_held_back_without_stopping_the_pipeline() {
+    let issuer = Issuer::start(Algorithm::ES256, false, false).await;
+    let s = Server::start(Backend::Sqlite).await;
+    let id = add_identity(&s, "deploy").await;
+    set_oidc_auth(
+        &s,
+        &id,
+        json!({"discoveryURL": issuer.discovery_url, "issuer": GITLAB_ISS,
+               "subject": GITLAB_SUB, "audiences": [INFRA_AUD]}),
+    )
+    .await;
+    let attacker = client_from(&s, "127.0.0.2");
+    let forged = Key::new(Algorithm::ES256, "key-1").sign(&gitlab_claims());
+    for i in 0..21 {
+        let jwt = if i % 2 == 0 { "not.a.jwt" } else { &forged };
+        let (status, retry, v) = login_from(&s, &attacker, "deploy", jwt).await;
+        if i < 20 {
+            assert_eq!(status, 401, "{i}: {v}");
+        } else {
+            assert_eq!(status, 429, "{i}: {v}");
+            let secs = retry.expect("Retry-After");
+            let msg = v["message"].as_str().unwrap();
+            assert!(
+                msg.contains("too many failed logins as identity \"deploy\" from your address")
+                    && msg.contains(&format!("try again in {secs} seconds")),
+                "{msg}"
+            );
+        }
+    }
+    // The real pipeline, elsewhere, is not held back by the flood.
+    let (status, _, v) = login_from(&s, &s.client, "deploy", &issuer.sign(&gitlab_claims())).await;
+    assert_eq!(status, 200, "{v}");
+    // Nor is the flooding address for another identity, until its own
+    // limit: 60 failures, whatever identity they name.
+    let mut limited_at = None;
+    for i in 0..70 {
+        let (status, _, v) = login_from(&s, &attacker, &format!("nobody-{i}"), "x.y.z").await;
+        if status == 429 {
+            let msg = v["message"].as_str().unwrap();
+            assert!(
+                msg.contains("too many failed logins from your address"),
+                "{msg}"
+            );
+            limited_at = Some(i);
+            break;
+        }
+        assert_eq!(status, 401, "{i}: {v}");
+    }
+    // 20 failures as deploy, 40 more as nobody-*.
+    assert_eq!(limited_at, Some(40));
+    // One audit entry per identity refused, with its count, not one per try.
+    let audit = s
+        .ok(
+            "GET",
+            "/api/audit?action=identity.login&limit=1000",
+            None,
+            200,
+        )
+        .await;
+    let deploy: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"] == "deploy" && e["result"] == "failure")
+        .collect();
+    let total: u64 = deploy.iter().map(|e| e["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 20, "{deploy:?}");
+    assert_eq!(
+        deploy.len(),
+        2,
+        "one entry per distinct refusal: {deploy:?}"
+    );
+}
+
 // ------------------------------------------------------------------ SPIRE, HTTPS, trusted IPs
 
 const SPIFFE_ID: &str = "spiffe://example.org/workload/api-server";

@@ -14,6 +14,7 @@ pub mod machine_auth;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;
+pub mod ratelimit;
 pub mod recheck;
 pub mod routes;
 pub mod store;

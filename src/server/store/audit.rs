@@ -1,5 +1,11 @@
 //! The audit log: who did what to what, from where, and how it ended.
+//!
+//! Anyone can make the server write here (a failed login needs no key), so
+//! such entries are written with [`Store::audit_repeated`]: the same event
+//! from the same source within a window adds to one row's `count` instead
+//! of adding a row.
 
+use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -15,6 +21,10 @@ pub struct AuditRow {
     pub result: String,
     pub remote_addr: String,
     pub detail: String,
+    /// How many times it happened (see [`Store::audit_repeated`]); 1 for most.
+    pub count: u64,
+    /// When it last happened (`time_ms` is the first time).
+    pub last_ms: i64,
 }
 
 /// A new entry. `detail` must never hold a secret.
@@ -38,17 +48,20 @@ fn row(r: AnyRow) -> Result<AuditRow> {
         result: r.try_get("result")?,
         remote_addr: r.try_get("remote_addr")?,
         detail: r.try_get("detail")?,
+        count: r.try_get::<i64, _>("count")?.max(1) as u64,
+        last_ms: r.try_get("last_ms")?,
     })
 }
 
 impl Store {
     pub async fn audit(&self, e: &AuditEntry<'_>) -> Result<()> {
+        let now = now_ms();
         sqlx::query(
-            "INSERT INTO audit_log (id, time_ms, actor, action, target, result, remote_addr, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO audit_log (id, time_ms, last_ms, actor, action, target, result, \
+             remote_addr, detail) VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(new_id())
-        .bind(now_ms())
+        .bind(now)
         .bind(e.actor)
         .bind(e.action)
         .bind(e.target)
@@ -66,8 +79,9 @@ impl Store {
         page: PageRequest,
     ) -> Result<Page<AuditRow>> {
         let rows = sqlx::query(
-            "SELECT id, time_ms, actor, action, target, result, remote_addr, detail FROM audit_log \
-             WHERE ($1 IS NULL OR action = $1) ORDER BY time_ms DESC, id LIMIT $2 OFFSET $3",
+            "SELECT id, time_ms, actor, action, target, result, remote_addr, detail, count, \
+             last_ms FROM audit_log WHERE ($1 IS NULL OR action = $1) \
+             ORDER BY time_ms DESC, id LIMIT $2 OFFSET $3",
         )
         .bind(action)
         .bind(page.limit.min(i64::MAX as u64) as i64)
@@ -85,30 +99,45 @@ impl Store {
         })
     }
 
-    /// Failed logins since `since_ms` for this target or from this address,
-    /// and the time of the oldest of the target's failures in the window.
-    pub async fn login_failures(
-        &self,
-        target: &str,
-        remote_addr: &str,
-        since_ms: i64,
-    ) -> Result<(u64, u64, Option<i64>)> {
-        let (by_target, oldest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(time_ms) FROM audit_log WHERE action = 'login' AND \
-             result = 'failure' AND time_ms > $1 AND target = $2",
+    /// Records an event that strangers can repeat at will (a failed login,
+    /// a new device code): the same entry (actor, action, target, result,
+    /// address and detail) within the same window of `window_ms` adds one
+    /// to the `count` of a single row, whichever replica writes it.
+    pub async fn audit_repeated(&self, e: &AuditEntry<'_>, window_ms: i64) -> Result<()> {
+        let now = now_ms();
+        let window = now / window_ms.max(1);
+        let mut h = Sha256::new();
+        for part in [
+            e.actor,
+            e.action,
+            e.target,
+            e.result,
+            e.remote_addr,
+            e.detail,
+        ] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        h.update(window.to_be_bytes());
+        let repeat_key = hex::encode(h.finalize());
+        sqlx::query(
+            "INSERT INTO audit_log (id, time_ms, last_ms, actor, action, target, result, \
+             remote_addr, detail, count, repeat_key) \
+             VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, 1, $9) \
+             ON CONFLICT (repeat_key) DO UPDATE SET count = audit_log.count + 1, \
+             last_ms = excluded.last_ms",
         )
-        .bind(since_ms)
-        .bind(target)
-        .fetch_one(self.pool())
+        .bind(new_id())
+        .bind(now)
+        .bind(e.actor)
+        .bind(e.action)
+        .bind(e.target)
+        .bind(e.result)
+        .bind(e.remote_addr)
+        .bind(e.detail)
+        .bind(repeat_key)
+        .execute(self.pool())
         .await?;
-        let (by_addr,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM audit_log WHERE action = 'login' AND result = 'failure' AND \
-             time_ms > $1 AND remote_addr = $2",
-        )
-        .bind(since_ms)
-        .bind(remote_addr)
-        .fetch_one(self.pool())
-        .await?;
-        Ok((total(by_target), total(by_addr), oldest))
+        Ok(())
     }
 }

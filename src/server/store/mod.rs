@@ -15,6 +15,7 @@ mod groups;
 mod identities;
 mod provider_users;
 mod providers;
+mod rate_limits;
 mod users;
 
 pub use access_keys::{AccessKeyRow, NewAccessKey};
@@ -26,6 +27,7 @@ pub use groups::GroupRow;
 pub use identities::{IdentityRow, MachineTokenRow, NewMachineToken, OidcAuthRow};
 pub use provider_users::{LinkConflict, ProviderUserRow, SignIn};
 pub use providers::{NewProvider, ProviderRow};
+pub use rate_limits::{RateCount, Window};
 pub use users::{Origin, UserRow};
 
 use std::str::FromStr;
