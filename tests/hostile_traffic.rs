@@ -1,18 +1,21 @@
 //! `infra server` under hostile traffic: floods of failed logins from one
-//! address, and repeats that would grow the database. Each test is named
-//! for the attack; the real binary, on SQLite and PostgreSQL where storage
-//! matters. Clients choose their source address inside 127.0.0.0/8 (all
-//! loopback on Linux) to play several machines.
+//! address, repeats that would grow the database, and numbers that would
+//! overflow. Each test is named for the attack; the real binary, on SQLite
+//! and PostgreSQL where storage matters. Clients choose their source address
+//! inside 127.0.0.0/8 (all loopback on Linux) to play several machines.
 
 mod common;
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Backend, Server, ServerOptions, VERSION};
 use serde_json::{Value, json};
 
-both_backends!(repeated_failures_are_one_audit_entry_with_a_count);
+both_backends!(
+    repeated_failures_are_one_audit_entry_with_a_count,
+    audit_entries_older_than_the_retention_are_removed,
+);
 
 /// An HTTP client whose connections come from `local`.
 fn client_from(s: &Server, local: &str) -> reqwest::Client {
@@ -282,4 +285,137 @@ async fn repeated_failures_are_one_audit_entry_with_a_count(b: Backend) {
         .collect();
     assert_eq!(ok.len(), 1);
     assert_eq!(ok[0]["count"], 1);
+}
+
+/// Inserts an audit entry `age_ms` old straight into the database.
+async fn old_entry(s: &Server, id: &str, age_ms: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut conn = s.db_connection().await;
+    sqlx::query(
+        "INSERT INTO audit_log (id, time_ms, last_ms, actor, action, target, result, \
+         remote_addr, detail, count) VALUES ($1, $2, $2, 'mallory', 'login', 'alice', \
+         'failure', '192.0.2.1', 'password: wrong user name or password', 7)",
+    )
+    .bind(id)
+    .bind(now - age_ms)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
+async fn ids(s: &Server) -> Vec<String> {
+    s.ok("GET", "/api/audit?limit=1000", None, 200).await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Waits until `f` holds, for at most 20 seconds.
+async fn eventually<F: AsyncFn() -> bool>(what: &str, f: F) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Nothing is kept forever: entries older than `--audit-retention` go in
+/// the background, newer ones stay.
+async fn audit_entries_older_than_the_retention_are_removed(b: Backend) {
+    let mut opts = ServerOptions::new(b);
+    opts.extra_args = vec![
+        "--audit-retention".into(),
+        "1h".into(),
+        "--audit-prune-interval".into(),
+        "1s".into(),
+    ];
+    let s = Server::start_with(opts).await;
+    s.ok("POST", "/api/users", Some(json!({"name": "alice"})), 201)
+        .await;
+    old_entry(&s, "old1", 2 * 3600 * 1000).await;
+    old_entry(&s, "old2", 90 * 86_400 * 1000).await;
+    old_entry(&s, "recent", 10 * 60 * 1000).await;
+    eventually("the old entries are gone", async || {
+        !ids(&s).await.iter().any(|i| i.starts_with("old"))
+    })
+    .await;
+    let left = audit(&s, "login").await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        (&left[0]["id"], &left[0]["count"]),
+        (&json!("recent"), &json!(7))
+    );
+    assert!(
+        !audit(&s, "user.create").await.is_empty(),
+        "today's entries stay"
+    );
+}
+
+/// Replicas share the pruning: while one holds the period's lease, the
+/// others leave the log alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_at_a_time_prunes_the_audit_log() {
+    let mut a = ServerOptions::new(Backend::Postgres);
+    a.extra_args = vec!["--audit-retention".into(), "1h".into()];
+    // Prunes at start, then holds the lease for its period: an hour.
+    let a = Server::start_with(a).await;
+    let mut b = ServerOptions::new(Backend::Postgres);
+    b.db = a.db.clone();
+    b.extra_args = vec![
+        "--audit-retention".into(),
+        "1h".into(),
+        "--audit-prune-interval".into(),
+        "1s".into(),
+    ];
+    let b = Server::start_with(b).await;
+    old_entry(&a, "old", 2 * 3600 * 1000).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        ids(&b).await.contains(&"old".to_string()),
+        "b pruned while a held the lease"
+    );
+    // When a's lease is over, b takes the next period's.
+    let mut conn = a.db_connection().await;
+    sqlx::query("UPDATE settings SET value = '0' WHERE name = 'audit.prune_lease_until_ms'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    eventually("b prunes", async || {
+        !ids(&b).await.contains(&"old".to_string())
+    })
+    .await;
+}
+
+/// `?page=18446744073709551615` once wrapped around to a negative offset;
+/// it is a 400 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_past_any_end_is_a_400_not_an_overflow() {
+    let s = Server::start(Backend::Sqlite).await;
+    for path in [
+        "/api/audit?page=18446744073709551615",
+        "/api/users?page=18446744073709551615",
+        "/api/users?page=9223372036854775807&limit=2",
+    ] {
+        let (status, err) = s.admin("GET", path, None).await;
+        assert_eq!(status, 400, "{path}: {err}");
+        assert_eq!(err["fieldErrors"][0]["fieldName"], "page", "{path}: {err}");
+        assert!(message(&err).contains("past the end"), "{err}");
+    }
+    // The last page there can be is served (empty).
+    let last = i64::MAX as u64 / 1000 + 1;
+    let v = s
+        .ok(
+            "GET",
+            &format!("/api/users?page={last}&limit=1000"),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(v["count"], 0);
+    assert_eq!(v["page"], last);
 }

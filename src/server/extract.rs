@@ -263,6 +263,14 @@ pub fn page(page: Option<u64>, limit: Option<u64>) -> Result<PageRequest, ApiErr
             format!("must be between 1 and {MAX_PAGE_LIMIT}"),
         ));
     }
+    // Rows to skip must fit the database's BIGINT: no list is that long.
+    let last = i64::MAX as u64 / limit + 1;
+    if page > last {
+        return Err(ApiError::field(
+            "page",
+            format!("is past the end of any list: at most {last} with limit {limit}"),
+        ));
+    }
     Ok(PageRequest { page, limit })
 }
 
@@ -299,5 +307,17 @@ mod tests {
         let e = parse_json::<CreateUserRequest>(br#"{"name": "#).unwrap_err();
         assert_eq!(e.field_errors[0].field_name, "body");
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn pages_past_any_end_are_refused_not_wrapped() {
+        let e = page(Some(u64::MAX), None).unwrap_err();
+        assert_eq!(e.field_errors[0].field_name, "page");
+        let e = page(Some(u64::MAX / 1000 + 1), Some(1000)).unwrap_err();
+        assert_eq!(e.field_errors[0].field_name, "page");
+        let last = i64::MAX as u64 / 1000 + 1;
+        let p = page(Some(last), Some(1000)).unwrap();
+        assert!(p.offset() >= 0);
+        assert!(page(Some(last + 1), Some(1000)).is_err());
     }
 }

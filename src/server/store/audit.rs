@@ -3,13 +3,17 @@
 //! Anyone can make the server write here (a failed login needs no key), so
 //! such entries are written with [`Store::audit_repeated`]: the same event
 //! from the same source within a window adds to one row's `count` instead
-//! of adding a row.
+//! of adding a row. Old rows are removed by `server::retention`.
 
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Page, PageRequest, Result, Store, new_id, now_ms, total};
+
+/// Rows removed per statement when pruning, so no statement holds the
+/// table (SQLite: the database) for long.
+const PRUNE_BATCH: i64 = 5000;
 
 #[derive(Debug, Clone)]
 pub struct AuditRow {
@@ -139,5 +143,25 @@ impl Store {
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// Removes the entries that began before `before_ms`, a batch at a
+    /// time; returns how many.
+    pub async fn prune_audit(&self, before_ms: i64) -> Result<u64> {
+        let mut removed = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM audit_log WHERE id IN \
+                 (SELECT id FROM audit_log WHERE time_ms < $1 LIMIT $2)",
+            )
+            .bind(before_ms)
+            .bind(PRUNE_BATCH)
+            .execute(self.pool())
+            .await?;
+            removed += done.rows_affected();
+            if done.rows_affected() < PRUNE_BATCH as u64 {
+                return Ok(removed);
+            }
+        }
     }
 }
