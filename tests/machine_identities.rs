@@ -1106,6 +1106,110 @@ async fn a_flood_of_junk_jwts_is_held_back_without_stopping_the_pipeline() {
     );
 }
 
+/// CI scripts call the Infisical-shaped endpoints with plain curl, as
+/// Infisical's documentation shows: no `Infra-Version` header (the path
+/// carries the version), and a form body. Both were refused with a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_scripts_call_the_v1_endpoints_with_plain_curl() {
+    let issuer = Issuer::start(Algorithm::ES256, false, false).await;
+    let s = Server::start(Backend::Sqlite).await;
+    let id = add_identity(&s, "deploy").await;
+    set_oidc_auth(
+        &s,
+        &id,
+        json!({"discoveryURL": issuer.discovery_url, "issuer": GITLAB_ISS,
+               "subject": GITLAB_SUB, "audiences": [INFRA_AUD]}),
+    )
+    .await;
+    let url = |path: &str| format!("{}/api/v1/auth/{path}", s.url);
+    let jwt = issuer.sign(&gitlab_claims());
+
+    // curl itself: --data-urlencode sends a form.
+    let cacert = s.data_dir.join("tls.crt");
+    let out = std::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--fail-with-body", "--cacert"])
+        .arg(&cacert)
+        .args(["--request", "POST", &url("oidc-auth/login")])
+        .args(["--data-urlencode", "identityId=deploy"])
+        .args(["--data-urlencode", &format!("jwt={jwt}")])
+        .output()
+        .expect("curl is installed");
+    let body = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{body} {}", stderr(&out));
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["tokenType"], "Bearer");
+    let key = v["accessToken"].as_str().unwrap().to_string();
+    let (status, _) = s.call("GET", "/api/grants", Some(&key), None).await;
+    assert_eq!(status, 200);
+
+    // The same without curl: a form, and JSON, neither with the header.
+    let c = &s.client;
+    let resp = c
+        .post(url("oidc-auth/login"))
+        .form(&[("identityId", "deploy"), ("jwt", jwt.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = c
+        .post(url("oidc-auth/login"))
+        .json(&json!({"identityId": "deploy", "jwt": jwt}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = c
+        .post(url("token/renew"))
+        .form(&[("accessToken", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["accessToken"], key.as_str());
+    let resp = c
+        .post(url("token/revoke"))
+        .form(&[("accessToken", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let (status, _) = s.call("GET", "/api/grants", Some(&key), None).await;
+    assert_eq!(status, 401, "revoked");
+
+    // A form's mistakes are named like JSON's.
+    let resp = c
+        .post(url("oidc-auth/login"))
+        .form(&[("identityId", "deploy")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["fieldErrors"][0]["fieldName"], "jwt", "{v}");
+    let resp = c
+        .post(url("token/renew"))
+        .header("Content-Type", "text/plain")
+        .body("accessToken=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    // The rest of the API still wants the version header.
+    let resp = c
+        .post(format!("{}/api/login", s.url))
+        .json(&json!({"accessKey": ADMIN_KEY}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["message"].as_str().unwrap().contains("Infra-Version"),
+        "{v}"
+    );
+}
+
 // ------------------------------------------------------------------ SPIRE, HTTPS, trusted IPs
 
 const SPIFFE_ID: &str = "spiffe://example.org/workload/api-server";

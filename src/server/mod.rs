@@ -275,11 +275,17 @@ pub fn callback_url(args: &ServerArgs, public_url: &str) -> String {
 /// [`metrics_router`]), each request held to `request_timeout` and a 1 MiB body.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let dev = state.dev_idp.clone();
-    let mut api = Router::new();
+    let (mut api, mut by_path) = (Router::new(), Router::new());
     for route in routes::api_routes() {
-        api = api.route(route.path, route.handler);
+        if route.needs_version {
+            api = api.route(route.path, route.handler);
+        } else {
+            by_path = by_path.route(route.path, route.handler);
+        }
     }
-    let api = api.route_layer(middleware::from_fn(require_version));
+    let api = api
+        .route_layer(middleware::from_fn(require_version))
+        .merge(by_path);
     let mut app = Router::new();
     if let Some(dev) = dev {
         app = app.nest_service("/oidc", dev_idp::router(dev));

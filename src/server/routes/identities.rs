@@ -1,7 +1,9 @@
 //! `/api/identities`: machine identities and their oidc-auth
 //! configuration (admins only); and the unauthenticated oidc-auth login,
 //! renew and revoke under `/api/v1/auth`, where a workload trades its own
-//! OIDC JWT for an access token (checks in `machine_auth`). Failed logins
+//! OIDC JWT for an access token (checks in `machine_auth`). Those three take
+//! JSON or a form, and no `Infra-Version` header (the path carries the
+//! version), so a CI script can call them with plain curl; failed logins
 //! are rate-limited like people's (`server::ratelimit`).
 
 use std::net::IpAddr;
@@ -18,7 +20,7 @@ use crate::api::{
 use crate::server::AppState;
 use crate::server::crypto;
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ApiJson, Caller, RemoteAddr, list as to_list, page};
+use crate::server::extract::{ApiJson, Caller, JsonOrForm, RemoteAddr, list as to_list, page};
 use crate::server::machine_auth::{
     JwtError, binding_problem, config_problem, ip_trusted, parse_cidr, pattern_problem, verify_jwt,
 };
@@ -359,15 +361,18 @@ fn token_response(
 }
 
 /// A workload trades its OIDC JWT for an access token of a machine
-/// identity. No authentication: the JWT is the credential.
+/// identity. No authentication: the JWT is the credential. Like renew and
+/// revoke it needs no `Infra-Version` header and takes JSON or a form.
 #[utoipa::path(post, path = "/api/v1/auth/oidc-auth/login", tag = "identities",
-    request_body = OidcAuthLoginRequest,
+    request_body(content(
+        (OidcAuthLoginRequest = "application/json"),
+        (OidcAuthLoginRequest = "application/x-www-form-urlencoded"))),
     responses((status = 200, body = MachineAccessToken), (status = 401, body = crate::api::ErrorResponse),
               (status = 429, body = crate::api::ErrorResponse)))]
 pub async fn oidc_auth_login(
     State(state): State<AppState>,
     RemoteAddr(addr): RemoteAddr,
-    ApiJson(req): ApiJson<OidcAuthLoginRequest>,
+    JsonOrForm(req): JsonOrForm<OidcAuthLoginRequest>,
 ) -> ApiResult<Json<MachineAccessToken>> {
     let wanted = req.identity_id.trim();
     if wanted.is_empty() || wanted.len() > 256 {
@@ -514,12 +519,14 @@ async fn machine_token(
 
 /// Extends a machine token by its TTL, never past its max TTL from login.
 #[utoipa::path(post, path = "/api/v1/auth/token/renew", tag = "identities",
-    request_body = AccessTokenRequest,
+    request_body(content(
+        (AccessTokenRequest = "application/json"),
+        (AccessTokenRequest = "application/x-www-form-urlencoded"))),
     responses((status = 200, body = MachineAccessToken), (status = 401, body = crate::api::ErrorResponse)))]
 pub async fn renew_token(
     State(state): State<AppState>,
     RemoteAddr(addr): RemoteAddr,
-    ApiJson(req): ApiJson<AccessTokenRequest>,
+    JsonOrForm(req): JsonOrForm<AccessTokenRequest>,
 ) -> ApiResult<Json<MachineAccessToken>> {
     let (row, t) = machine_token(&state, req.access_token.expose_secret()).await?;
     let now = store::now();
@@ -572,12 +579,14 @@ pub async fn renew_token(
 
 /// Revokes a machine token (expired ones too).
 #[utoipa::path(post, path = "/api/v1/auth/token/revoke", tag = "identities",
-    request_body = AccessTokenRequest,
+    request_body(content(
+        (AccessTokenRequest = "application/json"),
+        (AccessTokenRequest = "application/x-www-form-urlencoded"))),
     responses((status = 204), (status = 401, body = crate::api::ErrorResponse)))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     RemoteAddr(addr): RemoteAddr,
-    ApiJson(req): ApiJson<AccessTokenRequest>,
+    JsonOrForm(req): JsonOrForm<AccessTokenRequest>,
 ) -> ApiResult<StatusCode> {
     let (row, _) = machine_token(&state, req.access_token.expose_secret()).await?;
     match state.store.delete_access_key(&row.id).await {
