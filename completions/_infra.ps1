@@ -708,6 +708,8 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--metrics-listen', '--metrics-listen', [CompletionResultType]::ParameterName, 'Serve /metrics and /healthz over plain HTTP here (keep it private); "off" for none [default: 127.0.0.1:9464, skipped with a warning when taken]')
             [CompletionResult]::new('--request-timeout', '--request-timeout', [CompletionResultType]::ParameterName, 'Longest time a request may take, body included (long polls take up to 30s)')
             [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Close a connection that sends and receives nothing for this long')
+            [CompletionResult]::new('--audit-retention', '--audit-retention', [CompletionResultType]::ParameterName, 'How long the audit log keeps an entry (0 keeps them forever)')
+            [CompletionResult]::new('--audit-prune-interval', '--audit-prune-interval', [CompletionResultType]::ParameterName, 'How often old audit entries are removed (by one replica)')
             [CompletionResult]::new('--dev', '--dev', [CompletionResultType]::ParameterName, 'Development mode: an embedded OpenID provider that signs in anyone (no real security)')
             [CompletionResult]::new('--ephemeral', '--ephemeral', [CompletionResultType]::ParameterName, 'Keep everything in a temporary directory, removed at exit')
             [CompletionResult]::new('--dev-allow-remote', '--dev-allow-remote', [CompletionResultType]::ParameterName, 'Let --dev listen on a non-loopback address (anyone who reaches it can sign in)')

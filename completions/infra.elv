@@ -612,6 +612,8 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --metrics-listen 'Serve /metrics and /healthz over plain HTTP here (keep it private); "off" for none [default: 127.0.0.1:9464, skipped with a warning when taken]'
             cand --request-timeout 'Longest time a request may take, body included (long polls take up to 30s)'
             cand --idle-timeout 'Close a connection that sends and receives nothing for this long'
+            cand --audit-retention 'How long the audit log keeps an entry (0 keeps them forever)'
+            cand --audit-prune-interval 'How often old audit entries are removed (by one replica)'
             cand --dev 'Development mode: an embedded OpenID provider that signs in anyone (no real security)'
             cand --ephemeral 'Keep everything in a temporary directory, removed at exit'
             cand --dev-allow-remote 'Let --dev listen on a non-loopback address (anyone who reaches it can sign in)'

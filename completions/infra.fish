@@ -336,6 +336,8 @@ complete -c infra -n "__fish_infra_using_subcommand server" -l header-read-timeo
 complete -c infra -n "__fish_infra_using_subcommand server" -l metrics-listen -d 'Serve /metrics and /healthz over plain HTTP here (keep it private); "off" for none [default: 127.0.0.1:9464, skipped with a warning when taken]' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l request-timeout -d 'Longest time a request may take, body included (long polls take up to 30s)' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l idle-timeout -d 'Close a connection that sends and receives nothing for this long' -r
+complete -c infra -n "__fish_infra_using_subcommand server" -l audit-retention -d 'How long the audit log keeps an entry (0 keeps them forever)' -r
+complete -c infra -n "__fish_infra_using_subcommand server" -l audit-prune-interval -d 'How often old audit entries are removed (by one replica)' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l dev -d 'Development mode: an embedded OpenID provider that signs in anyone (no real security)'
 complete -c infra -n "__fish_infra_using_subcommand server" -l ephemeral -d 'Keep everything in a temporary directory, removed at exit'
 complete -c infra -n "__fish_infra_using_subcommand server" -l dev-allow-remote -d 'Let --dev listen on a non-loopback address (anyone who reaches it can sign in)'

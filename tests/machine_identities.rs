@@ -1002,6 +1002,214 @@ async fn tokens_renew_up_to_max_ttl_count_uses_and_revoke(b: Backend) {
     assert_eq!(status, 200);
 }
 
+// ------------------------------------------------------------------ hostile traffic, curl
+
+/// `POST /api/v1/auth/oidc-auth/login` from `client`, as JSON, with the
+/// version header; status, Retry-After and body.
+async fn login_from(
+    s: &Server,
+    client: &reqwest::Client,
+    identity: &str,
+    jwt: &str,
+) -> (u16, Option<u64>, Value) {
+    let resp = client
+        .post(format!("{}/api/v1/auth/oidc-auth/login", s.url))
+        .header("Infra-Version", common::VERSION)
+        .json(&json!({"identityId": identity, "jwt": jwt}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (status, retry, resp.json().await.unwrap())
+}
+
+/// Failed machine-identity logins were only audited: a flood of junk JWTs
+/// ran the server's checks (and filled the audit log) without end. Now the
+/// flooding address waits after 20 failures per identity (60 in all), and
+/// the pipeline at another address logs in as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_junk_jwts_is_held_back_without_stopping_the_pipeline() {
+    let issuer = Issuer::start(Algorithm::ES256, false, false).await;
+    let s = Server::start(Backend::Sqlite).await;
+    let id = add_identity(&s, "deploy").await;
+    set_oidc_auth(
+        &s,
+        &id,
+        json!({"discoveryURL": issuer.discovery_url, "issuer": GITLAB_ISS,
+               "subject": GITLAB_SUB, "audiences": [INFRA_AUD]}),
+    )
+    .await;
+    let attacker = client_from(&s, "127.0.0.2");
+    let forged = Key::new(Algorithm::ES256, "key-1").sign(&gitlab_claims());
+    for i in 0..21 {
+        let jwt = if i % 2 == 0 { "not.a.jwt" } else { &forged };
+        let (status, retry, v) = login_from(&s, &attacker, "deploy", jwt).await;
+        if i < 20 {
+            assert_eq!(status, 401, "{i}: {v}");
+        } else {
+            assert_eq!(status, 429, "{i}: {v}");
+            let secs = retry.expect("Retry-After");
+            let msg = v["message"].as_str().unwrap();
+            assert!(
+                msg.contains("too many failed logins as identity \"deploy\" from your address")
+                    && msg.contains(&format!("try again in {secs} seconds")),
+                "{msg}"
+            );
+        }
+    }
+    // The real pipeline, elsewhere, is not held back by the flood.
+    let (status, _, v) = login_from(&s, &s.client, "deploy", &issuer.sign(&gitlab_claims())).await;
+    assert_eq!(status, 200, "{v}");
+    // Nor is the flooding address for another identity, until its own
+    // limit: 60 failures, whatever identity they name.
+    let mut limited_at = None;
+    for i in 0..70 {
+        let (status, _, v) = login_from(&s, &attacker, &format!("nobody-{i}"), "x.y.z").await;
+        if status == 429 {
+            let msg = v["message"].as_str().unwrap();
+            assert!(
+                msg.contains("too many failed logins from your address"),
+                "{msg}"
+            );
+            limited_at = Some(i);
+            break;
+        }
+        assert_eq!(status, 401, "{i}: {v}");
+    }
+    // 20 failures as deploy, 40 more as nobody-*.
+    assert_eq!(limited_at, Some(40));
+    // One audit entry per identity refused, with its count, not one per try.
+    let audit = s
+        .ok(
+            "GET",
+            "/api/audit?action=identity.login&limit=1000",
+            None,
+            200,
+        )
+        .await;
+    let deploy: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"] == "deploy" && e["result"] == "failure")
+        .collect();
+    let total: u64 = deploy.iter().map(|e| e["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 20, "{deploy:?}");
+    assert_eq!(
+        deploy.len(),
+        2,
+        "one entry per distinct refusal: {deploy:?}"
+    );
+}
+
+/// CI scripts call the Infisical-shaped endpoints with plain curl, as
+/// Infisical's documentation shows: no `Infra-Version` header (the path
+/// carries the version), and a form body. Both were refused with a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_scripts_call_the_v1_endpoints_with_plain_curl() {
+    let issuer = Issuer::start(Algorithm::ES256, false, false).await;
+    let s = Server::start(Backend::Sqlite).await;
+    let id = add_identity(&s, "deploy").await;
+    set_oidc_auth(
+        &s,
+        &id,
+        json!({"discoveryURL": issuer.discovery_url, "issuer": GITLAB_ISS,
+               "subject": GITLAB_SUB, "audiences": [INFRA_AUD]}),
+    )
+    .await;
+    let url = |path: &str| format!("{}/api/v1/auth/{path}", s.url);
+    let jwt = issuer.sign(&gitlab_claims());
+
+    // curl itself: --data-urlencode sends a form.
+    let cacert = s.data_dir.join("tls.crt");
+    let out = std::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--fail-with-body", "--cacert"])
+        .arg(&cacert)
+        .args(["--request", "POST", &url("oidc-auth/login")])
+        .args(["--data-urlencode", "identityId=deploy"])
+        .args(["--data-urlencode", &format!("jwt={jwt}")])
+        .output()
+        .expect("curl is installed");
+    let body = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{body} {}", stderr(&out));
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["tokenType"], "Bearer");
+    let key = v["accessToken"].as_str().unwrap().to_string();
+    let (status, _) = s.call("GET", "/api/grants", Some(&key), None).await;
+    assert_eq!(status, 200);
+
+    // The same without curl: a form, and JSON, neither with the header.
+    let c = &s.client;
+    let resp = c
+        .post(url("oidc-auth/login"))
+        .form(&[("identityId", "deploy"), ("jwt", jwt.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = c
+        .post(url("oidc-auth/login"))
+        .json(&json!({"identityId": "deploy", "jwt": jwt}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = c
+        .post(url("token/renew"))
+        .form(&[("accessToken", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["accessToken"], key.as_str());
+    let resp = c
+        .post(url("token/revoke"))
+        .form(&[("accessToken", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let (status, _) = s.call("GET", "/api/grants", Some(&key), None).await;
+    assert_eq!(status, 401, "revoked");
+
+    // A form's mistakes are named like JSON's.
+    let resp = c
+        .post(url("oidc-auth/login"))
+        .form(&[("identityId", "deploy")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["fieldErrors"][0]["fieldName"], "jwt", "{v}");
+    let resp = c
+        .post(url("token/renew"))
+        .header("Content-Type", "text/plain")
+        .body("accessToken=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    // The rest of the API still wants the version header.
+    let resp = c
+        .post(format!("{}/api/login", s.url))
+        .json(&json!({"accessKey": ADMIN_KEY}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["message"].as_str().unwrap().contains("Infra-Version"),
+        "{v}"
+    );
+}
+
 // ------------------------------------------------------------------ SPIRE, HTTPS, trusted IPs
 
 const SPIFFE_ID: &str = "spiffe://example.org/workload/api-server";

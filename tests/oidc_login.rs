@@ -459,6 +459,79 @@ async fn server_checks_code_nonce_verifier_and_claims() {
     assert!(!audit.contains(&code));
 }
 
+/// Made-up codes for the provider (whose id is public), from one address.
+async fn junk_logins(
+    client: reqwest::Client,
+    url: String,
+    provider_id: String,
+    n: usize,
+) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for i in 0..n {
+        let resp = client
+            .post(format!("{url}/api/login"))
+            .header("Infra-Version", common::VERSION)
+            .json(&json!({"oidc": {
+                "providerID": provider_id, "code": format!("junk-{i}"),
+                "redirectURL": "http://localhost:8301", "codeVerifier": infra::login::random_token(),
+                "nonce": "junk",
+            }}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    statuses
+}
+
+/// Eight junk logins once locked everyone out of SSO for five minutes:
+/// failures were counted per provider. Now a flood from 127.0.0.2 holds
+/// back 127.0.0.2 only, and alice signs in with the CLI from 127.0.0.1
+/// while it goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_junk_login_flood_from_another_address_does_not_stop_sso() {
+    let t = setup(&[]).await;
+    let pem = std::fs::read(t.s.data_dir.join("tls.crt")).unwrap();
+    let attacker = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let provider_id = t.provider["id"].as_str().unwrap().to_string();
+    let flood = |n| junk_logins(attacker.clone(), t.s.url.clone(), provider_id.clone(), n);
+
+    // It floods, and goes on while alice signs in.
+    let first = flood(21).await;
+    let more = tokio::spawn(flood(30));
+    let m = Machine::new();
+    let port = free_port();
+    let run = start_login(
+        &m,
+        &t.s,
+        &["--no-browser", "--listen-port", &port.to_string()],
+        &[],
+    );
+    let url = run.auth_url();
+    let browser = Browser::new();
+    let back = browser
+        .sign_in(&url, "alice", &format!("http://localhost:{port}"))
+        .await;
+    let (status, page) = browser.visit(&back).await;
+    assert_eq!(status, 200, "{page}");
+    let (code, _, err) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("alice@example.com"), "{err}");
+    // The flood ran into its own address's limit: 20 failures.
+    assert!(first[..20].iter().all(|s| *s == 401), "{first:?}");
+    assert_eq!(first[20], 429, "{first:?}");
+    let statuses = more.await.unwrap();
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 20,
+        "the flood stayed held back: {statuses:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_id_token_is_refused() {
     let t = setup(&[("OIDC_CLOCK_OFFSET", "-7200")]).await;

@@ -529,14 +529,28 @@ pub struct UpdateProviderRequest {
 #[serde(rename_all = "camelCase")]
 pub struct AuditEvent {
     pub id: String,
+    /// When it happened (the first time, when `count` is more than 1).
     pub time: String,
     pub actor: String,
     pub action: String,
     pub target: String,
     pub result: String,
+    /// The client's address; for repeated failures and device codes, which
+    /// are counted per source, the source (an IPv6 client's /64).
     pub remote_addr: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// How many times it happened: the same failed login (or new device
+    /// code) from the same source within an hour is one event.
+    #[serde(default = "one")]
+    pub count: u64,
+    /// When it last happened (`time` when `count` is 1).
+    #[serde(default)]
+    pub last_time: String,
+}
+
+fn one() -> u64 {
+    1
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]

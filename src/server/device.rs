@@ -53,6 +53,7 @@ use crate::server::AppState;
 use crate::server::crypto::hash_secret;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, RemoteAddr, parse_json};
+use crate::server::ratelimit::{self, PerSource};
 use crate::server::routes::auth;
 use crate::server::store::{
     self, AuditEntry, DeviceCodeRow, DeviceSigninRow, NewDeviceCode, NewDeviceSignin, PageRequest,
@@ -66,11 +67,19 @@ pub const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
 /// live one is hopeless.
 pub const USER_CODE_LEN: usize = 8;
 
-/// Device codes one client address may create per minute.
-const MAX_CREATIONS_PER_MINUTE: u64 = 10;
-/// Wrong user codes one client address may type per window.
-const MAX_WRONG_CODES: u64 = 10;
-const WRONG_CODE_WINDOW_MS: i64 = 10 * 60 * 1000;
+/// Device codes one source (a client address, an IPv6 client's /64) may
+/// create per minute.
+const CREATIONS: PerSource = PerSource {
+    what: "device.create",
+    max: 10,
+    window_ms: 60 * 1000,
+};
+/// Wrong user codes one source may type per 10 minutes.
+const WRONG_CODES: PerSource = PerSource {
+    what: "device.wrong_code",
+    max: 10,
+    window_ms: 10 * 60 * 1000,
+};
 /// How much each `slow_down` adds to the polling interval (RFC 8628 3.5).
 const SLOW_DOWN_STEP_SECS: i64 = 5;
 /// How long a browser has from entering the code to answering the question.
@@ -155,18 +164,12 @@ pub async fn create(
         parse_json(&body)?
     };
     let now_ms = store::now_ms();
-    let (recent, oldest) = state
-        .store
-        .device_codes_created_since(&addr, now_ms - 60_000)
-        .await?;
-    if recent >= MAX_CREATIONS_PER_MINUTE {
-        let secs = retry_after(oldest, 60_000, now_ms);
-        let mut err = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("too many device sign-ins from this address; try again in {secs} seconds"),
-        );
-        err.retry_after = Some(secs);
-        return Err(err);
+    if let Some(until) = CREATIONS.held_until(&state.store, &addr).await? {
+        return Err(ratelimit::too_many(
+            "too many device sign-ins from this address",
+            until,
+            now_ms,
+        ));
     }
     let provider = choose_provider(&state, req.provider_id.as_deref()).await?;
 
@@ -203,16 +206,21 @@ pub async fn create(
             Err(e) => return Err(e.into()),
         }
     }
+    CREATIONS.hit(&state.store, &addr).await?;
+    // Anyone may do this: one entry per source, provider and hour, counted.
     state
         .store
-        .audit(&AuditEntry {
-            actor: "anonymous",
-            action: "device.create",
-            target: &format!("device:{id}"),
-            result: "success",
-            remote_addr: &addr,
-            detail: &format!("provider {}", provider.name),
-        })
+        .audit_repeated(
+            &AuditEntry {
+                actor: "anonymous",
+                action: "device.create",
+                target: "device",
+                result: "success",
+                remote_addr: &ratelimit::source(&addr),
+                detail: &format!("provider {}", provider.name),
+            },
+            ratelimit::AUDIT_REPEAT_WINDOW_MS,
+        )
         .await?;
     let shown = format_user_code(&user_code);
     let verification_uri = format!("{}/device", state.public_url);
@@ -267,11 +275,6 @@ async fn choose_provider(state: &AppState, id: Option<&str>) -> ApiResult<Provid
             ))
         }
     }
-}
-
-fn retry_after(oldest_ms: Option<i64>, window_ms: i64, now_ms: i64) -> u64 {
-    let until = oldest_ms.map_or(now_ms + window_ms, |o| o + window_ms);
-    ((until - now_ms + 999) / 1000).max(1) as u64
 }
 
 #[utoipa::path(post, path = "/api/device/status", tag = "auth",
@@ -688,12 +691,8 @@ async fn begin_signin(
     typed: &str,
 ) -> ApiResult<Response> {
     let now_ms = store::now_ms();
-    let (wrong, oldest) = state
-        .store
-        .device_code_failures(addr, now_ms - WRONG_CODE_WINDOW_MS)
-        .await?;
-    if wrong >= MAX_WRONG_CODES {
-        let secs = retry_after(oldest, WRONG_CODE_WINDOW_MS, now_ms);
+    if let Some(until) = WRONG_CODES.held_until(&state.store, addr).await? {
+        let secs = ((until - now_ms + 999) / 1000).max(1) as u64;
         let mut err = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -710,16 +709,20 @@ async fn begin_signin(
         None => None,
     };
     let Some(code) = found else {
+        WRONG_CODES.hit(&state.store, addr).await?;
         state
             .store
-            .audit(&AuditEntry {
-                actor: "anonymous",
-                action: "device.verify",
-                target: "device",
-                result: "failure",
-                remote_addr: addr,
-                detail: "wrong user code",
-            })
+            .audit_repeated(
+                &AuditEntry {
+                    actor: "anonymous",
+                    action: "device.verify",
+                    target: "device",
+                    result: "failure",
+                    remote_addr: &ratelimit::source(addr),
+                    detail: "wrong user code",
+                },
+                ratelimit::AUDIT_REPEAT_WINDOW_MS,
+            )
             .await?;
         return Ok(code_form(
             headers,
@@ -1186,13 +1189,6 @@ mod tests {
         assert_eq!(normalize_user_code("WDJB-MJHA"), None, "a vowel");
         assert_eq!(normalize_user_code("WDJB-MJH0"), None, "a digit");
         assert_eq!(format_user_code("WDJBMJHT"), "WDJB-MJHT");
-    }
-
-    #[test]
-    fn retry_after_counts_from_the_oldest() {
-        assert_eq!(retry_after(Some(1_000), 60_000, 31_000), 30);
-        assert_eq!(retry_after(None, 60_000, 0), 60);
-        assert_eq!(retry_after(Some(0), 60_000, 60_500), 1);
     }
 
     #[test]

@@ -38,41 +38,98 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A JSON body, or the same fields as a form
+/// (`application/x-www-form-urlencoded`, what `curl --data-urlencode`
+/// sends): for the `/api/v1/auth` endpoints, which CI scripts call with
+/// plain curl. Form values are strings, each field given once; errors name
+/// the field as [`ApiJson`]'s do.
+pub struct JsonOrForm<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonOrForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let form = match req.headers().get(header::CONTENT_TYPE) {
+            None => false,
+            Some(ct) => {
+                let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+                if ct.starts_with("application/x-www-form-urlencoded") {
+                    true
+                } else if ct.starts_with("application/json") {
+                    false
+                } else {
+                    return Err(ApiError::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "the request body must be JSON (Content-Type: application/json) or a \
+                         form (Content-Type: application/x-www-form-urlencoded)",
+                    ));
+                }
+            }
+        };
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        if form {
+            parse_form(&bytes).map(JsonOrForm)
+        } else {
+            parse_json(&bytes).map(JsonOrForm)
+        }
+    }
+}
+
+/// A form body as the fields of `T`, every value a string.
+pub fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut fields = serde_json::Map::new();
+    for (name, value) in url::form_urlencoded::parse(bytes) {
+        if fields.contains_key(name.as_ref()) {
+            return Err(ApiError::field(&name, "is given more than once"));
+        }
+        fields.insert(
+            name.into_owned(),
+            serde_json::Value::String(value.into_owned()),
+        );
+    }
+    serde_path_to_error::deserialize(serde_json::Value::Object(fields)).map_err(body_error)
+}
+
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let text = inner.to_string();
-        // Broken JSON is about the body as a whole, not where parsing stopped.
-        let path = if inner.is_syntax() || inner.is_eof() {
-            ".".to_string()
-        } else {
-            path
-        };
-        // serde reports missing and unknown fields at the parent's path.
-        let field = backticked(&text, "missing field `")
-            .or_else(|| backticked(&text, "unknown field `"))
-            .map(|f| match path.as_str() {
-                "." => f,
-                p if p == f || p.ends_with(&format!(".{f}")) => p.to_string(),
-                p => format!("{p}.{f}"),
-            })
-            .unwrap_or_else(|| {
-                if path == "." {
-                    "body".to_string()
-                } else {
-                    path
-                }
-            });
-        let message = strip_position(&text);
-        let mut err = ApiError::bad_request(format!("invalid request body: {field}: {message}"));
-        err.field_errors = vec![FieldError {
-            field_name: field,
-            errors: vec![message],
-        }];
-        err
-    })
+    serde_path_to_error::deserialize(de).map_err(body_error)
+}
+
+/// A 400 whose `fieldErrors` name the field a body failed at.
+fn body_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let text = inner.to_string();
+    // Broken JSON is about the body as a whole, not where parsing stopped.
+    let path = if inner.is_syntax() || inner.is_eof() {
+        ".".to_string()
+    } else {
+        path
+    };
+    // serde reports missing and unknown fields at the parent's path.
+    let field = backticked(&text, "missing field `")
+        .or_else(|| backticked(&text, "unknown field `"))
+        .map(|f| match path.as_str() {
+            "." => f,
+            p if p == f || p.ends_with(&format!(".{f}")) => p.to_string(),
+            p => format!("{p}.{f}"),
+        })
+        .unwrap_or_else(|| {
+            if path == "." {
+                "body".to_string()
+            } else {
+                path
+            }
+        });
+    let message = strip_position(&text);
+    let mut err = ApiError::bad_request(format!("invalid request body: {field}: {message}"));
+    err.field_errors = vec![FieldError {
+        field_name: field,
+        errors: vec![message],
+    }];
+    err
 }
 
 fn backticked(text: &str, prefix: &str) -> Option<String> {
@@ -263,6 +320,14 @@ pub fn page(page: Option<u64>, limit: Option<u64>) -> Result<PageRequest, ApiErr
             format!("must be between 1 and {MAX_PAGE_LIMIT}"),
         ));
     }
+    // Rows to skip must fit the database's BIGINT: no list is that long.
+    let last = i64::MAX as u64 / limit + 1;
+    if page > last {
+        return Err(ApiError::field(
+            "page",
+            format!("is past the end of any list: at most {last} with limit {limit}"),
+        ));
+    }
     Ok(PageRequest { page, limit })
 }
 
@@ -299,5 +364,32 @@ mod tests {
         let e = parse_json::<CreateUserRequest>(br#"{"name": "#).unwrap_err();
         assert_eq!(e.field_errors[0].field_name, "body");
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn form_errors_name_the_field() {
+        use crate::api::OidcAuthLoginRequest;
+        use secrecy::ExposeSecret;
+        let r: OidcAuthLoginRequest = parse_form(b"identityId=deploy&jwt=a.b%2Bc").unwrap();
+        assert_eq!(r.identity_id, "deploy");
+        assert_eq!(r.jwt.expose_secret(), "a.b+c");
+        let e = parse_form::<OidcAuthLoginRequest>(b"identityId=deploy").unwrap_err();
+        assert_eq!(e.field_errors[0].field_name, "jwt");
+        let e = parse_form::<OidcAuthLoginRequest>(b"identityId=a&jwt=b&role=x").unwrap_err();
+        assert_eq!(e.field_errors[0].field_name, "role");
+        let e = parse_form::<OidcAuthLoginRequest>(b"identityId=a&jwt=b&jwt=c").unwrap_err();
+        assert_eq!(e.field_errors[0].field_name, "jwt");
+    }
+
+    #[test]
+    fn pages_past_any_end_are_refused_not_wrapped() {
+        let e = page(Some(u64::MAX), None).unwrap_err();
+        assert_eq!(e.field_errors[0].field_name, "page");
+        let e = page(Some(u64::MAX / 1000 + 1), Some(1000)).unwrap_err();
+        assert_eq!(e.field_errors[0].field_name, "page");
+        let last = i64::MAX as u64 / 1000 + 1;
+        let p = page(Some(last), Some(1000)).unwrap();
+        assert!(p.offset() >= 0);
+        assert!(page(Some(last + 1), Some(1000)).is_err());
     }
 }

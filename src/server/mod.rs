@@ -15,7 +15,9 @@ pub mod machine_auth;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;
+pub mod ratelimit;
 pub mod recheck;
+pub mod retention;
 pub mod routes;
 pub mod store;
 pub mod tls;
@@ -181,6 +183,14 @@ pub struct ServerArgs {
     /// Close a connection that sends and receives nothing for this long
     #[arg(long, env = "INFRA_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+
+    /// How long the audit log keeps an entry (0 keeps them forever)
+    #[arg(long, env = "INFRA_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub audit_retention: Duration,
+
+    /// How often old audit entries are removed (by one replica)
+    #[arg(long, hide = true, env = "INFRA_AUDIT_PRUNE_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub audit_prune_interval: Duration,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -269,11 +279,17 @@ pub fn callback_url(args: &ServerArgs, public_url: &str) -> String {
 /// [`metrics_router`]), each request held to `request_timeout` and a 1 MiB body.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let dev = state.dev_idp.clone();
-    let mut api = Router::new();
+    let (mut api, mut by_path) = (Router::new(), Router::new());
     for route in routes::api_routes() {
-        api = api.route(route.path, route.handler);
+        if route.needs_version {
+            api = api.route(route.path, route.handler);
+        } else {
+            by_path = by_path.route(route.path, route.handler);
+        }
     }
-    let api = api.route_layer(middleware::from_fn(require_version));
+    let api = api
+        .route_layer(middleware::from_fn(require_version))
+        .merge(by_path);
     let mut app = Router::new();
     if let Some(dev) = dev {
         app = app.nest_service("/oidc", dev_idp::router(dev));
@@ -408,6 +424,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let handle = axum_server::Handle::new();
     tokio::spawn(crate::shutdown::on_signal(handle.clone()));
     tokio::spawn(periodic_cleanup(store.clone()));
+    tokio::spawn(retention::run(
+        store.clone(),
+        args.audit_retention,
+        args.audit_prune_interval,
+    ));
 
     let config = axum_server::tls_rustls::RustlsConfig::from_pem(
         tls.cert_pem.into_bytes(),

@@ -49,5 +49,7 @@ pub async fn list(
         result: r.result,
         remote_addr: r.remote_addr,
         detail: r.detail,
+        count: r.count,
+        last_time: super::ts_ms(r.last_ms.max(r.time_ms)),
     })))
 }

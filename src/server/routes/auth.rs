@@ -1,6 +1,8 @@
 //! Logging in and out without a browser: password or access key in, a new
-//! access key out. Failed attempts are audited and rate-limited through the
-//! audit log, so every replica sees the same count.
+//! access key out. Failed attempts are audited (repeats from one source as
+//! one entry with a count) and rate-limited per client address and per
+//! account at that address (`server::ratelimit`), in the store, so every
+//! replica sees the same counts.
 
 use axum::Json;
 use axum::extract::State;
@@ -13,13 +15,12 @@ use crate::server::crypto;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, Caller, RemoteAddr};
 use crate::server::oidc;
+use crate::server::ratelimit::{self, Account, Attempt};
 use crate::server::store::{self, AuditEntry, NewAccessKey};
 
-/// Failed logins allowed per name (or key) in the window.
-const MAX_FAILURES_PER_TARGET: u64 = 5;
-/// Failed logins allowed per client address in the window.
-const MAX_FAILURES_PER_ADDR: u64 = 20;
-const FAILURE_WINDOW_MS: i64 = 5 * 60 * 1000;
+/// Longer names are no user's (see `check_subject_name`); only this much of
+/// one is kept in the audit log.
+const MAX_NAME_LEN: usize = 256;
 
 #[utoipa::path(get, path = "/api/version", tag = "auth",
     responses((status = 200, body = VersionResponse)))]
@@ -39,9 +40,11 @@ pub async fn login(
 ) -> ApiResult<(StatusCode, Json<LoginResponse>)> {
     match (req.password_credentials, req.access_key, req.oidc) {
         (Some(pc), None, None) => {
-            let target = pc.name.trim().to_string();
-            check_rate(&state, &target, &addr).await?;
-            let user = state.store.find_user_by_name(&target).await?;
+            let name = pc.name.trim();
+            let target: String = name.chars().take(MAX_NAME_LEN).collect();
+            let attempt = Attempt::person(&addr, Account::User(&target));
+            ratelimit::check(&state, &attempt).await?;
+            let user = state.store.find_user_by_name(name).await?;
             let hash = user
                 .as_ref()
                 .filter(|u| u.kind == "user")
@@ -58,9 +61,9 @@ pub async fn login(
                 _ => {
                     fail(
                         &state,
+                        &attempt,
                         "password",
                         &target,
-                        &addr,
                         "wrong user name or password",
                     )
                     .await?;
@@ -74,9 +77,9 @@ pub async fn login(
             if user.origin() == store::Origin::Provider {
                 fail(
                     &state,
+                    &attempt,
                     "password",
                     &target,
-                    &addr,
                     "signs in through a provider",
                 )
                 .await?;
@@ -88,20 +91,23 @@ pub async fn login(
             }
             let resp = issue_login_key(&state, "user", &user.id, &user.name, None, None).await?;
             state.store.touch_user(&user.id).await?;
+            ratelimit::succeeded(&state.store, &attempt).await?;
             succeed(&state, "password", &user.name, &addr).await?;
             Ok((StatusCode::CREATED, Json(resp)))
         }
         (None, Some(key), None) => {
             let key = key.expose_secret();
-            let target = match crypto::parse_access_key(key) {
-                Some((id, _)) => format!("key:{id}"),
+            let id = crypto::parse_access_key(key).map(|(id, _)| id);
+            let target = match id {
+                Some(id) => format!("key:{id}"),
                 None => "key:malformed".to_string(),
             };
-            check_rate(&state, &target, &addr).await?;
+            let attempt = Attempt::person(&addr, id.map_or(Account::None, Account::Key));
+            ratelimit::check(&state, &attempt).await?;
             let row = match state.verify_access_key(key).await {
                 Ok(row) => row,
                 Err(e) => {
-                    fail(&state, "access_key", &target, &addr, &e.message).await?;
+                    fail(&state, &attempt, "access_key", &target, &e.message).await?;
                     return Err(e);
                 }
             };
@@ -114,6 +120,7 @@ pub async fn login(
                 row.provider_id.as_deref(),
             )
             .await?;
+            ratelimit::succeeded(&state.store, &attempt).await?;
             succeed(&state, "access_key", &row.owner_name, &addr).await?;
             Ok((StatusCode::CREATED, Json(resp)))
         }
@@ -236,8 +243,10 @@ pub(crate) struct SignedIn {
 /// person by what the provider vouches for: the account (provider,
 /// `sub`), linked to one user at its first sign-in. Groups are synced (never
 /// a reserved `system:` one) and the refresh token kept (encrypted).
-/// Failures are audited and rate-limited per provider and client address.
-/// Issues no key: that is the caller's business.
+/// Failures are audited and rate-limited per client address (never per
+/// provider: its id is public, and one address's failures must not stop
+/// everyone's sign-in; there is no account before the exchange). Issues no
+/// key: that is the caller's business.
 ///
 /// Shared by `POST /api/login` (the CLI's loopback redirect) and the web
 /// sign-in of device codes (the server's own redirect URI).
@@ -251,7 +260,8 @@ pub(crate) async fn sign_in_with_provider(
     nonce: &str,
 ) -> ApiResult<SignedIn> {
     let target = format!("oidc:{}", provider.id);
-    check_rate(state, &target, addr).await?;
+    let attempt = Attempt::person(addr, Account::None);
+    ratelimit::check(state, &attempt).await?;
     let secret = state.root_key.decrypt(&provider.client_secret_enc)?;
     let cfg = oidc::ProviderConfig {
         issuer: &provider.issuer,
@@ -262,7 +272,7 @@ pub(crate) async fn sign_in_with_provider(
     let id = match oidc::exchange_code(&cfg, code, redirect_url, code_verifier, nonce).await {
         Ok(id) => id,
         Err(oidc::OidcError::Rejected(msg)) => {
-            fail(state, "oidc", &target, addr, &msg).await?;
+            fail(state, &attempt, "oidc", &target, &msg).await?;
             return Err(ApiError::unauthorized(format!(
                 "sign-in with {} failed: {msg}",
                 provider.name
@@ -301,7 +311,7 @@ pub(crate) async fn sign_in_with_provider(
         Some(link) => {
             let user = state.store.get_user(&link.user_id).await?;
             if user.origin() == store::Origin::Builtin || user.kind != "user" {
-                fail(state, "oidc", &target, addr, "built-in user").await?;
+                fail(state, &attempt, "oidc", &target, "built-in user").await?;
                 return Err(ApiError::forbidden(format!(
                     "{:?} is a built-in user and cannot sign in through a provider",
                     user.name
@@ -310,7 +320,7 @@ pub(crate) async fn sign_in_with_provider(
             state.store.record_sign_in(&user.id, &sign_in).await?;
             user
         }
-        None => first_sign_in(state, addr, provider, &id, &target, &sign_in).await?,
+        None => first_sign_in(state, &attempt, provider, &id, &target, &sign_in).await?,
     };
     if let Some(groups) = &id.groups {
         let (kept, reserved): (Vec<String>, Vec<String>) = groups
@@ -358,7 +368,7 @@ pub(crate) async fn sign_in_with_provider(
 /// provider are never taken over: that is a 409, audited.
 async fn first_sign_in(
     state: &AppState,
-    addr: &str,
+    attempt: &Attempt<'_>,
     provider: &store::ProviderRow,
     id: &oidc::ProviderIdentity,
     target: &str,
@@ -367,7 +377,7 @@ async fn first_sign_in(
     let name = match id.user_name(&provider.username_claim, &provider.name) {
         Ok(n) => n,
         Err(oidc::NoUserName(why)) => {
-            fail(state, "oidc", target, addr, &why).await?;
+            fail(state, attempt, "oidc", target, &why).await?;
             return Err(ApiError::unauthorized(format!(
                 "sign-in with {} failed: {why}",
                 provider.name
@@ -378,7 +388,7 @@ async fn first_sign_in(
         let why = format!(
             "the user name {name:?} starts with system:, which Kubernetes reserves for itself"
         );
-        fail(state, "oidc", target, addr, &why).await?;
+        fail(state, attempt, "oidc", target, &why).await?;
         return Err(ApiError::forbidden(format!(
             "sign-in with {} refused: {why}",
             provider.name
@@ -413,7 +423,7 @@ async fn first_sign_in(
                     _ => None,
                 };
                 if let Some(why) = refusal {
-                    return Err(conflict(state, addr, provider, id, &name, &why).await);
+                    return Err(conflict(state, attempt.addr, provider, id, &name, &why).await);
                 }
                 existing
             }
@@ -426,7 +436,7 @@ async fn first_sign_in(
                      subject); infra never moves a user to a different account",
                     provider.name
                 );
-                return Err(conflict(state, addr, provider, id, &name, &why).await);
+                return Err(conflict(state, attempt.addr, provider, id, &name, &why).await);
             }
             // The same account, linked a moment ago by a parallel sign-in.
             Err(store::LinkConflict::SubjectTaken { user_id }) => {
@@ -515,47 +525,30 @@ pub(crate) async fn issue_login_key(
     })
 }
 
-async fn check_rate(state: &AppState, target: &str, addr: &str) -> ApiResult<()> {
-    let now = store::now_ms();
-    let (by_target, by_addr, oldest) = state
-        .store
-        .login_failures(target, addr, now - FAILURE_WINDOW_MS)
-        .await?;
-    if by_target >= MAX_FAILURES_PER_TARGET || by_addr >= MAX_FAILURES_PER_ADDR {
-        let until = match (by_target >= MAX_FAILURES_PER_TARGET, oldest) {
-            (true, Some(oldest)) => oldest + FAILURE_WINDOW_MS,
-            _ => now + FAILURE_WINDOW_MS,
-        };
-        let secs = ((until - now) / 1000).max(1) as u64;
-        state.metrics.login("any", "rate_limited");
-        let mut err = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("too many failed logins; try again in {secs} seconds"),
-        );
-        err.retry_after = Some(secs);
-        return Err(err);
-    }
-    Ok(())
-}
-
+/// A failed login: counted against the attempt's limits, and audited (the
+/// same failure from the same source within an hour as one entry).
 async fn fail(
     state: &AppState,
+    attempt: &Attempt<'_>,
     method: &str,
     target: &str,
-    addr: &str,
     why: &str,
 ) -> ApiResult<()> {
     state.metrics.login(method, "failure");
+    ratelimit::failed(&state.store, attempt).await?;
     state
         .store
-        .audit(&AuditEntry {
-            actor: target,
-            action: "login",
-            target,
-            result: "failure",
-            remote_addr: addr,
-            detail: &format!("{method}: {why}"),
-        })
+        .audit_repeated(
+            &AuditEntry {
+                actor: target,
+                action: "login",
+                target,
+                result: "failure",
+                remote_addr: &attempt.source,
+                detail: &format!("{method}: {why}"),
+            },
+            ratelimit::AUDIT_REPEAT_WINDOW_MS,
+        )
         .await?;
     Ok(())
 }

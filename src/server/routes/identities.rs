@@ -1,7 +1,10 @@
 //! `/api/identities`: machine identities and their oidc-auth
 //! configuration (admins only); and the unauthenticated oidc-auth login,
 //! renew and revoke under `/api/v1/auth`, where a workload trades its own
-//! OIDC JWT for an access token (checks in `machine_auth`).
+//! OIDC JWT for an access token (checks in `machine_auth`). Those three take
+//! JSON or a form, and no `Infra-Version` header (the path carries the
+//! version), so a CI script can call them with plain curl; failed logins
+//! are rate-limited like people's (`server::ratelimit`).
 
 use std::net::IpAddr;
 
@@ -17,10 +20,11 @@ use crate::api::{
 use crate::server::AppState;
 use crate::server::crypto;
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ApiJson, Caller, RemoteAddr, list as to_list, page};
+use crate::server::extract::{ApiJson, Caller, JsonOrForm, RemoteAddr, list as to_list, page};
 use crate::server::machine_auth::{
     JwtError, binding_problem, config_problem, ip_trusted, parse_cidr, pattern_problem, verify_jwt,
 };
+use crate::server::ratelimit::{self, Account, Attempt};
 use crate::server::store::{
     self, AccessKeyRow, AuditEntry, IdentityRow, MachineTokenRow, NewAccessKey, NewMachineToken,
     OidcAuthRow, StoreError,
@@ -312,18 +316,27 @@ pub async fn delete_oidc_auth(
 
 // ------------------------------------------------------------------ oidc-auth login
 
-/// Records a refused login, tells the caller which check failed.
-async fn refuse(state: &AppState, target: &str, addr: &str, why: &str) -> ApiError {
+/// Records a refused login (counted against its limits; the same refusal
+/// from the same source within an hour is one audit entry), tells the
+/// caller which check failed.
+async fn refuse(state: &AppState, attempt: &Attempt<'_>, target: &str, why: &str) -> ApiError {
     state.metrics.login("oidc_auth", "failure");
+    if let Err(e) = ratelimit::failed(&state.store, attempt).await {
+        return e.into();
+    }
     let entry = AuditEntry {
         actor: target,
         action: "identity.login",
         target,
         result: "failure",
-        remote_addr: addr,
+        remote_addr: &attempt.source,
         detail: &format!("oidc-auth: {why}"),
     };
-    if let Err(e) = state.store.audit(&entry).await {
+    if let Err(e) = state
+        .store
+        .audit_repeated(&entry, ratelimit::AUDIT_REPEAT_WINDOW_MS)
+        .await
+    {
         return e.into();
     }
     ApiError::unauthorized(format!("oidc-auth login as {target:?} failed: {why}"))
@@ -348,14 +361,18 @@ fn token_response(
 }
 
 /// A workload trades its OIDC JWT for an access token of a machine
-/// identity. No authentication: the JWT is the credential.
+/// identity. No authentication: the JWT is the credential. Like renew and
+/// revoke it needs no `Infra-Version` header and takes JSON or a form.
 #[utoipa::path(post, path = "/api/v1/auth/oidc-auth/login", tag = "identities",
-    request_body = OidcAuthLoginRequest,
-    responses((status = 200, body = MachineAccessToken), (status = 401, body = crate::api::ErrorResponse)))]
+    request_body(content(
+        (OidcAuthLoginRequest = "application/json"),
+        (OidcAuthLoginRequest = "application/x-www-form-urlencoded"))),
+    responses((status = 200, body = MachineAccessToken), (status = 401, body = crate::api::ErrorResponse),
+              (status = 429, body = crate::api::ErrorResponse)))]
 pub async fn oidc_auth_login(
     State(state): State<AppState>,
     RemoteAddr(addr): RemoteAddr,
-    ApiJson(req): ApiJson<OidcAuthLoginRequest>,
+    JsonOrForm(req): JsonOrForm<OidcAuthLoginRequest>,
 ) -> ApiResult<Json<MachineAccessToken>> {
     let wanted = req.identity_id.trim();
     if wanted.is_empty() || wanted.len() > 256 {
@@ -365,11 +382,21 @@ pub async fn oidc_auth_login(
         ));
     }
     let identity = match state.store.find_identity(wanted).await {
-        Ok(i) => i,
-        Err(StoreError::NotFound(_)) => {
-            return Err(refuse(&state, wanted, &addr, "there is no such identity").await);
-        }
+        Ok(i) => Some(i),
+        Err(StoreError::NotFound(_)) => None,
         Err(e) => return Err(e.into()),
+    };
+    let account = match &identity {
+        Some(i) => Account::Identity {
+            id: &i.id,
+            name: &i.name,
+        },
+        None => Account::None,
+    };
+    let attempt = Attempt::machine(&addr, account);
+    ratelimit::check(&state, &attempt).await?;
+    let Some(identity) = &identity else {
+        return Err(refuse(&state, &attempt, wanted, "there is no such identity").await);
     };
     let target = identity.name.as_str();
     let cfg = match state.store.get_oidc_auth(&identity.id).await {
@@ -379,7 +406,7 @@ pub async fn oidc_auth_login(
                 "the identity has no oidc-auth configuration; an admin adds one with `infra \
                  identities oidc-auth set {target}`"
             );
-            return Err(refuse(&state, target, &addr, &why).await);
+            return Err(refuse(&state, &attempt, target, &why).await);
         }
         Err(e) => return Err(e.into()),
     };
@@ -389,7 +416,7 @@ pub async fn oidc_auth_login(
             "logins from {} are not allowed: the address is not among the identity's trusted IPs",
             if addr.is_empty() { "here" } else { &addr }
         );
-        return Err(refuse(&state, target, &addr, &why).await);
+        return Err(refuse(&state, &attempt, target, &why).await);
     }
     // Saved by an older version, it may accept every workload of the issuer.
     if let Some(why) = config_problem(&cfg) {
@@ -397,21 +424,21 @@ pub async fn oidc_auth_login(
             "its oidc-auth configuration is refused: {why}; an admin fixes it with `infra \
              identities oidc-auth set {target} …`"
         );
-        return Err(refuse(&state, target, &addr, &why).await);
+        return Err(refuse(&state, &attempt, target, &why).await);
     }
     let now = store::now();
     let mut refreshed = false;
     let claims = loop {
         let keys = match state.jwks_cache.keys(&cfg, refreshed).await {
             Ok(k) => k,
-            Err(why) => return Err(refuse(&state, target, &addr, &why).await),
+            Err(why) => return Err(refuse(&state, &attempt, target, &why).await),
         };
         match verify_jwt(req.jwt.expose_secret(), &keys, &cfg, now) {
             Ok(c) => break c,
             // The issuer may have rotated its keys: fetch them once more.
             Err(JwtError::UnknownKey(_)) if !refreshed => refreshed = true,
             Err(JwtError::UnknownKey(why) | JwtError::Rejected(why)) => {
-                return Err(refuse(&state, target, &addr, &why).await);
+                return Err(refuse(&state, &attempt, target, &why).await);
             }
         }
     };
@@ -442,6 +469,7 @@ pub async fn oidc_auth_login(
         })
         .await?;
     state.metrics.login("oidc_auth", "success");
+    ratelimit::succeeded(&state.store, &attempt).await?;
     let sub = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("");
     state
         .store
@@ -491,12 +519,14 @@ async fn machine_token(
 
 /// Extends a machine token by its TTL, never past its max TTL from login.
 #[utoipa::path(post, path = "/api/v1/auth/token/renew", tag = "identities",
-    request_body = AccessTokenRequest,
+    request_body(content(
+        (AccessTokenRequest = "application/json"),
+        (AccessTokenRequest = "application/x-www-form-urlencoded"))),
     responses((status = 200, body = MachineAccessToken), (status = 401, body = crate::api::ErrorResponse)))]
 pub async fn renew_token(
     State(state): State<AppState>,
     RemoteAddr(addr): RemoteAddr,
-    ApiJson(req): ApiJson<AccessTokenRequest>,
+    JsonOrForm(req): JsonOrForm<AccessTokenRequest>,
 ) -> ApiResult<Json<MachineAccessToken>> {
     let (row, t) = machine_token(&state, req.access_token.expose_secret()).await?;
     let now = store::now();
@@ -549,12 +579,14 @@ pub async fn renew_token(
 
 /// Revokes a machine token (expired ones too).
 #[utoipa::path(post, path = "/api/v1/auth/token/revoke", tag = "identities",
-    request_body = AccessTokenRequest,
+    request_body(content(
+        (AccessTokenRequest = "application/json"),
+        (AccessTokenRequest = "application/x-www-form-urlencoded"))),
     responses((status = 204), (status = 401, body = crate::api::ErrorResponse)))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     RemoteAddr(addr): RemoteAddr,
-    ApiJson(req): ApiJson<AccessTokenRequest>,
+    JsonOrForm(req): JsonOrForm<AccessTokenRequest>,
 ) -> ApiResult<StatusCode> {
     let (row, _) = machine_token(&state, req.access_token.expose_secret()).await?;
     match state.store.delete_access_key(&row.id).await {

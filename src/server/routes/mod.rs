@@ -21,6 +21,10 @@ pub struct Route {
     pub path: &'static str,
     pub methods: &'static [&'static str],
     pub handler: MethodRouter<AppState>,
+    /// Callers must send `Infra-Version` (all but the Infisical-shaped
+    /// `/api/v1/auth` endpoints, whose path carries the version and which
+    /// CI scripts call with plain curl).
+    pub needs_version: bool,
 }
 
 fn route(
@@ -32,6 +36,19 @@ fn route(
         path,
         methods,
         handler,
+        needs_version: true,
+    }
+}
+
+/// A route that takes no `Infra-Version` header.
+fn versioned_by_path(
+    path: &'static str,
+    methods: &'static [&'static str],
+    handler: MethodRouter<AppState>,
+) -> Route {
+    Route {
+        needs_version: false,
+        ..route(path, methods, handler)
     }
 }
 
@@ -84,17 +101,17 @@ pub fn api_routes() -> Vec<Route> {
                 .put(identities::put_oidc_auth)
                 .delete(identities::delete_oidc_auth),
         ),
-        route(
+        versioned_by_path(
             "/api/v1/auth/oidc-auth/login",
             &["post"],
             post(identities::oidc_auth_login),
         ),
-        route(
+        versioned_by_path(
             "/api/v1/auth/token/renew",
             &["post"],
             post(identities::renew_token),
         ),
-        route(
+        versioned_by_path(
             "/api/v1/auth/token/revoke",
             &["post"],
             post(identities::revoke_token),
@@ -213,4 +230,20 @@ pub fn check_name(field: &str, value: &str, max: usize) -> Result<(), ApiError> 
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Only the Infisical-shaped endpoints go without `Infra-Version`.
+    #[test]
+    fn only_v1_auth_routes_skip_the_version_header() {
+        for r in super::api_routes() {
+            assert_eq!(
+                r.needs_version,
+                !r.path.starts_with("/api/v1/auth/"),
+                "{}",
+                r.path
+            );
+        }
+    }
 }

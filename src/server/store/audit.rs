@@ -1,9 +1,19 @@
 //! The audit log: who did what to what, from where, and how it ended.
+//!
+//! Anyone can make the server write here (a failed login needs no key), so
+//! such entries are written with [`Store::audit_repeated`]: the same event
+//! from the same source within a window adds to one row's `count` instead
+//! of adding a row. Old rows are removed by `server::retention`.
 
+use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Page, PageRequest, Result, Store, new_id, now_ms, total};
+
+/// Rows removed per statement when pruning, so no statement holds the
+/// table (SQLite: the database) for long.
+const PRUNE_BATCH: i64 = 5000;
 
 #[derive(Debug, Clone)]
 pub struct AuditRow {
@@ -15,6 +25,10 @@ pub struct AuditRow {
     pub result: String,
     pub remote_addr: String,
     pub detail: String,
+    /// How many times it happened (see [`Store::audit_repeated`]); 1 for most.
+    pub count: u64,
+    /// When it last happened (`time_ms` is the first time).
+    pub last_ms: i64,
 }
 
 /// A new entry. `detail` must never hold a secret.
@@ -38,17 +52,20 @@ fn row(r: AnyRow) -> Result<AuditRow> {
         result: r.try_get("result")?,
         remote_addr: r.try_get("remote_addr")?,
         detail: r.try_get("detail")?,
+        count: r.try_get::<i64, _>("count")?.max(1) as u64,
+        last_ms: r.try_get("last_ms")?,
     })
 }
 
 impl Store {
     pub async fn audit(&self, e: &AuditEntry<'_>) -> Result<()> {
+        let now = now_ms();
         sqlx::query(
-            "INSERT INTO audit_log (id, time_ms, actor, action, target, result, remote_addr, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO audit_log (id, time_ms, last_ms, actor, action, target, result, \
+             remote_addr, detail) VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(new_id())
-        .bind(now_ms())
+        .bind(now)
         .bind(e.actor)
         .bind(e.action)
         .bind(e.target)
@@ -69,10 +86,10 @@ impl Store {
         page: PageRequest,
     ) -> Result<Page<AuditRow>> {
         const FILTER: &str = "($1 IS NULL OR action = $1) AND ($2 IS NULL OR actor = $2) \
-             AND ($3 IS NULL OR time_ms >= $3)";
+             AND ($3 IS NULL OR time_ms >= $3 OR last_ms >= $3)";
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT id, time_ms, actor, action, target, result, remote_addr, detail FROM audit_log \
-             WHERE {FILTER} ORDER BY time_ms DESC, id LIMIT $4 OFFSET $5"
+            "SELECT id, time_ms, actor, action, target, result, remote_addr, detail, count, \
+             last_ms FROM audit_log WHERE {FILTER} ORDER BY time_ms DESC, id LIMIT $4 OFFSET $5"
         )))
         .bind(action)
         .bind(actor)
@@ -95,30 +112,65 @@ impl Store {
         })
     }
 
-    /// Failed logins since `since_ms` for this target or from this address,
-    /// and the time of the oldest of the target's failures in the window.
-    pub async fn login_failures(
-        &self,
-        target: &str,
-        remote_addr: &str,
-        since_ms: i64,
-    ) -> Result<(u64, u64, Option<i64>)> {
-        let (by_target, oldest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(time_ms) FROM audit_log WHERE action = 'login' AND \
-             result = 'failure' AND time_ms > $1 AND target = $2",
+    /// Records an event that strangers can repeat at will (a failed login,
+    /// a new device code): the same entry (actor, action, target, result,
+    /// address and detail) within the same window of `window_ms` adds one
+    /// to the `count` of a single row, whichever replica writes it.
+    pub async fn audit_repeated(&self, e: &AuditEntry<'_>, window_ms: i64) -> Result<()> {
+        let now = now_ms();
+        let window = now / window_ms.max(1);
+        let mut h = Sha256::new();
+        for part in [
+            e.actor,
+            e.action,
+            e.target,
+            e.result,
+            e.remote_addr,
+            e.detail,
+        ] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        h.update(window.to_be_bytes());
+        let repeat_key = hex::encode(h.finalize());
+        sqlx::query(
+            "INSERT INTO audit_log (id, time_ms, last_ms, actor, action, target, result, \
+             remote_addr, detail, count, repeat_key) \
+             VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, 1, $9) \
+             ON CONFLICT (repeat_key) DO UPDATE SET count = audit_log.count + 1, \
+             last_ms = excluded.last_ms",
         )
-        .bind(since_ms)
-        .bind(target)
-        .fetch_one(self.pool())
+        .bind(new_id())
+        .bind(now)
+        .bind(e.actor)
+        .bind(e.action)
+        .bind(e.target)
+        .bind(e.result)
+        .bind(e.remote_addr)
+        .bind(e.detail)
+        .bind(repeat_key)
+        .execute(self.pool())
         .await?;
-        let (by_addr,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM audit_log WHERE action = 'login' AND result = 'failure' AND \
-             time_ms > $1 AND remote_addr = $2",
-        )
-        .bind(since_ms)
-        .bind(remote_addr)
-        .fetch_one(self.pool())
-        .await?;
-        Ok((total(by_target), total(by_addr), oldest))
+        Ok(())
+    }
+
+    /// Removes the entries that began before `before_ms`, a batch at a
+    /// time; returns how many.
+    pub async fn prune_audit(&self, before_ms: i64) -> Result<u64> {
+        let mut removed = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM audit_log WHERE id IN \
+                 (SELECT id FROM audit_log WHERE time_ms < $1 LIMIT $2)",
+            )
+            .bind(before_ms)
+            .bind(PRUNE_BATCH)
+            .execute(self.pool())
+            .await?;
+            removed += done.rows_affected();
+            if done.rows_affected() < PRUNE_BATCH as u64 {
+                return Ok(removed);
+            }
+        }
     }
 }

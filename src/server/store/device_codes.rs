@@ -7,7 +7,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Result, Store, StoreError, conflict, total};
+use super::{Result, Store, StoreError, conflict};
 
 /// A device code as the server sees it; the code itself is never stored.
 #[derive(Debug, Clone)]
@@ -125,24 +125,6 @@ impl Store {
         .await
         .map_err(|e| conflict(e, || "the user code is taken".to_string()))?;
         Ok(())
-    }
-
-    /// How many device codes this address created since `since_ms`, and
-    /// when the oldest of them was created.
-    pub async fn device_codes_created_since(
-        &self,
-        client_addr: &str,
-        since_ms: i64,
-    ) -> Result<(u64, Option<i64>)> {
-        let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(created_at_ms) FROM device_codes \
-             WHERE client_addr = $1 AND created_at_ms > $2",
-        )
-        .bind(client_addr)
-        .bind(since_ms)
-        .fetch_one(self.pool())
-        .await?;
-        Ok((total(count), oldest))
     }
 
     pub async fn get_device_code(&self, id: &str) -> Result<DeviceCodeRow> {
@@ -309,23 +291,5 @@ impl Store {
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    /// Wrong user codes typed from this address since `since_ms` (audited
-    /// as `device.verify` failures), and the time of the oldest of them.
-    pub async fn device_code_failures(
-        &self,
-        remote_addr: &str,
-        since_ms: i64,
-    ) -> Result<(u64, Option<i64>)> {
-        let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(time_ms) FROM audit_log WHERE action = 'device.verify' AND \
-             result = 'failure' AND time_ms > $1 AND remote_addr = $2",
-        )
-        .bind(since_ms)
-        .bind(remote_addr)
-        .fetch_one(self.pool())
-        .await?;
-        Ok((total(count), oldest))
     }
 }

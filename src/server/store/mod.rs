@@ -15,6 +15,7 @@ mod groups;
 mod identities;
 mod provider_users;
 mod providers;
+mod rate_limits;
 mod users;
 
 pub use access_keys::{AccessKeyRow, NewAccessKey};
@@ -26,6 +27,7 @@ pub use groups::GroupRow;
 pub use identities::{IdentityRow, MachineTokenRow, NewMachineToken, OidcAuthRow};
 pub use provider_users::{LinkConflict, ProviderUserRow, SignIn};
 pub use providers::{NewProvider, ProviderRow};
+pub use rate_limits::{RateCount, Window};
 pub use users::{Origin, UserRow};
 
 use std::str::FromStr;
@@ -73,8 +75,13 @@ pub struct PageRequest {
 }
 
 impl PageRequest {
+    /// The rows to skip; pages too far out for the database skip them all
+    /// (`extract::page` refuses them before they get here).
     pub fn offset(&self) -> i64 {
-        ((self.page.max(1) - 1) * self.limit) as i64
+        (self.page.max(1) - 1)
+            .checked_mul(self.limit)
+            .and_then(|o| i64::try_from(o).ok())
+            .unwrap_or(i64::MAX)
     }
     pub fn all() -> Self {
         PageRequest {
@@ -164,6 +171,23 @@ impl Store {
         Ok(self.get_setting(name).await?.unwrap_or_default())
     }
 
+    /// Takes the lease `name` until `until_ms` when nobody holds it (it is
+    /// unset, or ran out before `now_ms`); true when taken. A compare and
+    /// swap on the `settings` row, so of several replicas exactly one wins.
+    pub async fn take_lease(&self, name: &str, now_ms: i64, until_ms: i64) -> Result<bool> {
+        let held = self.init_setting(name, "0").await?;
+        if held.parse::<i64>().is_ok_and(|t| t > now_ms) {
+            return Ok(false);
+        }
+        let done = sqlx::query("UPDATE settings SET value = $1 WHERE name = $2 AND value = $3")
+            .bind(until_ms.to_string())
+            .bind(name)
+            .bind(&held)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn set_setting(&self, name: &str, value: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO settings (name, value) VALUES ($1, $2) \
@@ -231,6 +255,15 @@ pub(crate) fn total(count: i64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn offsets_never_wrap() {
+        let p = |page, limit| super::PageRequest { page, limit }.offset();
+        assert_eq!(p(1, 100), 0);
+        assert_eq!(p(3, 100), 200);
+        assert_eq!(p(u64::MAX, 1000), i64::MAX);
+        assert_eq!(p(u64::MAX / 2, 2), i64::MAX);
+    }
+
     #[test]
     fn redacts_password_in_url() {
         assert_eq!(
