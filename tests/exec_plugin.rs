@@ -9,7 +9,7 @@
 //! it: two `INFRA_HOME`s logged in as two people on one OS account, a clock
 //! minutes off (moved with `INFRA_TEST_CLOCK_OFFSET_SECS`, which debug
 //! builds honour), kubectl's retry after a cluster refused a cached token,
-//! and the files logout must not leave.
+//! the files logout must not leave, and a stale kubeconfig lock.
 //!
 //! Run with tests/run.sh (keys go to the Secret Service it starts, and it
 //! installs the Python client).
@@ -855,6 +855,62 @@ async fn logout_removes_the_token_and_lock_files_of_its_home() {
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     // The refusal left no lock file behind either.
     assert_eq!(file_names(&dir).len(), 1, "{:?}", file_names(&dir));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_kubeconfig_lock_does_not_block_login() {
+    let su = Setup::new().await;
+    let lock = su.m.home().join(".kube/config.lock");
+    let kubectl = |args: &[&str]| {
+        let mut c = Command::new("kubectl");
+        su.env(&mut c);
+        c.args(args).output().unwrap()
+    };
+    // As a kubectl killed while writing leaves it: empty, an hour old.
+    let f = std::fs::File::create(&lock).unwrap();
+    f.set_modified(SystemTime::now() - std::time::Duration::from_secs(3600))
+        .unwrap();
+    drop(f);
+    // kubectl itself refuses to write until someone removes it.
+    let out = kubectl(&["config", "use-context", "infra:prod"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("config.lock"), "{}", stderr(&out));
+
+    let started = std::time::Instant::now();
+    let err = su.login(&su.alice_key, &[]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(
+        err.contains(&format!("removed the stale lock file {}", lock.display())),
+        "{err}"
+    );
+    assert!(!lock.exists(), "no lock left behind");
+    let out = kubectl(&["config", "use-context", "infra:prod"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A fresh one (a kubectl writing right now) is waited for, not removed.
+    std::fs::File::create(&lock).unwrap();
+    let mut c = Command::new(common::bin());
+    su.env(&mut c);
+    let login = c
+        .args([
+            "login",
+            &su.s.host(),
+            "--key",
+            &su.alice_key,
+            "--tls-trusted-fingerprint",
+            &su.s.fingerprint(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(lock.exists(), "a live lock was removed");
+    std::fs::remove_file(&lock).unwrap();
+    let out = login.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("stale"), "{}", stderr(&out));
+    assert!(!lock.exists());
 }
 
 // ------------------------------------------------------------ a real client

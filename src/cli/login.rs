@@ -500,6 +500,9 @@ pub async fn write_kubeconfig_with(
         kubeconfig::write_infra_entries(&path, &owner, &exe, &clusters)
     });
     let summary = summary.await??;
+    if let Some(stale) = &summary.stale_lock {
+        eprintln!("note: {stale}");
+    }
     let mut contexts: Vec<&String> = summary.added.iter().chain(&summary.updated).collect();
     contexts.sort();
     let changed =
@@ -578,6 +581,9 @@ pub async fn logout(args: LogoutArgs) -> anyhow::Result<()> {
             crate::local::kubeconfig::remove_infra_entries(&path, &srv)
         })
         .await??;
+        if let Some(stale) = &removed.stale_lock {
+            eprintln!("note: {stale}");
+        }
         if !removed.removed.is_empty() {
             eprintln!(
                 "Removed contexts {} from {}",
