@@ -397,11 +397,13 @@ pub enum Verdict {
 /// test or a benchmark running the plugin again and again, would otherwise
 /// mint on every call), and a token minted in place of a refused one is not
 /// suspected by anyone. So there is at most one forced refresh per token
-/// lifetime, whatever the callers do. This matters: the Google Cloud SDK's
-/// kubectl keeps an HTTP cache of its version check and replays a 401 it
-/// once got there, so each such kubectl asks twice, "after a 401", while its
-/// token is fine. A token minted in place of a refused one that is refused
-/// too is refused for a reason a new one would not fix either.
+/// lifetime, whatever the callers do. This matters, as some clients ask
+/// twice while their token is fine: the Google Cloud SDK's kubectl keeps an
+/// HTTP cache of its version check and replays a 401 it once got there, so
+/// each such kubectl asks twice, "after a 401"; the Python `kubernetes`
+/// client runs the plugin twice in every process. A token minted in place
+/// of a refused one that is refused too is refused for a reason a new one
+/// would not fix either.
 ///
 /// Limits: only the last receiver is remembered, so with kubectl calls
 /// interleaved a refused token may be served once more before the retry is
