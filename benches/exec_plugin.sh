@@ -19,6 +19,14 @@
 # so no Secret Service is involved; kubectl would also set
 # KUBERNETES_EXEC_INFO (with the cluster's CA, ~1.5 kB), and so does this.
 #
+# hyperfine -N runs every call as a child of hyperfine itself, one process
+# asking again and again: the plugin takes the second call for kubectl's
+# retry after a 401 (see token_cache::judge) and mints once during the
+# warm-up; from then on the token is one minted for a retry, which nobody
+# suspects, and each call is open, read, getppid, close. A real kubectl is a
+# new process each time, which adds a readlink of its executable and a
+# 19-byte pwrite to record it.
+#
 # Knobs: INFRA_BIN (skip the build, use this binary), RUNS (default 2000),
 # COLD_RUNS (default 300), WARMUP (default 200).
 set -euo pipefail

@@ -5,6 +5,12 @@
 //! `kubernetes` client against a loopback HTTPS stand-in for a cluster that
 //! checks each bearer token against the server's JWKS.
 //!
+//! The attacks on the cache are played here too, each in a test named for
+//! it: two `INFRA_HOME`s logged in as two people on one OS account, a clock
+//! minutes off (moved with `INFRA_TEST_CLOCK_OFFSET_SECS`, which debug
+//! builds honour), kubectl's retry after a cluster refused a cached token,
+//! the files logout must not leave, and a stale kubeconfig lock.
+//!
 //! Run with tests/run.sh (keys go to the Secret Service it starts, and it
 //! installs the Python client).
 
@@ -131,9 +137,49 @@ impl Setup {
 
     /// Another infra command on this machine, with the same environment.
     fn infra(&self, args: &[&str]) -> Output {
+        self.infra_with(args, &[])
+    }
+
+    /// [`Setup::infra`] with more environment variables.
+    fn infra_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut c = Command::new(common::bin());
         self.env(&mut c);
+        for (k, v) in env {
+            c.env(k, v);
+        }
         c.args(args).output().unwrap()
+    }
+
+    /// `infra login` with `key`, trusting the server, in this environment
+    /// plus `env`; asserts success and returns stderr.
+    fn login(&self, key: &str, env: &[(&str, &str)]) -> String {
+        let out = self.infra_with(
+            &[
+                "login",
+                &self.s.host(),
+                "--key",
+                key,
+                "--tls-trusted-fingerprint",
+                &self.s.fingerprint(),
+            ],
+            env,
+        );
+        assert!(out.status.success(), "login: {}", stderr(&out));
+        stderr(&out)
+    }
+
+    /// A user `name` with a key, granted `prod`.
+    async fn granted_user(&self, name: &str) -> (String, String) {
+        let (id, key) = self.s.user_with_key(name).await;
+        self.s
+            .ok(
+                "POST",
+                "/api/grants",
+                Some(json!({"user": id, "destination": "prod", "role": "view"})),
+                201,
+            )
+            .await;
+        (id, key)
     }
 
     fn run(&self, dest: &str, env: &[(&str, &str)]) -> Output {
@@ -171,17 +217,35 @@ impl Setup {
         files[0].clone()
     }
 
-    /// Makes the cached token look expired (same token, expiry in the past).
+    /// Makes the cached token look expired (same token and record, expiry
+    /// in the past): `v2 SERVED EXPIRES MINTED USER`.
     fn expire_cache(&self) {
         let path = self.cache_file();
         let text = std::fs::read_to_string(&path).unwrap();
-        let token = text.lines().nth(1).unwrap();
-        std::fs::write(&path, format!("v1 {}\n{token}\n", now() - 10)).unwrap();
+        let (head, token) = text.split_once('\n').unwrap();
+        let mut fields: Vec<String> = head.split(' ').map(str::to_string).collect();
+        assert_eq!((fields[0].as_str(), fields.len()), ("v2", 5), "{head}");
+        fields[2] = (now() - 10).to_string();
+        fields[3] = (now() - 310).to_string();
+        std::fs::write(&path, format!("{}\n{token}", fields.join(" "))).unwrap();
     }
 
     async fn minted(&self) -> u64 {
         minted(&self.s).await
     }
+}
+
+/// The names of every file in `dir`, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }
 
 fn token_files(dir: &Path) -> Vec<PathBuf> {
@@ -534,6 +598,313 @@ async fn logout_deletes_the_cached_tokens() {
     assert!(out.stdout.is_empty());
 }
 
+// ------------------------------------------------------------ the attacks
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_infra_homes_logged_in_as_different_users_get_their_own_tokens() {
+    let su = Setup::new().await;
+    let (_, bob_key) = su.granted_user("bob").await;
+    // One OS account, one cache directory, a second config home as bob.
+    let home_b = su.m.home().join("work").join("infra");
+    let b = [("INFRA_HOME", home_b.to_str().unwrap())];
+    su.login(&bob_key, &b);
+
+    let alice = token_of(&su.credential(&[]));
+    assert_eq!(claims(&alice)["name"], "alice");
+    let bob = token_of(&su.credential(&b));
+    assert_eq!(claims(&bob)["name"], "bob", "home B got home A's token");
+    // Each is served from its own cache entry from now on.
+    for _ in 0..2 {
+        assert_eq!(token_of(&su.credential(&[])), alice);
+        assert_eq!(token_of(&su.credential(&b)), bob);
+    }
+    assert_eq!(su.minted().await, 2);
+    assert_eq!(token_files(&su.cache_dir()).len(), 2);
+
+    // Bob logs out of home B: his token goes, alice's stays and is used.
+    let out = su.infra_with(&["logout"], &b);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(token_files(&su.cache_dir()).len(), 1);
+    assert_eq!(token_of(&su.credential(&[])), alice);
+    let out = su.run("prod", &b);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert_eq!(su.minted().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_as_someone_else_never_serves_the_previous_users_token() {
+    let su = Setup::new().await;
+    let (_, bob_key) = su.granted_user("bob").await;
+    let alice = token_of(&su.credential(&[]));
+    assert_eq!(claims(&alice)["name"], "alice");
+    su.login(&bob_key, &[]);
+    let bob = token_of(&su.credential(&[]));
+    assert_eq!(claims(&bob)["name"], "bob");
+    assert_eq!(token_of(&su.credential(&[])), bob);
+    assert_eq!(su.minted().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_clock_does_not_serve_a_token_whose_lifetime_is_over() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: INFRA_TEST_CLOCK_OFFSET_SECS exists in debug builds only");
+        return;
+    }
+    let su = Setup::new().await;
+    let clock = |offset: i64| offset.to_string();
+    // The laptop's clock is two minutes slow.
+    let slow = clock(-120);
+    let first = su.credential(&[("INFRA_TEST_CLOCK_OFFSET_SECS", &slow)]);
+    let t1 = token_of(&first);
+    let (iat, exp) = {
+        let c = claims(&t1);
+        (c["iat"].as_i64().unwrap(), c["exp"].as_i64().unwrap())
+    };
+    assert_eq!(exp - iat, 300, "the server's default lifetime");
+    // kubectl is told when the token expires by its own (slow) clock.
+    let ts = first["status"]["expirationTimestamp"].as_str().unwrap();
+    let told = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .unix_timestamp();
+    assert!((told - (exp - 120)).abs() <= 2, "told {told}, exp {exp}");
+    // Five and a half minutes later, the clock still two minutes slow: the
+    // token has been dead for 30 s, though by that clock `exp` is 90 s away.
+    let later = clock(330 - 120);
+    let t2 = token_of(&su.credential(&[("INFRA_TEST_CLOCK_OFFSET_SECS", &later)]));
+    assert_ne!(t2, t1, "served a token whose lifetime was over");
+    assert_eq!(su.minted().await, 2);
+
+    // A clock ten minutes fast sees every token's `exp` in the past; it
+    // must still mint once and then use the cache.
+    let fast = clock(600);
+    let t3 = token_of(&su.credential(&[("INFRA_TEST_CLOCK_OFFSET_SECS", &fast)]));
+    assert_eq!(su.minted().await, 3);
+    for _ in 0..3 {
+        let t = token_of(&su.credential(&[("INFRA_TEST_CLOCK_OFFSET_SECS", &fast)]));
+        assert_eq!(t, t3, "a fast clock minted again");
+    }
+    assert_eq!(su.minted().await, 3);
+}
+
+/// A shell that runs the plugin `times` times in a row, as one kubectl
+/// process does when it asks again; returns the tokens it got.
+fn from_one_process(su: &Setup, times: usize) -> Vec<String> {
+    let call = r#""$0" tokens create --server "$1" --destination prod"#;
+    // `; true` keeps the shell from replacing itself with the last call.
+    let script = format!("{}; true", vec![call; times].join("; "));
+    let mut c = Command::new("sh");
+    su.env(&mut c);
+    let out = c
+        .arg("-c")
+        .arg(script)
+        .arg(common::bin())
+        .arg(su.s.host())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| token_of(&serde_json::from_str(l).unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_call_right_after_the_first_is_the_401_retry_and_mints() {
+    let su = Setup::new().await;
+    let t1 = token_of(&su.credential(&[]));
+    assert_eq!(su.minted().await, 1);
+    // Other processes, one after the other or all at once, each asking
+    // once: all served from the cache, none taken for a retry.
+    assert_eq!(from_one_process(&su, 1), std::slice::from_ref(&t1));
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = Command::new("sh");
+            su.env(&mut c);
+            c.arg("-c")
+                .arg(r#""$0" tokens create --server "$1" --destination prod; true"#)
+                .arg(common::bin())
+                .arg(su.s.host())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(token_of(&serde_json::from_slice(&out.stdout).unwrap()), t1);
+    }
+    assert_eq!(su.minted().await, 1);
+
+    // One process that got the cached token and asks again at once (what
+    // kubectl does after a 401): a new token, not the refused one.
+    let got = from_one_process(&su, 2);
+    assert_eq!(got[0], t1, "the first call is served from the cache");
+    assert_ne!(got[1], t1, "the retry got the token the cluster refused");
+    assert_eq!(su.minted().await, 2);
+    // The new token is cached for everyone else.
+    assert_eq!(token_of(&su.credential(&[])), got[1]);
+    assert_eq!(from_one_process(&su, 1), [got[1].clone()]);
+    // A token minted in place of a refused one is not suspected again:
+    // a process asking twice for it gets it twice (one forced refresh per
+    // token lifetime, at most).
+    assert_eq!(from_one_process(&su, 2), [got[1].clone(), got[1].clone()]);
+    assert_eq!(su.minted().await, 2);
+    // Once a token minted the usual way is in the cache, a retry is
+    // recognised again.
+    su.expire_cache();
+    let t3 = token_of(&su.credential(&[]));
+    assert_eq!(su.minted().await, 3);
+    let got = from_one_process(&su, 2);
+    assert_eq!(got[0], t3);
+    assert_ne!(got[1], t3);
+    assert_eq!(su.minted().await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectls_retry_after_a_401_gets_a_new_token_not_the_cached_one() {
+    let cluster = Cluster::start().await;
+    let su = Setup::with_cluster(&cluster.url, &cluster.ca_pem).await;
+    cluster.trust(&su.s);
+    let t1 = token_of(&su.credential(&[]));
+    assert_eq!(su.minted().await, 1);
+    // The cluster refuses the cached token, valid as it looks here.
+    cluster.refused.lock().unwrap().push(t1.clone());
+    let kubectl = || {
+        let mut c = Command::new("kubectl");
+        su.env(&mut c);
+        c.args([
+            "--context",
+            "infra:prod",
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/pods",
+        ])
+        .output()
+        .unwrap()
+    };
+    // kubectl gets t1 from the cache, is answered 401, runs the plugin again.
+    let first = kubectl();
+    assert_eq!(
+        su.minted().await,
+        2,
+        "kubectl's call after the 401 was served the refused token again: {}",
+        stderr(&first)
+    );
+    assert!(!cluster.rejected.lock().unwrap().is_empty());
+    // The new token is cached: the next kubectls work with it. (The Google
+    // Cloud SDK's kubectl replays the 401 its version check got from its
+    // HTTP cache and asks twice each time: that costs no more mints.)
+    let rejected = cluster.rejected.lock().unwrap().len();
+    for _ in 0..2 {
+        let out = kubectl();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let pods: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(pods["items"][0]["metadata"]["name"], POD);
+    }
+    assert_eq!(cluster.rejected.lock().unwrap().len(), rejected);
+    assert_eq!(su.minted().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_removes_the_token_and_lock_files_of_its_home() {
+    let su = Setup::new().await;
+    su.credential(&[]);
+    let dir = su.cache_dir();
+    let names = file_names(&dir);
+    assert_eq!(names.len(), 2, "a token and its lock: {names:?}");
+    let out = su.infra(&["logout"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(file_names(&dir), Vec::<String>::new(), "token and lock go");
+
+    su.login(&su.alice_key, &[]);
+    su.credential(&[]);
+    let token = token_files(&dir)[0].clone();
+    let stem = token.file_stem().unwrap().to_str().unwrap().to_string();
+    let (home, rest) = stem.split_once('_').unwrap();
+    let (server, _) = rest.split_once('_').unwrap();
+    // Left over: the lock of a server this home was logged out of by an
+    // older infra, and that infra's files (no home in their names).
+    let leftovers = [
+        format!("{home}_gone.example%3A8443_prod.lock"),
+        format!("{server}_prod.token"),
+        format!("{server}_prod.lock"),
+    ];
+    for f in &leftovers {
+        std::fs::write(dir.join(f), "").unwrap();
+    }
+    // Another config home's entry for the same server is not this logout's.
+    let other = format!("HFFFFFFFFFFFFFFFF_{server}_prod.token");
+    std::fs::copy(&token, dir.join(&other)).unwrap();
+
+    let out = su.infra(&["logout"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(file_names(&dir), [other], "leftovers are gone too");
+    let out = su.run("prod", &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    // The refusal left no lock file behind either.
+    assert_eq!(file_names(&dir).len(), 1, "{:?}", file_names(&dir));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_kubeconfig_lock_does_not_block_login() {
+    let su = Setup::new().await;
+    let lock = su.m.home().join(".kube/config.lock");
+    let kubectl = |args: &[&str]| {
+        let mut c = Command::new("kubectl");
+        su.env(&mut c);
+        c.args(args).output().unwrap()
+    };
+    // As a kubectl killed while writing leaves it: empty, an hour old.
+    let f = std::fs::File::create(&lock).unwrap();
+    f.set_modified(SystemTime::now() - std::time::Duration::from_secs(3600))
+        .unwrap();
+    drop(f);
+    // kubectl itself refuses to write until someone removes it.
+    let out = kubectl(&["config", "use-context", "infra:prod"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("config.lock"), "{}", stderr(&out));
+
+    let started = std::time::Instant::now();
+    let err = su.login(&su.alice_key, &[]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(
+        err.contains(&format!("removed the stale lock file {}", lock.display())),
+        "{err}"
+    );
+    assert!(!lock.exists(), "no lock left behind");
+    let out = kubectl(&["config", "use-context", "infra:prod"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A fresh one (a kubectl writing right now) is waited for, not removed.
+    std::fs::File::create(&lock).unwrap();
+    let mut c = Command::new(common::bin());
+    su.env(&mut c);
+    let login = c
+        .args([
+            "login",
+            &su.s.host(),
+            "--key",
+            &su.alice_key,
+            "--tls-trusted-fingerprint",
+            &su.s.fingerprint(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(lock.exists(), "a live lock was removed");
+    std::fs::remove_file(&lock).unwrap();
+    let out = login.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("stale"), "{}", stderr(&out));
+    assert!(!lock.exists());
+}
+
 // ------------------------------------------------------------ a real client
 
 /// A loopback HTTPS stand-in for a cluster's API server: it accepts a
@@ -544,6 +915,7 @@ struct Cluster {
     ca_pem: String,
     seen: Arc<Mutex<Vec<Value>>>,
     rejected: Arc<Mutex<Vec<String>>>,
+    refused: Arc<Mutex<Vec<String>>>,
     state: ClusterState,
     handle: axum_server::Handle<SocketAddr>,
 }
@@ -561,6 +933,9 @@ struct ClusterState {
     http: Arc<Mutex<Option<reqwest::Client>>>,
     seen: Arc<Mutex<Vec<Value>>>,
     rejected: Arc<Mutex<Vec<String>>>,
+    /// Tokens answered 401 however valid they are (as by a connector whose
+    /// clock is ahead, or that does not know the signing key yet).
+    refused: Arc<Mutex<Vec<String>>>,
 }
 
 const POD: &str = "web-6b7f9c5d4-x2x9q";
@@ -576,6 +951,7 @@ impl Cluster {
             http: Default::default(),
             seen: Default::default(),
             rejected: Default::default(),
+            refused: Default::default(),
         };
         let app = axum::Router::new()
             .fallback(serve_cluster)
@@ -601,6 +977,7 @@ impl Cluster {
             ca_pem,
             seen: state.seen.clone(),
             rejected: state.rejected.clone(),
+            refused: state.refused.clone(),
             state,
             handle,
         }
@@ -639,6 +1016,9 @@ async fn serve_cluster(
         .map(str::to_string);
     let claims = match token {
         None => Err("no bearer token".to_string()),
+        Some(t) if st.refused.lock().unwrap().contains(&t) => {
+            Err("token refused (expired by this cluster's clock)".to_string())
+        }
         Some(t) => verify(&st, &t).await,
     };
     let claims = match claims {

@@ -7,7 +7,9 @@
 use clap::Subcommand;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::login::{LoginArgs, decide_trust, update_config, write_kubeconfig_with};
+use super::login::{
+    LoginArgs, decide_trust, forget_cached_tokens, update_config, write_kubeconfig_with,
+};
 use super::output::{self, Format, FormatArg, short_time};
 use super::session::{ServerArg, account, resolve};
 use super::{AuthNeeded, Usage};
@@ -499,8 +501,6 @@ pub async fn machine_login(args: &LoginArgs) -> anyhow::Result<()> {
     };
     drop(req);
     let key = SecretString::from(resp.access_token.clone());
-    // Cluster tokens cached for another identity or person must not be reused.
-    let _ = crate::local::token_cache::remove_server(&server);
     let (trusted_fingerprint, trusted_cert, skip_tls_verify) = match &trust {
         Trust::Fingerprint(fp) => (Some(fp.clone()), None, false),
         Trust::Cert(pem) => (None, Some(pem.clone()), false),
@@ -534,6 +534,8 @@ pub async fn machine_login(args: &LoginArgs) -> anyhow::Result<()> {
                 }
             })?;
         }
+        // Cluster tokens cached for another identity or person must not be reused.
+        forget_cached_tokens(&server);
         output::line(resp.access_token.expose_secret())?;
         if !args.silent {
             eprintln!(
@@ -566,6 +568,7 @@ pub async fn machine_login(args: &LoginArgs) -> anyhow::Result<()> {
         config.upsert(entry);
         config.current = Some(server.clone());
     })?;
+    forget_cached_tokens(&server);
     if !args.silent {
         eprintln!(
             "Logged in to {server} as machine identity {} (the access token expires in {}, \

@@ -236,8 +236,6 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         credentials::delete_key(&old_account)?;
     }
 
-    // Cluster tokens cached for an earlier session (maybe another user) go.
-    let _ = crate::local::token_cache::remove_server(&server);
     let stored = credentials::store_key(&account(&resp.name, &server), &key)?;
     if let Some(w) = &stored.warning {
         eprintln!("warning: {w}");
@@ -263,6 +261,9 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         config.upsert(entry);
         config.current = Some(server.clone());
     })?;
+    // Cluster tokens cached for an earlier session (maybe another user) go,
+    // now that the config names this one (see `local::token_cache`).
+    forget_cached_tokens(&server);
     eprintln!("Logged in to {server} as {}", resp.name);
     note_short_session(&server, &resp.expires);
     let client = client.with_key(key);
@@ -286,6 +287,16 @@ fn note_short_session(server: &str, expires: &str) {
             mins / 60,
             mins % 60
         );
+    }
+}
+
+/// Deletes the cluster tokens this config home has cached for `server`,
+/// with their lock files; call it once the config file says who is logged
+/// in there now (or that nobody is). A failure is a warning.
+pub(super) fn forget_cached_tokens(server: &str) {
+    let home = crate::local::token_cache::this_home();
+    if let Err(e) = crate::local::token_cache::remove_server(&home, server) {
+        eprintln!("warning: could not delete the cached cluster tokens of {server}: {e:#}");
     }
 }
 
@@ -489,6 +500,9 @@ pub async fn write_kubeconfig_with(
         kubeconfig::write_infra_entries(&path, &owner, &exe, &clusters)
     });
     let summary = summary.await??;
+    if let Some(stale) = &summary.stale_lock {
+        eprintln!("note: {stale}");
+    }
     let mut contexts: Vec<&String> = summary.added.iter().chain(&summary.updated).collect();
     contexts.sort();
     let changed =
@@ -561,15 +575,15 @@ pub async fn logout(args: LogoutArgs) -> anyhow::Result<()> {
             }
         }
         credentials::delete_key(&acct)?;
-        if let Err(e) = crate::local::token_cache::remove_server(&server) {
-            eprintln!("warning: could not delete the cached cluster tokens of {server}: {e:#}");
-        }
         let path = crate::local::kubeconfig::kubeconfig_path();
         let srv = server.clone();
         let removed = tokio::task::spawn_blocking(move || {
             crate::local::kubeconfig::remove_infra_entries(&path, &srv)
         })
         .await??;
+        if let Some(stale) = &removed.stale_lock {
+            eprintln!("note: {stale}");
+        }
         if !removed.removed.is_empty() {
             eprintln!(
                 "Removed contexts {} from {}",
@@ -583,7 +597,19 @@ pub async fn logout(args: LogoutArgs) -> anyhow::Result<()> {
                 config.current = config.servers.first().map(|s| s.server.clone());
             }
         })?;
+        forget_cached_tokens(&server);
         eprintln!("Logged out of {server}");
+    }
+    // What is left of servers this config home is no longer logged in to
+    // (an earlier logout that could not finish, an older infra's files).
+    let home = crate::local::token_cache::this_home();
+    let still: Vec<String> = Config::load()?
+        .servers
+        .iter()
+        .map(|s| s.server.clone())
+        .collect();
+    if let Err(e) = crate::local::token_cache::prune(&home, &still) {
+        eprintln!("warning: could not delete old cached cluster tokens: {e:#}");
     }
     Ok(())
 }

@@ -6,13 +6,19 @@
 //! Two paths, split by cost:
 //! - the warm path ([`warm`]) runs from `main` before anything else starts:
 //!   the arguments are recognised by hand, the token is read from the cache
-//!   (`local::token_cache`) and printed if it is valid for longer than the
-//!   margin. No async runtime, no keyring, no config file, no network, no
-//!   clap, no logging. Any miss or oddity falls through to the normal CLI.
-//! - the cold path ([`create`]) takes the entry's file lock, re-reads the
-//!   cache (a parallel kubectl call may have refreshed it meanwhile), mints
-//!   a token with `POST /api/tokens`, saves it and prints it, so any number
-//!   of parallel calls make one request to the server.
+//!   (`local::token_cache`, keyed by config home, server, destination and
+//!   the environment's key) and printed if it is valid for longer than the
+//!   margin by this machine's clock, and this caller has not already been
+//!   given it (kubectl asking again for the same token means the cluster
+//!   refused it: see `token_cache::judge`). No async runtime, no keyring, no
+//!   config file, no network, no clap, no logging. Any miss or oddity falls
+//!   through to the normal CLI.
+//! - the cold path ([`create`]) reads the config (whose user this config
+//!   home is logged in as: a cached token of anyone else is a miss), takes
+//!   the entry's file lock, re-reads the cache (a parallel kubectl call may
+//!   have refreshed it meanwhile), mints a token with `POST /api/tokens`,
+//!   saves it with its lifetime in local time ([`local_expiry`]) and prints
+//!   it, so any number of parallel calls make one request to the server.
 //!
 //! It never opens a browser nor prompts: when the session is gone it says to
 //! run `infra login SERVER` and exits with code 4.
@@ -30,10 +36,10 @@ use super::session::{account, trust_of};
 use super::{AuthNeeded, Usage, exit};
 use crate::api::{CreateTokenRequest, CreateTokenResponse};
 use crate::client::{Client, ClientError, Trust};
-use crate::local::config::{Config, canonical_server};
-use crate::local::credentials;
+use crate::local::config::{Config, canonical_server, config_dir};
 use crate::local::lock::FileLock;
-use crate::local::token_cache::{self, Cached};
+use crate::local::token_cache::{self, Cached, Served, Verdict};
+use crate::local::{clock, credentials};
 
 /// A cached token is used while it is valid for longer than this many
 /// seconds, unless `INFRA_TOKEN_MARGIN` says otherwise.
@@ -124,6 +130,14 @@ pub fn fast_args(args: &[OsString]) -> Option<FastArgs<'_>> {
 
 /// The warm path, for `main`: `Some(exit code)` when it answered (from the
 /// cache), `None` to run the normal CLI.
+///
+/// Its cost, in system calls: `open` and `read` of the cache file, the
+/// parent's PID (`getppid`); unless the token was minted for that parent, a
+/// `readlink` of the parent's executable and a positioned write of 19 bytes
+/// that records the caller (see `token_cache::judge`); `close`, and the
+/// `write` of the answer. The cache key needs no system call: the
+/// config home comes from the environment (`getcwd` only for a relative
+/// `INFRA_HOME`), hashed with a few dozen bytes of SHA-256.
 pub fn warm(args: &[OsString]) -> Option<i32> {
     let a = fast_args(args)?;
     let margin = margin_from_env().ok()?;
@@ -136,12 +150,23 @@ pub fn warm(args: &[OsString]) -> Option<i32> {
         .as_ref()
         .map(|k| k.expose_secret().trim())
         .filter(|k| !k.is_empty());
-    let stem = token_cache::stem(&server, a.destination, key);
-    let buf = token_cache::read(&token_cache::token_path(&token_cache::cache_dir(), &stem))?;
+    let home = token_cache::home_tag(&config_dir());
+    let stem = token_cache::stem(&home, &server, a.destination, key);
+    let mut file = token_cache::open(&token_cache::token_path(&token_cache::cache_dir(), &stem))?;
+    let buf = token_cache::read(&mut file)?;
     let entry = token_cache::parse(&buf)?;
-    if !entry.fresh(unix_now(), margin) {
-        return None;
+    let parent = token_cache::parent_process();
+    match entry.judge(clock::now(), margin, parent, || {
+        token_cache::process_image(parent)
+    }) {
+        Verdict::Serve { mark } => {
+            if let Some(served) = mark {
+                token_cache::mark(&file, served);
+            }
+        }
+        Verdict::Stale | Verdict::Rejected => return None,
     }
+    drop(file);
     let out = exec_credential(api_from_env(), entry.token, entry.expires)?;
     Some(match print(&out) {
         Ok(()) => exit::OK,
@@ -178,13 +203,6 @@ fn parse_margin(v: &str) -> Result<i64, Usage> {
             "INFRA_TOKEN_MARGIN must be a whole number of seconds (it is {v:?})"
         ))
     })
-}
-
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 // ------------------------------------------------------------ ExecCredential
@@ -284,9 +302,10 @@ pub fn rfc3339(t: i64) -> Option<[u8; 20]> {
 
 /// The whole `infra tokens create`: the cache, else a locked refresh.
 pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let config = Config::load()?;
     let input = match &args.server {
         Some(s) => s.clone(),
-        None => Config::load()?.current.ok_or_else(|| {
+        None => config.current.clone().ok_or_else(|| {
             AuthNeeded("you are not logged in to any infra server; run `infra login SERVER`".into())
         })?,
     };
@@ -300,38 +319,83 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let env_key = credentials::access_key_from_env();
     let dir = token_cache::cache_dir();
     let stem = token_cache::stem(
+        &token_cache::home_tag(&config_dir()),
         &server,
         destination,
         env_key.as_ref().map(|k| k.expose_secret()),
     );
     let path = token_cache::token_path(&dir, &stem);
+    let parent = token_cache::parent_process();
+    // Whose tokens this entry may hold: the user this config home is logged
+    // in to the server as, or the environment's key (its digest is in the
+    // name). An entry for anyone else is a miss.
+    let owner_of = |config: &Config| -> Option<String> {
+        if env_key.is_some() {
+            Some(token_cache::ENV_KEY_USER.to_string())
+        } else {
+            config
+                .find(&server)
+                .map(|e| token_cache::user_tag(&e.user_id))
+        }
+    };
+    let load = |owner: &Option<String>| {
+        token_cache::load(&path).filter(|(c, _)| owner.as_deref() == Some(c.user.as_str()))
+    };
 
-    let seen = token_cache::load(&path);
-    if let Some(c) = &seen
-        && c.fresh(unix_now(), margin)
-    {
-        return emit(c);
+    let owner = owner_of(&config);
+    if owner.is_none() {
+        // Nothing to serve nor to mint with: say so before taking a lock.
+        return Err(AuthNeeded(format!(
+            "you are not logged in to {server}; run `infra login {server}`"
+        ))
+        .into());
     }
-
-    let _lock = FileLock::acquire(&token_cache::lock_path(&dir, &stem), LOCK_TIMEOUT)?;
-    let now = unix_now();
-    let current = token_cache::load(&path);
-    if let Some(c) = &current {
-        // Refreshed by another process while this one waited for the lock:
-        // take it even when the margin is longer than a token lives.
-        let refreshed = seen.as_ref().is_none_or(|s| !s.same_token(c));
-        if c.fresh(now, margin) || (refreshed && c.valid(now)) {
-            return emit(c);
+    let seen = load(&owner);
+    let mut refused = None;
+    let image = || token_cache::process_image(parent);
+    if let Some((c, f)) = &seen {
+        match c.judge(clock::now(), margin, parent, image) {
+            Verdict::Serve { mark } => return serve(c, f, mark),
+            Verdict::Rejected => refused = Some(&c.token),
+            Verdict::Stale => {}
         }
     }
 
-    let minted = match mint(&server, &default_url, destination, env_key).await {
+    let _lock = FileLock::acquire(&token_cache::lock_path(&dir, &stem), LOCK_TIMEOUT)?;
+    // Under the lock, from the config as it is now: a login or logout may
+    // have happened while this process waited.
+    let config = Config::load()?;
+    let owner = owner_of(&config);
+    let now = clock::now();
+    let current = load(&owner);
+    let current_refused =
+        |c: &Cached| refused.is_some_and(|r| r.expose_secret() == c.token.expose_secret());
+    if let Some((c, f)) = &current
+        && !current_refused(c)
+    {
+        // Refreshed by another process while this one waited for the lock:
+        // take it even when the margin is longer than a token lives.
+        let refreshed = seen.as_ref().is_none_or(|(s, _)| !s.same_token(c));
+        if refreshed && c.valid(now) {
+            let mark =
+                (parent != 0 && c.served.parent != parent).then(|| Served::cache(parent, image()));
+            return serve(c, f, mark);
+        }
+        if let Verdict::Serve { mark } = c.judge(now, margin, parent, image) {
+            return serve(c, f, mark);
+        }
+    }
+
+    let mut minted = match mint(&config, &server, &default_url, destination, env_key.clone()).await
+    {
         Ok(m) => m,
         Err(e) => {
-            // The server is out of reach but the cached token still works:
-            // better that than nothing, until it expires.
-            if let Some(c) = &current
-                && c.valid(unix_now())
+            // The server is out of reach but the cached token still works
+            // (and the cluster has not refused it): better that than
+            // nothing, until it expires.
+            if let Some((c, f)) = &current
+                && c.valid(clock::now())
+                && !current_refused(c)
                 && e.downcast_ref::<ClientError>()
                     .is_some_and(|ce| matches!(ce, ClientError::Transport(_)))
             {
@@ -339,15 +403,35 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
                     "warning: {e}; using the cached token for {destination}, valid until {}",
                     String::from_utf8_lossy(&rfc3339(c.expires).unwrap_or_default())
                 );
-                return emit(c);
+                return serve(c, f, None);
             }
             return Err(e);
         }
     };
-    if let Err(e) = token_cache::save(&path, minted.token.expose_secret(), minted.expires) {
+    // In place of a refused token: see `token_cache::judge` on why that is
+    // remembered.
+    let forced = current.as_ref().is_some_and(|(c, _)| current_refused(c));
+    minted.served = Served::minted(parent, forced);
+    minted.user = owner.clone().unwrap_or_default();
+    // Cache it only if this config home still names the user it was minted
+    // for: a login as someone else (or a logout) that ran meanwhile deletes
+    // this server's entries, and a late save must not bring one back.
+    if owner.is_some()
+        && Config::load().ok().map(|c| owner_of(&c)) == Some(owner)
+        && let Err(e) = token_cache::save(&path, &minted)
+    {
         eprintln!("warning: {e:#}");
     }
     emit(&minted)
+}
+
+/// Prints a cached token, first recording its receiver `mark` if given (see
+/// `token_cache::judge`).
+fn serve(c: &Cached, f: &std::fs::File, mark: Option<Served>) -> anyhow::Result<()> {
+    if let Some(served) = mark {
+        token_cache::mark(f, served);
+    }
+    emit(c)
 }
 
 fn emit(c: &Cached) -> anyhow::Result<()> {
@@ -357,16 +441,18 @@ fn emit(c: &Cached) -> anyhow::Result<()> {
     print(&out).context("cannot write the credential to standard output")
 }
 
-/// Asks the server for a token for `destination`, with the key this machine
-/// holds for it (or `INFRA_ACCESS_KEY`).
+/// Asks the server for a token for `destination`, with the key this config
+/// home holds for it (or `INFRA_ACCESS_KEY`). The result's `expires` and
+/// `minted` are in local time (see [`local_expiry`]); the caller fills in
+/// `user` and `served`.
 async fn mint(
+    config: &Config,
     server: &str,
     default_url: &str,
     destination: &str,
     env_key: Option<SecretString>,
 ) -> anyhow::Result<Cached> {
     let login = || format!("run `infra login {server}`");
-    let config = Config::load()?;
     let entry = config.find(server);
     let (url, trust) = match entry {
         Some(e) => (e.url.clone(), trust_of(e)),
@@ -399,6 +485,7 @@ async fn mint(
     let req = CreateTokenRequest {
         destination: destination.to_string(),
     };
+    let sent = clock::now_millis();
     let resp: CreateTokenResponse = match client.post("/api/tokens", &req).await {
         Ok(r) => r,
         Err(ClientError::Api { status: 401, body }) => {
@@ -426,6 +513,7 @@ async fn mint(
         }
         Err(e) => return Err(e.into()),
     };
+    let received = clock::now_millis();
     let expires = time::OffsetDateTime::parse(
         &resp.expires,
         &time::format_description::well_known::Rfc3339,
@@ -437,14 +525,62 @@ async fn mint(
         )
     })?
     .unix_timestamp();
+    let token = resp.token.expose_secret();
     anyhow::ensure!(
-        token_cache::is_token(resp.token.expose_secret().as_bytes()),
+        token_cache::is_token(token.as_bytes()),
         "{server} sent something that is not a token"
     );
+    // The token's own `iat` and `exp`, when it has them; else the clocks are
+    // taken to agree and the response's expiry is used as it is.
+    let (iat, exp) = jwt_times(token).unwrap_or((sent.div_euclid(1000), expires));
     Ok(Cached {
-        expires,
-        token: SecretString::from(resp.token),
+        expires: local_expiry(sent, received, iat, exp),
+        minted: sent.div_euclid(1000),
+        user: String::new(),
+        served: Served::minted(0, false),
+        token: resp.token,
     })
+}
+
+/// When a token stops being valid, by this machine's clock. The server
+/// stamped it with its own clock: issued at `iat`, valid until `exp` (Unix
+/// seconds); this machine asked for it at `sent` and had the answer at
+/// `received` (local Unix milliseconds).
+///
+/// When the clocks agree as far as can be told (the server's `iat`, which
+/// it truncated to the second, falls between `sent` and `received`), the
+/// token's `exp` is used as it is, so what kubectl sees is what the token
+/// says. Otherwise the local clock is off: what the server granted, `exp -
+/// iat`, counts from `sent`, which is no later than the moment the server
+/// issued the token, so the token is never taken for valid longer than it
+/// is. A clock two minutes slow thus refreshes two minutes earlier than
+/// `exp` read on that clock, and a clock ahead does not see every token as
+/// expired.
+pub fn local_expiry(sent: i64, received: i64, iat: i64, exp: i64) -> i64 {
+    let agree =
+        iat.saturating_mul(1000) <= received && iat.saturating_add(1).saturating_mul(1000) > sent;
+    if agree {
+        exp
+    } else {
+        sent.div_euclid(1000)
+            .saturating_add(exp.saturating_sub(iat).max(0))
+    }
+}
+
+/// `(iat, exp)` of a JWT, unverified (the server just sent it over TLS).
+fn jwt_times(token: &str) -> Option<(i64, i64)> {
+    use base64::Engine;
+    #[derive(Deserialize)]
+    struct Times {
+        iat: i64,
+        exp: i64,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let t: Times = serde_json::from_slice(&bytes).ok()?;
+    Some((t.iat, t.exp))
 }
 
 fn first_line(s: &str) -> &str {
@@ -674,6 +810,49 @@ mod tests {
         assert_eq!(exec_credential(ExecApi::V1, "a\"b", 1), None);
         assert_eq!(exec_credential(ExecApi::V1, "", 1), None);
         assert_eq!(exec_credential(ExecApi::V1, "t", -1), None);
+    }
+
+    #[test]
+    fn expiry_in_local_time() {
+        let iat = 1_800_000_000;
+        let exp = iat + 300;
+        let ms = |secs: i64| secs * 1000;
+        // The clocks agree: the token's own expiry.
+        assert_eq!(local_expiry(ms(iat), ms(iat) + 200, iat, exp), exp);
+        // ... also when the server's `iat` was truncated to the second.
+        assert_eq!(local_expiry(ms(iat) + 900, ms(iat) + 1000, iat, exp), exp);
+        assert_eq!(local_expiry(ms(iat) - 150, ms(iat) + 50, iat, exp), exp);
+        // A clock two minutes slow: five minutes from the local mint, which
+        // is two minutes before `exp` read on that clock.
+        let sent = ms(iat - 120);
+        assert_eq!(local_expiry(sent, sent + 200, iat, exp), iat - 120 + 300);
+        // A clock ten minutes fast: the token is not expired on arrival.
+        let sent = ms(iat + 600);
+        assert_eq!(local_expiry(sent, sent + 200, iat, exp), iat + 600 + 300);
+        // A slow answer does not hide a skew larger than it.
+        assert_eq!(
+            local_expiry(ms(iat - 30), ms(iat - 29), iat, exp),
+            iat - 30 + 300
+        );
+        // A token that lives for nothing expires at once.
+        assert_eq!(
+            local_expiry(ms(iat - 60), ms(iat - 60), iat, iat - 5),
+            iat - 60
+        );
+    }
+
+    #[test]
+    fn jwt_times_are_read_from_the_payload() {
+        use base64::Engine;
+        let enc = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let jwt = |payload: &str| format!("{}.{}.c2ln", enc(r#"{"alg":"ES256"}"#), enc(payload));
+        assert_eq!(
+            jwt_times(&jwt(r#"{"sub":"u","iat":1800000000,"exp":1800000300}"#)),
+            Some((1_800_000_000, 1_800_000_300))
+        );
+        assert_eq!(jwt_times(&jwt(r#"{"exp":1800000300}"#)), None);
+        assert_eq!(jwt_times("not-a-jwt"), None);
+        assert_eq!(jwt_times("a.!!!.c"), None);
     }
 
     #[test]

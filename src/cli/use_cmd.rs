@@ -189,7 +189,11 @@ async fn ensure_and_switch(
 
 async fn switch(path: PathBuf, context: String) -> anyhow::Result<()> {
     let ctx = context.clone();
-    tokio::task::spawn_blocking(move || kubeconfig::set_current_context(&path, &ctx)).await??;
+    let switched =
+        tokio::task::spawn_blocking(move || kubeconfig::set_current_context(&path, &ctx)).await??;
+    if let Some(stale) = &switched.stale_lock {
+        eprintln!("note: {stale}");
+    }
     eprintln!("Switched to {context}");
     Ok(())
 }

@@ -6,10 +6,15 @@
 //!
 //! The lock is the operating system's advisory lock on a small lock file
 //! (`flock` on Unix, `LockFileEx` on Windows, through `std::fs::File::lock`),
-//! so a process that dies holding it releases it: there is never a stale lock
-//! to clean up. The lock file itself stays in place: removing it on release
-//! would let a waiter lock a file that is no longer the one others open.
-//! Uncontended, taking the lock costs an open and a system call.
+//! so a process that dies holding it releases it: a lock is never stale,
+//! only its file can be left over. Releasing the lock leaves the file in
+//! place; a holder that wants it gone (the token cache at logout) calls
+//! [`FileLock::remove`], which deletes it while still holding the lock. A
+//! waiter may then get the lock of a file that is no longer at the path, so
+//! on Unix every acquisition checks, once locked, that the path still names
+//! the locked file (same device and inode) and starts over on the new file
+//! if not. Elsewhere lock files are never removed.
+//! Uncontended, taking the lock costs an open, the lock call and two stats.
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -38,35 +43,48 @@ impl FileLock {
             create_private_dir(dir)
                 .with_context(|| format!("cannot create the directory {}", dir.display()))?;
         }
-        let file = open_lock_file(path)
-            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
         let start = Instant::now();
+        let timed_out = || {
+            anyhow::anyhow!(
+                "another infra process holds the lock file {} (waited {}); \
+                 wait for it to finish, or stop it, and try again",
+                path.display(),
+                humantime::format_duration(timeout)
+            )
+        };
         let mut pause = Duration::from_millis(1);
-        loop {
-            match file.try_lock() {
-                Ok(()) => {
-                    return Ok(FileLock {
-                        file,
-                        path: path.to_path_buf(),
-                    });
+        'open: loop {
+            let file = open_lock_file(path)
+                .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+            loop {
+                match file.try_lock() {
+                    Ok(()) => {
+                        if still_at(&file, path) {
+                            return Ok(FileLock {
+                                file,
+                                path: path.to_path_buf(),
+                            });
+                        }
+                        // The holder before removed the file (see `remove`):
+                        // this lock guards nothing; lock the path's new file.
+                        if start.elapsed() >= timeout {
+                            return Err(timed_out());
+                        }
+                        continue 'open;
+                    }
+                    Err(TryLockError::WouldBlock) => {}
+                    Err(TryLockError::Error(e)) => {
+                        return Err(anyhow::Error::new(e)
+                            .context(format!("cannot lock the lock file {}", path.display())));
+                    }
                 }
-                Err(TryLockError::WouldBlock) => {}
-                Err(TryLockError::Error(e)) => {
-                    return Err(anyhow::Error::new(e)
-                        .context(format!("cannot lock the lock file {}", path.display())));
+                let waited = start.elapsed();
+                if waited >= timeout {
+                    return Err(timed_out());
                 }
+                std::thread::sleep(pause.min(timeout - waited));
+                pause = (pause * 2).min(MAX_PAUSE);
             }
-            let waited = start.elapsed();
-            if waited >= timeout {
-                anyhow::bail!(
-                    "another infra process holds the lock file {} (waited {}); \
-                     wait for it to finish, or stop it, and try again",
-                    path.display(),
-                    humantime::format_duration(timeout)
-                );
-            }
-            std::thread::sleep(pause.min(timeout - waited));
-            pause = (pause * 2).min(MAX_PAUSE);
         }
     }
 
@@ -74,6 +92,35 @@ impl FileLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Deletes the lock file, then releases the lock. Whoever waits for it
+    /// notices and locks a new file (see the module's comment). Outside Unix
+    /// the file stays, as a waiter could not notice there.
+    pub fn remove(self) -> std::io::Result<()> {
+        #[cfg(unix)]
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+}
+
+/// Whether `path` still names the open `file` (Unix: same device and inode).
+#[cfg(unix)]
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Lock files are never removed outside Unix, so the path names the file.
+#[cfg(not(unix))]
+fn still_at(_file: &File, _path: &Path) -> bool {
+    true
 }
 
 impl Drop for FileLock {
@@ -150,6 +197,34 @@ mod tests {
         let waited = waiter.join().unwrap();
         assert!(waited >= Duration::from_millis(250), "{waited:?}");
         assert!(waited < Duration::from_secs(10), "{waited:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_removed_lock_file_is_not_what_a_waiter_ends_up_holding() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("x.lock");
+        let first = FileLock::acquire(&path, Duration::from_secs(1)).unwrap();
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                // It opens the old file and waits on it.
+                let lock = FileLock::acquire(&path, Duration::from_secs(20)).unwrap();
+                let held = lock.file.metadata().unwrap().ino();
+                let at_path = std::fs::metadata(&path).unwrap().ino();
+                (held, at_path)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        first.remove().unwrap();
+        let (held, at_path) = waiter.join().unwrap();
+        assert_eq!(held, at_path, "the waiter holds the file at the path");
+        assert!(path.is_file(), "the waiter made a new lock file");
+        // Removing a lock nobody waits for leaves nothing behind.
+        let lock = FileLock::acquire(&path, Duration::from_secs(1)).unwrap();
+        lock.remove().unwrap();
+        assert!(!path.exists());
     }
 
     #[test]
