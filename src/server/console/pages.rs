@@ -1478,7 +1478,7 @@ pub async fn audit(
                             td data-label="Actor" { (e.actor) }
                             td data-label="Action" { (e.action) }
                             td data-label="Target" { (e.target) }
-                            td data-label="Result" { (e.result) }
+                            td data-label="Result" { (e.result) @if e.count > 1 { " " span.muted { "(" (e.count) " times)" } } }
                             td data-label="From" { (e.remote_addr) }
                             td data-label="Detail" { (e.detail) }
                         }
