@@ -7,6 +7,7 @@
 #
 # What goes where, under PREFIX (default ~/.local):
 #   bin/infra                                   the binary (cargo build --release --locked)
+#   bin/infra-credential                        kubectl's credential plugin (small, starts fast)
 #   share/man/man1/infra*.1                     a man page per command (from man/)
 #   share/bash-completion/completions/infra     bash completion (from completions/)
 #   share/zsh/site-functions/_infra             zsh completion
@@ -21,7 +22,8 @@
 #   PREFIX                 the prefix when --prefix is not given
 #   INFRA_INSTALL_BINARY   install this infra binary instead of building one
 #                          (for packagers and the tests, which pass the binary
-#                          cargo test built)
+#                          cargo test built); infra-credential is taken from
+#                          beside it
 #   CARGO                  the cargo to build with (default: cargo on PATH)
 #   CARGO_TARGET_DIR       where cargo builds (default: target/ here)
 set -euo pipefail
@@ -129,6 +131,8 @@ else
   binary="$target/release/infra"
   [[ -x "$binary" ]] || die "cargo did not produce $binary"
 fi
+credential="$(dirname "$binary")/infra-credential"
+[[ -x "$credential" ]] || die "$credential is missing: it is built with infra (cargo build --release)"
 version="$("$binary" --version)" || die "$binary does not run"
 
 for d in man completions; do
@@ -168,6 +172,7 @@ put() { # SOURCE MODE REL
 }
 
 put "$binary" 0755 bin/infra
+put "$credential" 0755 bin/infra-credential
 man_pages=("$REPO"/man/*.1)
 [[ -e "${man_pages[0]}" ]] || die "no man pages in $REPO/man"
 for page in "${man_pages[@]}"; do
@@ -198,7 +203,7 @@ mv -f "$manifest.tmp" "$manifest"
 bindir="$prefix/bin"
 say ""
 say "Installed $version:"
-say "  $bindir/infra"
+say "  $bindir/infra and $bindir/infra-credential (what kubectl runs for a credential)"
 say "  $prefix/share/man/man1/ (${#man_pages[@]} man pages: man infra, man infra-login, ...)"
 say "  completions for bash, zsh and fish under $prefix/share"
 say "  (the list is in $manifest; ./install.sh --uninstall --prefix $prefix removes it all)"

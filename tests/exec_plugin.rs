@@ -1246,3 +1246,71 @@ async fn the_stand_in_cluster_refuses_other_tokens() {
     assert!(cluster.seen.lock().unwrap().is_empty());
     assert_eq!(cluster.rejected.lock().unwrap().len(), 3);
 }
+
+/// What `infra login` writes for kubectl is the small credential plugin
+/// beside infra: it answers warm calls itself and hands the rest to infra.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubeconfig_runs_the_small_credential_plugin() {
+    let su = Setup::new().await;
+    let view = Command::new("kubectl")
+        .args([
+            "config",
+            "view",
+            "-o",
+            "jsonpath={.users[?(@.name==\"infra:prod\")].user.exec.command}",
+            "--kubeconfig",
+        ])
+        .arg(su.m.home().join(".kube/config"))
+        .output()
+        .unwrap();
+    let command = PathBuf::from(String::from_utf8_lossy(&view.stdout).trim());
+    assert_eq!(
+        command.file_name().unwrap(),
+        "infra-credential",
+        "{command:?}"
+    );
+    assert_eq!(
+        command.parent(),
+        common::bin().canonicalize().unwrap().parent()
+    );
+    let run = |exe: &Path| {
+        let mut c = Command::new(exe);
+        su.env(&mut c);
+        c.args([
+            "tokens",
+            "create",
+            "--server",
+            &su.s.host(),
+            "--destination",
+            "prod",
+        ])
+        .output()
+        .unwrap()
+    };
+    // No token yet: infra mints it (exec'd by the plugin), exactly once.
+    let before = su.minted().await;
+    let first = run(&command);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let first: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_credential(&first, V1BETA1);
+    assert_eq!(su.minted().await, before + 1);
+    // Warm: the plugin answers from the cache (another process, so not a retry).
+    let out = run(&command);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(token_of(&again), token_of(&first));
+    assert_eq!(su.minted().await, before + 1, "served from the cache");
+
+    // Alone, without infra beside it, a miss says what is wrong.
+    let lonely = tempfile::tempdir().unwrap();
+    let copy = lonely.path().join("infra-credential");
+    std::fs::copy(&command, &copy).unwrap();
+    su.expire_cache();
+    let out = run(&copy);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("infra executable installed beside it"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -107,6 +107,7 @@ fn install_sh_installs_and_uninstalls_exactly_its_files() {
     );
     for f in [
         "bin/infra",
+        "bin/infra-credential",
         "share/man/man1/infra.1",
         "share/man/man1/infra-login.1",
         "share/man/man1/infra-users-add.1",
@@ -628,4 +629,90 @@ async fn the_cli_says_which_side_to_upgrade() {
         }
         handle.shutdown();
     }
+}
+
+/// Whether an ELF file is a position-independent executable: type ET_DYN
+/// with a program interpreter (a shared library has none) or, for a
+/// static-pie, the DF_1_PIE flag. Little-endian 64-bit only (what we ship).
+fn is_pie(elf: &[u8]) -> Result<bool, String> {
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap());
+    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
+        return Err("not a little-endian 64-bit ELF file".into());
+    }
+    const ET_EXEC: u16 = 2;
+    const ET_DYN: u16 = 3;
+    match u16_at(16) {
+        ET_EXEC => return Ok(false),
+        ET_DYN => {}
+        other => return Err(format!("ELF type {other}")),
+    }
+    let (phoff, phentsize, phnum) = (
+        u64_at(32) as usize,
+        u16_at(54) as usize,
+        u16_at(56) as usize,
+    );
+    let mut interp = false;
+    let mut pie_flag = false;
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        match u32_at(ph) {
+            3 => interp = true,
+            2 => {
+                // PT_DYNAMIC: look for DT_FLAGS_1 (0x6ffffffb) with DF_1_PIE (0x08000000).
+                let (off, size) = (u64_at(ph + 8) as usize, u64_at(ph + 32) as usize);
+                for d in (off..off + size).step_by(16) {
+                    if u64_at(d) == 0x6fff_fffb && u64_at(d + 8) & 0x0800_0000 != 0 {
+                        pie_flag = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(interp || pie_flag)
+}
+
+/// Every executable a release ships is position-independent, so its code
+/// and data are address-randomised like everything else in the process.
+/// (Builds the release: what install.sh and packagers ship.)
+#[test]
+fn every_shipped_executable_is_pie() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--locked", "--bins"])
+        .current_dir(repo)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo build --release failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo.join("target"));
+    for bin in ["infra", "infra-credential"] {
+        let path = target.join("release").join(bin);
+        let elf = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            is_pie(&elf),
+            Ok(true),
+            "{} is not a position-independent executable",
+            path.display()
+        );
+    }
+    // And the check itself tells the two apart: the debug build is PIE too,
+    // a position-dependent executable (a C one, linked -no-pie) is not.
+    assert_eq!(is_pie(&std::fs::read(common::bin()).unwrap()), Ok(true));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.c"), "int main(void){return 0;}").unwrap();
+    let built = Command::new("cc")
+        .args(["-no-pie", "-o"])
+        .arg(dir.path().join("m"))
+        .arg(dir.path().join("m.c"))
+        .status()
+        .expect("a C compiler (cc) for the position-dependent sample");
+    assert!(built.success());
+    assert_eq!(
+        is_pie(&std::fs::read(dir.path().join("m")).unwrap()),
+        Ok(false)
+    );
 }

@@ -300,6 +300,18 @@ pub(super) fn forget_cached_tokens(server: &str) {
     }
 }
 
+/// What kubectl runs for a credential: `infra-credential` beside this
+/// executable (the warm path alone, which starts as fast as `cat`), or this
+/// executable itself when it is not there (both take the same arguments).
+fn credential_plugin(infra: PathBuf) -> PathBuf {
+    let small = infra.with_file_name(if cfg!(windows) {
+        "infra-credential.exe"
+    } else {
+        "infra-credential"
+    });
+    if small.is_file() { small } else { infra }
+}
+
 /// Changes the config file under a lock, re-reading it first, so parallel
 /// logins and logouts do not lose each other's entries.
 pub(super) fn update_config(f: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
@@ -493,7 +505,7 @@ pub async fn write_kubeconfig_with(
         }
     }
     let exe = std::env::current_exe().context("cannot find the path of the infra executable")?;
-    let exe = exe.canonicalize().unwrap_or(exe);
+    let exe = credential_plugin(exe.canonicalize().unwrap_or(exe));
     let path = kubeconfig::kubeconfig_path();
     let owner = server.to_string();
     let summary = tokio::task::spawn_blocking(move || {
