@@ -485,7 +485,7 @@ pub struct EdgeArgs {
     pub max_connections: usize,
 
     /// Time a client has for its TLS handshake and each request's headers (also ends idle keep-alive)
-    #[arg(long, env = "INFRA_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = crate::server::parse_duration)]
+    #[arg(long, env = "INFRA_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = crate::api::parse_duration)]
     pub header_read_timeout: Duration,
 }
 

@@ -16,3 +16,4 @@ pub mod login;
 pub mod server;
 pub mod shutdown;
 pub mod tui;
+pub mod web;

@@ -95,6 +95,23 @@ pub fn is_reserved_name(name: &str) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX))
 }
 
+/// A DNS label: what destinations, machine identities and Kubernetes
+/// namespaces are named with.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A duration as the API and every flag write it: `30m`, `72h`, `30d`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}: use a duration such as 30m, 72h or 30d"))
+}
+
 // ---------------------------------------------------------------- login
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

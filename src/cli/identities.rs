@@ -170,10 +170,10 @@ pub struct SetArgs {
     #[arg(long, value_name = "NAME=PATTERN,…", value_delimiter = ',', value_parser = parse_claim)]
     pub claims: Vec<(String, String)>,
     /// How long an access token lasts, and how much each renewal adds
-    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = crate::server::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = crate::api::parse_duration)]
     pub access_token_ttl: std::time::Duration,
     /// How long after login an access token can be renewed up to
-    #[arg(long, value_name = "DURATION", default_value = "720h", value_parser = crate::server::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "720h", value_parser = crate::api::parse_duration)]
     pub access_token_max_ttl: std::time::Duration,
     /// How many requests an access token may make (0: unlimited)
     #[arg(long, value_name = "N", default_value_t = 0)]

@@ -62,7 +62,7 @@ pub struct LoginArgs {
     pub listen_port: u16,
 
     /// How long to wait for the browser sign-in
-    #[arg(long, hide = true, env = "INFRA_LOGIN_TIMEOUT", default_value = "5m", value_parser = crate::server::parse_duration)]
+    #[arg(long, hide = true, env = "INFRA_LOGIN_TIMEOUT", default_value = "5m", value_parser = crate::api::parse_duration)]
     pub timeout: std::time::Duration,
 
     /// Log in another way: oidc-auth (a machine identity, with its workload's OIDC JWT)

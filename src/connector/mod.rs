@@ -106,13 +106,13 @@ pub struct ConnectorArgs {
     #[arg(long, env = "INFRA_CONNECTOR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// How often to heartbeat to the server
-    #[arg(long, hide = true, default_value = "30s", value_parser = crate::server::parse_duration)]
+    #[arg(long, hide = true, default_value = "30s", value_parser = crate::api::parse_duration)]
     pub heartbeat: Duration,
     /// How often to retry grants that could not be applied yet
-    #[arg(long, hide = true, default_value = "10s", value_parser = crate::server::parse_duration)]
+    #[arg(long, hide = true, default_value = "10s", value_parser = crate::api::parse_duration)]
     pub rbac_poll: Duration,
     /// How often to reconcile every binding anyway (repairs hand edits)
-    #[arg(long, hide = true, default_value = "30s", value_parser = crate::server::parse_duration)]
+    #[arg(long, hide = true, default_value = "30s", value_parser = crate::api::parse_duration)]
     pub rbac_resync: Duration,
     /// Clock-skew leeway for token expiry, in seconds
     #[arg(long, hide = true, default_value_t = auth::LEEWAY_SECS)]
@@ -405,7 +405,7 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
         .to_string();
     let name = required(args.name.clone(), "--name", "the destination name")?;
     anyhow::ensure!(
-        crate::server::routes::is_dns_label(&name) && name != crate::api::INFRA_DESTINATION,
+        crate::api::is_dns_label(&name) && name != crate::api::INFRA_DESTINATION,
         "--name {name:?} must be lowercase letters, digits and dashes (and not \"infra\")"
     );
     let listen = args

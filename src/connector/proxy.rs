@@ -291,8 +291,7 @@ async fn authorize_nested(
 fn request_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let r: u32 = rand::random();
-    format!("{r:08x}{n:08x}")
+    format!("{}{n:08x}", crate::web::random_from(8, b"0123456789abcdef"))
 }
 
 pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Response {

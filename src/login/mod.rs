@@ -1,7 +1,9 @@
 //! Browser sign-in on this machine: the loopback listener on
 //! `localhost:8301` that receives the provider's redirect, the one-time
 //! secrets that bind the round trip (state, nonce, PKCE), and opening the
-//! browser. The server, not this module, exchanges the code.
+//! browser. The server, not this module, exchanges the code. The attempt's
+//! secrets and the authorization URL are `crate::web`'s, which the server's
+//! own web sign-in shares.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -11,79 +13,15 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
+
+pub use crate::web::{Attempt, html_escape, pkce_challenge, random_token};
 
 /// The port registered with providers: `http://localhost:8301`.
 pub const DEFAULT_PORT: u16 = 8301;
 /// How long to wait for the browser.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// 256 random bits, base64url.
-pub fn random_token() -> String {
-    use ring::rand::{SecureRandom, SystemRandom};
-    let mut b = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut b)
-        .expect("the system random generator failed");
-    URL_SAFE_NO_PAD.encode(b)
-}
-
-/// The PKCE S256 challenge of a verifier (RFC 7636).
-pub fn pkce_challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
-}
-
-/// The secrets of one sign-in attempt.
-pub struct Attempt {
-    pub state: String,
-    pub nonce: String,
-    pub code_verifier: String,
-    pub redirect_url: String,
-}
-
-impl Attempt {
-    pub fn new(port: u16) -> Attempt {
-        Attempt {
-            state: random_token(),
-            nonce: random_token(),
-            code_verifier: random_token(),
-            redirect_url: format!("http://localhost:{port}"),
-        }
-    }
-
-    /// The provider's authorization URL for this attempt.
-    pub fn authorization_url(
-        &self,
-        auth_url: &str,
-        client_id: &str,
-        scopes: &[String],
-    ) -> anyhow::Result<String> {
-        let mut url = url::Url::parse(auth_url).map_err(|e| {
-            anyhow::anyhow!("the provider's authorization URL {auth_url:?} is not valid: {e}")
-        })?;
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("response_type", "code")
-                .append_pair("client_id", client_id)
-                .append_pair("redirect_uri", &self.redirect_url)
-                .append_pair("scope", &scopes.join(" "))
-                .append_pair("state", &self.state)
-                .append_pair("nonce", &self.nonce)
-                .append_pair("code_challenge", &pkce_challenge(&self.code_verifier))
-                .append_pair("code_challenge_method", "S256");
-            // Providers that follow oidc-provider grant offline_access (a
-            // refresh token, for the server's re-checks) only with consent.
-            if scopes.iter().any(|s| s == "offline_access") {
-                q.append_pair("prompt", "consent");
-            }
-        }
-        Ok(url.to_string())
-    }
-}
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -164,19 +102,6 @@ fn page(status: StatusCode, title: &str, body: &str) -> axum::response::Response
         Html(html),
     )
         .into_response()
-}
-
-pub fn html_escape(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '<' => "&lt;".to_string(),
-            '>' => "&gt;".to_string(),
-            '&' => "&amp;".to_string(),
-            '"' => "&quot;".to_string(),
-            '\'' => "&#39;".to_string(),
-            c => c.to_string(),
-        })
-        .collect()
 }
 
 async fn callback(

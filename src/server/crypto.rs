@@ -139,21 +139,7 @@ pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
 }
 
 fn random_token(len: usize) -> String {
-    let rng = SystemRandom::new();
-    let mut out = String::with_capacity(len);
-    // Rejection sampling keeps every character equally likely.
-    let limit = 256 - (256 % KEY_ALPHABET.len());
-    while out.len() < len {
-        let mut b = [0u8; 32];
-        rng.fill(&mut b)
-            .expect("the system random generator failed");
-        for byte in b {
-            if (byte as usize) < limit && out.len() < len {
-                out.push(KEY_ALPHABET[byte as usize % KEY_ALPHABET.len()] as char);
-            }
-        }
-    }
-    out
+    crate::web::random_from(len, KEY_ALPHABET)
 }
 
 pub fn hash_password(password: &SecretString) -> anyhow::Result<String> {

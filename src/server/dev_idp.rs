@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::login::html_escape;
+use crate::web::html_escape;
 
 const CODE_TTL: Duration = Duration::from_secs(120);
 const PENDING_TTL: Duration = Duration::from_secs(600);
@@ -92,12 +92,7 @@ pub struct DevIdp {
 }
 
 fn random(n: usize) -> String {
-    use ring::rand::SecureRandom;
-    let mut b = vec![0u8; n];
-    SystemRandom::new()
-        .fill(&mut b)
-        .expect("the system random generator failed");
-    URL_SAFE_NO_PAD.encode(b)
+    crate::web::random_string_b64(n)
 }
 
 impl DevIdp {

@@ -29,7 +29,7 @@
 //! show no secret: no access key, device code, authorization code or token.
 //!
 //! The provider's authorization URL and the random tokens come from
-//! `crate::login`, the same code that builds the CLI's own browser sign-in.
+//! `crate::web`, the same code that builds the CLI's own browser sign-in.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -48,7 +48,6 @@ use crate::api::{
     DeviceAuthorization, DeviceAuthorizationRequest, DeviceStatus, DeviceStatusRequest,
     DeviceStatusResponse,
 };
-use crate::login::{html_escape, random_token};
 use crate::server::AppState;
 use crate::server::crypto::hash_secret;
 use crate::server::error::{ApiError, ApiResult};
@@ -59,6 +58,7 @@ use crate::server::store::{
     self, AuditEntry, DeviceCodeRow, DeviceSigninRow, NewDeviceCode, NewDeviceSignin, PageRequest,
     ProviderRow, StoreError,
 };
+use crate::web::{html_escape, random_token};
 
 /// Letters a person cannot mistake for one another or for digits, and that
 /// spell no words: no vowels, no I/L/O/0/1 look-alikes (RFC 8628 6.1).
@@ -95,21 +95,7 @@ const BROWSER_COOKIE: &str = "__Host-infra-browser";
 
 /// A new user code, normalized (no dash).
 fn new_user_code() -> String {
-    use ring::rand::{SecureRandom, SystemRandom};
-    let rng = SystemRandom::new();
-    let limit = 256 - (256 % USER_CODE_ALPHABET.len());
-    let mut out = String::with_capacity(USER_CODE_LEN);
-    while out.len() < USER_CODE_LEN {
-        let mut b = [0u8; 16];
-        rng.fill(&mut b)
-            .expect("the system random generator failed");
-        for byte in b {
-            if (byte as usize) < limit && out.len() < USER_CODE_LEN {
-                out.push(USER_CODE_ALPHABET[byte as usize % USER_CODE_ALPHABET.len()] as char);
-            }
-        }
-    }
-    out
+    crate::web::random_from(USER_CODE_LEN, USER_CODE_ALPHABET)
 }
 
 /// What a person typed (`wdjb mjht`, `WDJB-MJHT`) as the stored form
@@ -787,7 +773,7 @@ async fn begin_signin(
             detail: &format!("to provider {}", provider.name),
         })
         .await?;
-    let attempt = crate::login::Attempt {
+    let attempt = crate::web::Attempt {
         state: oauth_state,
         nonce,
         code_verifier: verifier,

@@ -193,10 +193,7 @@ pub struct ServerArgs {
     pub audit_prune_interval: Duration,
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{e}: use a duration such as 30m, 72h or 30d"))
-}
+pub use crate::api::parse_duration;
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]

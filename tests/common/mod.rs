@@ -65,11 +65,7 @@ pub async fn postgres_db() -> String {
 }
 
 pub fn random_suffix() -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..10)
-        .map(|_| (b'a' + rng.random_range(0..26)) as char)
-        .collect()
+    infra::web::random_from(10, b"abcdefghijklmnopqrstuvwxyz")
 }
 
 /// A running `infra server`.

@@ -226,7 +226,7 @@ fn clear_cookie(name: &str) -> String {
 }
 
 fn token() -> String {
-    crate::login::random_token()
+    crate::web::random_token()
 }
 
 // ------------------------------------------------------------------ the request

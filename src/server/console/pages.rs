@@ -202,12 +202,7 @@ pub async fn provider_sign_in(
         Ok(p) => p,
         Err(e) => return error_page(ctx, "Cannot sign in", e.into()),
     };
-    let a = crate::login::Attempt {
-        state: crate::login::random_token(),
-        nonce: crate::login::random_token(),
-        code_verifier: crate::login::random_token(),
-        redirect_url: state.callback_url.clone(),
-    };
+    let a = crate::web::Attempt::to(state.callback_url.clone());
     let sealed = Attempt {
         provider: p.id.clone(),
         state: a.state.clone(),

@@ -188,14 +188,7 @@ pub fn ts_ms(t: i64) -> String {
 }
 
 /// A DNS label: what Kubernetes accepts as a namespace name.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
+pub use crate::api::is_dns_label;
 
 /// Checks a user, group or identity name: a name field that is not one of
 /// Kubernetes' reserved `system:` names.

@@ -233,11 +233,7 @@ pub fn new_id() -> String {
 }
 
 pub fn random_string(len: usize, alphabet: &[u8]) -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
-        .collect()
+    crate::web::random_from(len, alphabet)
 }
 
 /// Maps a unique-constraint violation to a 409-style conflict.
