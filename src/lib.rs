@@ -3,11 +3,13 @@
 //! One crate, three roles (CLI, API server, connector). `api` is the wire
 //! contract; `server` is the API server; `cli` holds the commands; `client`
 //! speaks to the server; `local` owns this machine's files and keyring;
-//! `edge` is the network edge the server and the connector share.
+//! `edge` is the network edge the server and the connector share; `clock`
+//! is every role's one "now".
 
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod connector;
 pub mod edge;
 pub mod fsutil;

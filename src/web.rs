@@ -108,6 +108,34 @@ impl Attempt {
     }
 }
 
+/// Compares two secrets in constant time.
+pub fn ct_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// The Content-Security-Policy source that allows one inline style or
+/// script: `'sha256-…'` of its text.
+pub fn csp_hash(text: &str) -> String {
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(text))
+    )
+}
+
+/// A whole page, as every hand-made page of infra's is shaped: UTF-8, a
+/// viewport for phones, no referrer, the title (escaped), one inline style
+/// (allow it with [`csp_hash`]) and the body (HTML, already escaped).
+pub fn document(title: &str, style: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <meta name=\"referrer\" content=\"no-referrer\">\
+         <title>infra: {}</title><style>{style}</style></head><body>{body}</body></html>",
+        html_escape(title)
+    )
+}
+
 /// Escapes text for HTML content and attribute values.
 pub fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

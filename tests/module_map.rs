@@ -8,23 +8,25 @@ use std::path::Path;
 
 /// Which top-level modules each module may name. The shared rooms (`api`,
 /// the wire contract; `web`, the browser side of sign-in; `edge`, the
-/// network edge; `fsutil`, `shutdown`) may be used by the roles; the roles
+/// network edge; `clock`, every role's one "now"; `fsutil`, `shutdown`) may be used by the roles; the roles
 /// (`server`, `connector`, `cli`) and this machine's rooms (`local`,
 /// `login`, `tui`, `client`) keep apart as the map says.
 fn allowed(module: &str) -> &'static [&'static str] {
     match module {
         // The contract and the small shared rooms depend on (almost) nothing.
-        "api" | "fsutil" | "shutdown" => &[],
+        "api" | "fsutil" | "shutdown" | "clock" => &[],
         "web" | "edge" => &["api"],
         // The client speaks the contract.
         "client" => &["api", "web"],
         // This machine: files, keyring, browser sign-in, the picker (pure).
-        "local" => &["api", "fsutil"],
+        "local" => &["api", "fsutil", "clock"],
         "login" => &["api", "web"],
         "tui" => &[],
         // The server and the connector never reach the CLI's rooms, nor each other.
-        "server" => &["api", "web", "edge", "fsutil", "shutdown"],
-        "connector" => &["api", "client", "web", "edge", "fsutil", "shutdown"],
+        "server" => &["api", "web", "edge", "fsutil", "shutdown", "clock"],
+        "connector" => &[
+            "api", "client", "web", "edge", "fsutil", "shutdown", "clock",
+        ],
         // The CLI may use everything, but the server and the connector only
         // to start them (see `cli_may_name`).
         "cli" => &[
@@ -34,6 +36,7 @@ fn allowed(module: &str) -> &'static [&'static str] {
             "edge",
             "fsutil",
             "shutdown",
+            "clock",
             "local",
             "login",
             "tui",

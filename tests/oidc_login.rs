@@ -457,6 +457,19 @@ async fn server_checks_code_nonce_verifier_and_claims() {
             .to_string();
     assert!(audit.contains("oidc:"), "{audit}");
     assert!(!audit.contains(&code));
+
+    // Six exchanges, one fetch of the provider's discovery document and
+    // keys: a login whose keys are known fetches nothing.
+    let metrics = reqwest::get(t.s.metrics_url())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("infra_issuer_fetches_total 1\n"),
+        "{metrics}"
+    );
 }
 
 /// Made-up codes for the provider (whose id is public), from one address.

@@ -8,7 +8,12 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub mod certs;
 pub mod version;
+
+/// Clock skew allowed on a token's `exp`, `nbf` and `iat`, by the server
+/// (ID tokens, workload JWTs) and the connectors (infra's tokens) alike.
+pub const CLOCK_LEEWAY_SECS: u64 = 30;
 
 /// Secrets on the wire: `SecretString` fields (redacted in `Debug`, never
 /// shown by accident) are written out only here, where they go onto the wire.

@@ -507,7 +507,7 @@ pub async fn machine_login(args: &LoginArgs) -> anyhow::Result<()> {
         Trust::Insecure => (None, None, true),
         Trust::System => (None, None, false),
     };
-    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(resp.expires_in as i64);
+    let expires = crate::clock::now_utc() + time::Duration::seconds(resp.expires_in as i64);
     let expires = expires
         .format(&time::format_description::well_known::Rfc3339)
         .ok();

@@ -278,7 +278,7 @@ fn note_short_session(server: &str, expires: &str) {
     else {
         return;
     };
-    let left = t - time::OffsetDateTime::now_utc();
+    let left = t - crate::clock::now_utc();
     if left < time::Duration::days(1) {
         let mins = left.whole_minutes().max(0);
         eprintln!(

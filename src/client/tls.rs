@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, Error as TlsError, SignatureScheme};
-use sha2::{Digest, Sha256};
 
 /// How to trust a server's certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,37 +22,7 @@ pub enum Trust {
     Insecure,
 }
 
-/// SHA-256 of a DER certificate, upper-case hex pairs joined by colons.
-pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Accepts `AB:CD:…`, `abcd…` or `SHA256:…`; returns the canonical form.
-pub fn normalize_fingerprint(fp: &str) -> Option<String> {
-    let hex: String = fp
-        .trim()
-        .trim_start_matches("SHA256:")
-        .trim_start_matches("sha256:")
-        .chars()
-        .filter(|c| *c != ':')
-        .collect();
-    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    let upper = hex.to_ascii_uppercase();
-    Some(
-        upper
-            .as_bytes()
-            .chunks(2)
-            .map(|c| std::str::from_utf8(c).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join(":"),
-    )
-}
+pub use crate::api::certs::{fingerprint, normalize_fingerprint};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     rustls::crypto::CryptoProvider::get_default()
@@ -241,23 +210,4 @@ pub async fn probe(host: &str, port: u16) -> anyhow::Result<Probe> {
     .with_context(|| format!("the TLS handshake with {host}:{port} failed"))?;
     let probe = result.lock().unwrap_or_else(|e| e.into_inner()).take();
     probe.with_context(|| format!("{host}:{port} presented no certificate"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fingerprints_normalize() {
-        let fp = "ab".repeat(32);
-        let want = vec!["AB"; 32].join(":");
-        assert_eq!(normalize_fingerprint(&fp).unwrap(), want);
-        assert_eq!(normalize_fingerprint(&want).unwrap(), want);
-        assert_eq!(
-            normalize_fingerprint(&format!("SHA256:{fp}")).unwrap(),
-            want
-        );
-        assert!(normalize_fingerprint("AB:CD").is_none());
-        assert!(normalize_fingerprint(&"zz".repeat(32)).is_none());
-    }
 }

@@ -151,9 +151,9 @@ pub async fn kube_client(
     config.root_cert_file = Some(ca_file.to_path_buf());
     let pem =
         std::fs::read(ca_file).with_context(|| format!("cannot read {}", ca_file.display()))?;
-    use rustls::pki_types::pem::PemObject;
-    let ders: Vec<Vec<u8>> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
-        .filter_map(Result::ok)
+    let ders: Vec<Vec<u8>> = crate::api::certs::pem_certs(&pem)
+        .map_err(|e| anyhow::anyhow!("{} is {e}", ca_file.display()))?
+        .iter()
         .map(|c| c.to_vec())
         .collect();
     config.root_cert = Some(ders);

@@ -109,8 +109,6 @@ fn client(ca_pem: &str, http2: bool) -> anyhow::Result<HttpsClient> {
 }
 
 fn rustls_pki_certs(pem: &str) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("the Kubernetes CA is not PEM: {e}"))
+    crate::api::certs::pem_certs(pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the Kubernetes CA is {e}"))
 }

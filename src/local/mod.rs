@@ -7,7 +7,7 @@
 //! network: it is the part of the CLI that knows where things live on disk
 //! and in the keyring, so the commands don't.
 
-pub mod clock;
+pub use crate::clock;
 pub mod config;
 pub mod credentials;
 pub mod kubeconfig;

@@ -13,7 +13,6 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
-use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
 pub use crate::web::{Attempt, html_escape, pkce_challenge, random_token};
@@ -81,23 +80,35 @@ struct Shared {
     tx: Option<oneshot::Sender<Callback>>,
 }
 
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;\
+padding:0 1rem;color:#222}h1{font-size:1.4rem}";
+
+/// The page the browser shows after the provider's redirect: no scripts,
+/// no framing, our one style by its hash.
 fn page(status: StatusCode, title: &str, body: &str) -> axum::response::Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>infra: {t}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;\
-         color:#222}}h1{{font-size:1.4rem}}</style></head><body><h1>{t}</h1><p>{b}</p></body></html>",
-        t = html_escape(title),
-        b = html_escape(body),
+    static CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "default-src 'none'; style-src {}; form-action 'none'; frame-ancestors 'none'; \
+             base-uri 'none'",
+            crate::web::csp_hash(STYLE)
+        )
+    });
+    let html = crate::web::document(
+        title,
+        STYLE,
+        &format!(
+            "<h1>{}</h1><p>{}</p>",
+            html_escape(title),
+            html_escape(body)
+        ),
     );
     (
         status,
         [
             ("Cache-Control", "no-store"),
             ("X-Frame-Options", "DENY"),
-            (
-                "Content-Security-Policy",
-                "default-src 'none'; style-src 'unsafe-inline'",
-            ),
+            ("Referrer-Policy", "no-referrer"),
+            ("Content-Security-Policy", CSP.as_str()),
         ],
         Html(html),
     )
@@ -118,7 +129,7 @@ async fn callback(
     }
     let state_ok = q
         .get("state")
-        .is_some_and(|st| bool::from(st.as_bytes().ct_eq(s.expected_state.as_bytes())));
+        .is_some_and(|st| crate::web::ct_eq(st, &s.expected_state));
     if !state_ok {
         return page(
             StatusCode::BAD_REQUEST,

@@ -11,7 +11,6 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 /// Length of the id part of an access key.
 pub const KEY_ID_LEN: usize = 10;
@@ -134,8 +133,7 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// Compares a presented secret with a stored hash in constant time.
 pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
-    let presented = hash_secret(secret);
-    presented.as_bytes().ct_eq(stored_hash.as_bytes()).into()
+    crate::web::ct_eq(&hash_secret(secret), stored_hash)
 }
 
 fn random_token(len: usize) -> String {
@@ -173,15 +171,6 @@ pub fn verify_password(password: &str, stored: Option<&str>) -> bool {
         .verify_password(password.as_bytes(), &parsed)
         .is_ok();
     ok && real
-}
-
-/// SHA-256 fingerprint of a DER certificate as `AB:CD:…`.
-pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -27,7 +27,6 @@ use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::web::html_escape;
 
@@ -218,44 +217,23 @@ padding:0 1rem;color:#222}.warn{background:#fff3cd;border:1px solid #e0c36c;padd
 border-radius:4px}label{display:block;margin:1rem 0 .3rem}input{width:100%;padding:.4rem;\
 font-size:1rem;box-sizing:border-box}button{margin-top:1.2rem;padding:.5rem 1.2rem;font-size:1rem}";
 
-/// The sign-in form posts here, and the answer redirects to the client's
-/// redirect URI: `form-action` governs both (Chrome checks the redirect
-/// too), so it names this origin and exactly that redirect's origin.
-fn csp(form_targets: &[String]) -> String {
-    use base64::Engine;
-    use sha2::{Digest, Sha256};
-    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE));
-    let form_action = if form_targets.is_empty() {
-        "'none'".to_string()
-    } else {
-        form_targets.join(" ")
-    };
-    format!(
-        "default-src 'none'; style-src 'sha256-{hash}'; form-action {form_action}; \
-         frame-ancestors 'none'; base-uri 'none'"
-    )
-}
-
-/// A page; `form_targets`: the CSP sources its form may post (and redirect) to.
+/// A page; `form_targets`: the CSP sources its form may post (and redirect)
+/// to. The sign-in form posts here, and the answer redirects to the
+/// client's redirect URI: `form-action` governs both (Chrome checks the
+/// redirect too), so it names this origin and exactly that redirect's origin.
 fn page(status: StatusCode, body: String, form_targets: &[String]) -> Response {
-    let policy = csp(form_targets);
-    let mut resp = (
+    let policy = super::pages::csp(STYLE, None, Some(form_targets));
+    super::pages::html(
         status,
-        Html(format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-             <title>infra development sign-in</title><style>{STYLE}</style></head><body><main>{body}\
-             </main></body></html>"
-        )),
+        crate::web::document(
+            "development sign-in",
+            STYLE,
+            &format!("<main>{body}</main>"),
+        ),
+        &policy,
+        "no-referrer",
+        &[],
     )
-        .into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    if let Ok(v) = HeaderValue::from_str(&policy) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
-    resp
 }
 
 fn error_page(msg: &str) -> Response {
@@ -473,7 +451,7 @@ async fn token(
             "client authentication is required",
         );
     };
-    let secret_ok: bool = secret.as_bytes().ct_eq(idp.client_secret.as_bytes()).into();
+    let secret_ok = crate::web::ct_eq(&secret, &idp.client_secret);
     if id != idp.client_id || !secret_ok {
         return oauth_error(
             StatusCode::UNAUTHORIZED,
@@ -504,7 +482,7 @@ async fn token(
             }
             let verifier = form.get("code_verifier").cloned().unwrap_or_default();
             let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-            if !bool::from(challenge.as_bytes().ct_eq(req.code_challenge.as_bytes())) {
+            if !crate::web::ct_eq(&challenge, &req.code_challenge) {
                 return oauth_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_grant",

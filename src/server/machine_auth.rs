@@ -9,10 +9,8 @@
 //! `extract` calls for keys owned by an identity. The routes that use them
 //! are in `routes::identities`, the tables in `store::identities`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,32 +22,30 @@ use serde_json::{Map, Value};
 
 use super::AppState;
 use super::error::ApiError;
-use super::oidc;
 use super::store::{AccessKeyRow, AuditEntry, OidcAuthRow};
 
-/// Clock skew allowed on a JWT's `exp`, `nbf` and `iat`.
-pub const CLOCK_LEEWAY_SECS: u64 = 30;
-/// How long an issuer's keys are used before they are fetched again.
-const JWKS_LIFETIME: Duration = Duration::from_secs(300);
-/// A JWT naming a key we do not know makes us fetch the keys again, but no
-/// more often than this (so made-up `kid`s cannot hammer the issuer).
-const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+use super::issuers::{ALLOWED_ALGS, CLOCK_LEEWAY_SECS, IssuerCache};
 
-/// Asymmetric algorithms only: never `none`, never an HMAC (whose "key"
-/// anyone who has the public JWKS would know).
-pub const ALLOWED_ALGS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
+/// The algorithm of a JWT's `alg`, if it is one infra accepts (and
+/// jsonwebtoken implements: not ES512).
+fn accepted_alg(name: &str) -> Option<Algorithm> {
+    ALLOWED_ALGS
+        .contains(&name)
+        .then(|| name.parse::<Algorithm>().ok())
+        .flatten()
+}
 
-const ALLOWED_NAMES: &str = "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 and EdDSA";
+/// The accepted algorithms, for messages.
+fn accepted_names() -> String {
+    let names: Vec<&str> = ALLOWED_ALGS
+        .into_iter()
+        .filter(|n| accepted_alg(n).is_some())
+        .collect();
+    match names.split_last() {
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
 
 // ------------------------------------------------------------------ patterns
 
@@ -375,121 +371,34 @@ pub fn ip_trusted(networks: &[String], addr: Option<IpAddr>) -> bool {
     }
 }
 
-/// The discovery document's URL: a URL that already names the document
-/// (either spelling of `openid-configuration`) as given, else the base URL
-/// with `/.well-known/openid-configuration` appended.
-pub fn discovery_document_url(url: &str) -> String {
-    let url = url.trim();
-    let path = url.split(['?', '#']).next().unwrap_or(url);
-    if path.ends_with("/.well-known/openid-configuration")
-        || path.ends_with("/.well-known/openid_configuration")
-    {
-        url.to_string()
-    } else {
-        format!(
-            "{}/.well-known/openid-configuration",
-            url.trim_end_matches('/')
-        )
-    }
-}
+pub use super::issuers::document_url as discovery_document_url;
 
 // ------------------------------------------------------------------ JWKS
 
-struct CachedKeys {
-    keys: Arc<Vec<Jwk>>,
-    fetched: Instant,
-    /// When a JWT with an unknown `kid` last made us fetch them.
-    refreshed: Option<Instant>,
-}
-
-/// Issuers' public keys, by discovery URL and CA, kept for a few minutes.
-#[derive(Default)]
-pub struct JwksCache {
-    entries: Mutex<HashMap<String, CachedKeys>>,
-}
-
-impl JwksCache {
-    fn cache_key(cfg: &OidcAuthRow) -> String {
-        format!("{}\n{}", cfg.discovery_url, cfg.ca_pem)
-    }
-
-    /// The issuer's keys: from the cache while fresh; with `refresh` (a
-    /// JWT named a key we do not have), fetched again unless that was done
-    /// moments ago.
-    pub async fn keys(&self, cfg: &OidcAuthRow, refresh: bool) -> Result<Arc<Vec<Jwk>>, String> {
-        let id = Self::cache_key(cfg);
-        let mut last_refresh = None;
-        {
-            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = entries.get(&id) {
-                last_refresh = c.refreshed;
-                let fresh = c.fetched.elapsed() < JWKS_LIFETIME;
-                let may_refresh = c
-                    .refreshed
-                    .is_none_or(|t| t.elapsed() >= JWKS_REFRESH_INTERVAL);
-                if fresh && (!refresh || !may_refresh) {
-                    return Ok(c.keys.clone());
-                }
-            }
-        }
-        let keys = Arc::new(fetch_keys(cfg).await?);
-        let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget issuers nobody logged in through for a while.
-        entries.retain(|_, c| c.fetched.elapsed() < JWKS_LIFETIME * 4);
-        entries.insert(
-            id,
-            CachedKeys {
-                keys: keys.clone(),
-                fetched: now,
-                refreshed: if refresh { Some(now) } else { last_refresh },
-            },
-        );
-        Ok(keys)
-    }
-}
-
-/// Discovery, then the JWKS it points to, through the identity's CA.
-async fn fetch_keys(cfg: &OidcAuthRow) -> Result<Vec<Jwk>, String> {
-    let http = oidc::provider_http(&cfg.ca_pem).map_err(|e| e.to_string())?;
-    let doc_url = discovery_document_url(&cfg.discovery_url);
-    let doc: Value = get_json(&http, &doc_url, "the discovery document").await?;
-    let jwks_url = doc
-        .get("jwks_uri")
-        .and_then(Value::as_str)
-        .filter(|u| !u.trim().is_empty())
-        .ok_or_else(|| format!("the discovery document {doc_url} has no jwks_uri"))?;
-    let set: Value = get_json(&http, jwks_url, "the issuer's JWKS").await?;
-    let keys: Vec<Jwk> = set
-        .get("keys")
-        .and_then(Value::as_array)
-        .ok_or_else(|| format!("{jwks_url} is not a JWKS: it has no \"keys\" list"))?
+/// The issuer's usable public keys, through the server's issuer cache
+/// (`refresh`: a JWT named a key we do not have).
+pub async fn issuer_keys(
+    cache: &IssuerCache,
+    cfg: &OidcAuthRow,
+    refresh: bool,
+) -> Result<Vec<Jwk>, String> {
+    let issuer = cache.get(&cfg.discovery_url, &cfg.ca_pem, refresh).await?;
+    let keys: Vec<Jwk> = issuer.jwks["keys"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
         .iter()
         // A key infra cannot use (another kty, a malformed entry) is skipped.
         .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
         .filter(|k| k.common.public_key_use != Some(PublicKeyUse::Encryption))
         .collect();
     if keys.is_empty() {
-        return Err(format!("the issuer's JWKS {jwks_url} holds no usable key"));
+        return Err(format!(
+            "the issuer's JWKS ({}) holds no usable key",
+            issuer.document["jwks_uri"].as_str().unwrap_or_default()
+        ));
     }
     Ok(keys)
-}
-
-async fn get_json(http: &reqwest::Client, url: &str, what: &str) -> Result<Value, String> {
-    let resp = http.get(url).send().await.map_err(|e| {
-        format!(
-            "cannot fetch {what} {url}: {} (if the issuer's certificate is signed by a private \
-             CA, give it with --ca-cert)",
-            oidc::error_chain(&e)
-        )
-    })?;
-    let status = resp.status();
-    if !status.is_success() {
-        return Err(format!("{what} {url} answered {status}"));
-    }
-    resp.json()
-        .await
-        .map_err(|e| format!("{what} {url} is not JSON: {e}"))
 }
 
 // ------------------------------------------------------------------ JWT
@@ -546,16 +455,13 @@ pub fn verify_jwt(
     let header = b64_json(parts[0])
         .ok_or_else(|| rejected("the JWT's header is not base64url-encoded JSON"))?;
     let alg_name = header.get("alg").and_then(Value::as_str).unwrap_or("");
-    let alg = alg_name
-        .parse::<Algorithm>()
-        .ok()
-        .filter(|a| ALLOWED_ALGS.contains(a))
-        .ok_or_else(|| {
-            rejected(format!(
-                "the JWT's algorithm (alg) {alg_name:?} is not accepted: infra accepts \
-                 {ALLOWED_NAMES}, never none or HMAC (HS256, …)"
-            ))
-        })?;
+    let alg = accepted_alg(alg_name).ok_or_else(|| {
+        rejected(format!(
+            "the JWT's algorithm (alg) {alg_name:?} is not accepted: infra accepts {}, never \
+             none or HMAC (HS256, …)",
+            accepted_names()
+        ))
+    })?;
     let kid = header.get("kid").and_then(Value::as_str);
     let candidates: Vec<&Jwk> = keys
         .iter()
@@ -574,9 +480,9 @@ pub fn verify_jwt(
     }
 
     let mut v = Validation::new(alg);
-    v.leeway = CLOCK_LEEWAY_SECS;
-    v.validate_exp = true;
-    v.validate_nbf = true;
+    // `exp` and `nbf` are checked below, by the server's clock.
+    v.validate_exp = false;
+    v.validate_nbf = false;
     // Audiences are glob patterns, checked below.
     v.validate_aud = false;
     v.set_required_spec_claims(&["exp", "iss"]);
@@ -609,6 +515,26 @@ pub fn verify_jwt(
              the configured issuer",
         )
     })?;
+    let time = |c: &str| claims.get(c).and_then(Value::as_f64).map(|t| t as i64);
+    match crate::clock::check_token_times(time("exp"), time("nbf"), now, CLOCK_LEEWAY_SECS) {
+        Ok(()) => {}
+        Err(crate::clock::TokenTime::Expired(_)) => {
+            return Err(rejected(describe(
+                &ErrorKind::ExpiredSignature,
+                parts[1],
+                cfg,
+                now,
+            )));
+        }
+        Err(crate::clock::TokenTime::NotYetValid) => {
+            return Err(rejected(describe(
+                &ErrorKind::ImmatureSignature,
+                parts[1],
+                cfg,
+                now,
+            )));
+        }
+    }
     check_bounds(&claims, cfg, now)?;
     Ok(claims)
 }
@@ -917,7 +843,7 @@ mod tests {
     /// not exponential.
     #[test]
     fn hostile_patterns_finish_quickly() {
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         for star in ["*", "**"] {
             let pattern = format!("{star}a").repeat(50);
             let text = "a".repeat(20_000);
@@ -928,7 +854,7 @@ mod tests {
             assert_eq!(glob_match(&pattern, &slashes), star == "**");
         }
         assert!(
-            start.elapsed() < Duration::from_secs(10),
+            start.elapsed() < std::time::Duration::from_secs(10),
             "took {:?}",
             start.elapsed()
         );
@@ -1093,24 +1019,6 @@ mod tests {
         assert!(ip_trusted(&ten, Some("10.9.8.7".parse().unwrap())));
         // An IPv4 client seen through an IPv6 socket.
         assert!(ip_trusted(&ten, Some("::ffff:10.9.8.7".parse().unwrap())));
-    }
-
-    #[test]
-    fn discovery_urls() {
-        assert_eq!(
-            discovery_document_url("https://gitlab.com"),
-            "https://gitlab.com/.well-known/openid-configuration"
-        );
-        assert_eq!(
-            discovery_document_url("https://idp.example/realm/"),
-            "https://idp.example/realm/.well-known/openid-configuration"
-        );
-        for full in [
-            "https://spire.example/.well-known/openid-configuration",
-            "https://spire.example/.well-known/openid_configuration",
-        ] {
-            assert_eq!(discovery_document_url(full), full);
-        }
     }
 
     fn cfg() -> OidcAuthRow {

@@ -57,6 +57,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     logins: Family<LoginLabels, Counter>,
     tokens: Counter,
+    /// Fetches of providers' and issuers' discovery documents and keys.
+    pub issuer_fetches: Counter,
     rechecks: Family<ResultLabels, Counter>,
 }
 
@@ -83,6 +85,12 @@ impl Metrics {
         );
         let tokens = Counter::default();
         registry.register("tokens_minted", "Cluster tokens minted", tokens.clone());
+        let issuer_fetches = Counter::default();
+        registry.register(
+            "issuer_fetches",
+            "Fetches of identity providers' and workload issuers' discovery documents and keys",
+            issuer_fetches.clone(),
+        );
         let rechecks = Family::<ResultLabels, Counter>::default();
         registry.register(
             "idp_rechecks",
@@ -94,6 +102,7 @@ impl Metrics {
             requests,
             logins,
             tokens,
+            issuer_fetches,
             rechecks,
         }
     }

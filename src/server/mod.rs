@@ -11,10 +11,12 @@ pub mod dev_idp;
 pub mod device;
 pub mod error;
 pub mod extract;
+pub mod issuers;
 pub mod machine_auth;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;
+pub mod pages;
 pub mod ratelimit;
 pub mod recheck;
 pub mod retention;
@@ -215,7 +217,7 @@ pub struct Inner {
     /// Where providers send the browser back for web sign-in.
     pub callback_url: String,
     /// Machine identities' issuers' keys (a per-replica cache).
-    pub jwks_cache: machine_auth::JwksCache,
+    pub issuers: issuers::IssuerCache,
     /// How long a device code lives.
     pub device_code_ttl: Duration,
     /// The first polling interval of a device code.
@@ -245,10 +247,12 @@ impl AppState {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .context("cannot build the HTTP client")?;
+        let metrics = metrics::Metrics::new();
+        let issuers = issuers::IssuerCache::new(metrics.issuer_fetches.clone());
         Ok(AppState(Arc::new(Inner {
             store,
             root_key,
-            metrics: metrics::Metrics::new(),
+            metrics,
             http,
             session_expiry: args.session_expiry,
             session_inactivity_timeout: args.session_inactivity_timeout,
@@ -257,7 +261,7 @@ impl AppState {
             dev_idp,
             callback_url: callback_url(args, &public_url),
             public_url,
-            jwks_cache: machine_auth::JwksCache::default(),
+            issuers,
             device_code_ttl: args.device_code_ttl,
             device_poll_interval: args.device_poll_interval,
             tls_fingerprint: std::sync::OnceLock::new(),

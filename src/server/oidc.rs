@@ -51,21 +51,11 @@ pub fn normalize_url(url: &str) -> Result<String, String> {
 
 /// Fetches and checks `<url>/.well-known/openid-configuration`.
 pub async fn discover(http: &reqwest::Client, url: &str) -> Result<Discovery, String> {
-    let doc_url = format!("{url}/.well-known/openid-configuration");
-    let resp = http
-        .get(&doc_url)
-        .send()
+    let doc_url = super::issuers::document_url(url);
+    let doc = super::issuers::fetch_document(http, url)
         .await
-        .map_err(|e| format!("cannot fetch {doc_url}: {}", error_chain(&e)))?;
-    if !resp.status().is_success() {
-        return Err(format!(
-            "{doc_url} answered {}: is {url} the provider's issuer URL?",
-            resp.status()
-        ));
-    }
-    let doc: Document = resp
-        .json()
-        .await
+        .map_err(|e| format!("{e}: is {url} the provider's issuer URL?"))?;
+    let doc: Document = serde_json::from_value(doc)
         .map_err(|e| format!("{doc_url} is not an OpenID discovery document: {e}"))?;
     let mut missing = Vec::new();
     let mut need = |v: Option<String>, name: &'static str| {
@@ -143,29 +133,21 @@ use openidconnect::core::{
     CoreClient, CoreGenderClaim, CoreJwsSigningAlgorithm, CoreProviderMetadata,
 };
 use openidconnect::{
-    AccessToken, AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, IssuerUrl, Nonce,
+    AccessToken, AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, Nonce,
     OAuth2TokenResponse, PkceCodeVerifier, RedirectUrl, RefreshToken, TokenResponse,
     UserInfoClaims,
 };
 use secrecy::{ExposeSecret, SecretString};
 
-/// ID tokens are accepted this long after their `exp`, for clock skew.
-pub const CLOCK_LEEWAY_SECS: i64 = 30;
+use super::issuers::{ALLOWED_ALGS, CLOCK_LEEWAY_SECS, IssuerCache};
 
-/// Asymmetric algorithms only: never `none`, never an HMAC (whose key
-/// could be forged from a public key).
-const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 10] = [
-    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
-    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
-    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
-    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
-    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
-    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
-    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
-    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
-    CoreJwsSigningAlgorithm::EcdsaP521Sha512,
-    CoreJwsSigningAlgorithm::EdDsa,
-];
+/// The algorithms ID tokens may be signed with, as openidconnect names them.
+fn allowed_algs() -> Vec<CoreJwsSigningAlgorithm> {
+    ALLOWED_ALGS
+        .iter()
+        .filter_map(|a| serde_json::from_value(serde_json::Value::String(a.to_string())).ok())
+        .collect()
+}
 
 /// The claims OpenID Connect Core does not define (`groups`, and whatever
 /// an admin names with `--username-claim`), as UserInfo sends them.
@@ -283,6 +265,8 @@ pub struct ProviderConfig<'a> {
     pub client_id: &'a str,
     pub client_secret: &'a SecretString,
     pub ca_pem: &'a str,
+    /// Where the provider's discovery document and keys are kept.
+    pub issuers: &'a IssuerCache,
 }
 
 /// An HTTP client for talking to one provider: its CA, no redirects (as
@@ -305,25 +289,40 @@ pub fn provider_http(ca_pem: &str) -> Result<reqwest::Client, OidcError> {
         .map_err(|e| OidcError::Unreachable(format!("cannot build an HTTP client: {e}")))
 }
 
+/// The provider's metadata and keys, from the server's issuer cache
+/// (`refresh`: fetched again, because a token named a key we lack).
 async fn discover_metadata(
     p: &ProviderConfig<'_>,
-    http: &reqwest::Client,
+    refresh: bool,
 ) -> Result<CoreProviderMetadata, OidcError> {
-    let issuer = IssuerUrl::new(p.issuer.to_string()).map_err(|e| {
-        OidcError::Rejected(format!(
-            "the provider's issuer {:?} is not a URL: {e}",
-            p.issuer
-        ))
-    })?;
-    CoreProviderMetadata::discover_async(issuer, http)
+    let issuer = p
+        .issuers
+        .get(p.issuer, p.ca_pem, refresh)
         .await
         .map_err(|e| {
             OidcError::Unreachable(format!(
-                "cannot read the discovery document of {}: {}",
-                p.issuer,
-                error_chain(&e)
+                "cannot read the discovery document of {}: {e}",
+                p.issuer
             ))
-        })
+        })?;
+    let metadata: CoreProviderMetadata = serde_json::from_value((*issuer.document).clone())
+        .map_err(|e| {
+            OidcError::Rejected(format!(
+                "the discovery document of {} is not valid: {e}",
+                p.issuer
+            ))
+        })?;
+    // The document must be the issuer's own (OpenID Connect Discovery §4.3).
+    if metadata.issuer().as_str().trim_end_matches('/') != p.issuer.trim_end_matches('/') {
+        return Err(OidcError::Rejected(format!(
+            "the discovery document of {} names another issuer ({})",
+            p.issuer,
+            metadata.issuer().as_str()
+        )));
+    }
+    let jwks = serde_json::from_value((*issuer.jwks).clone())
+        .map_err(|e| OidcError::Rejected(format!("the JWKS of {} is not valid: {e}", p.issuer)))?;
+    Ok(metadata.set_jwks(jwks))
 }
 
 fn core_client(p: &ProviderConfig<'_>, metadata: CoreProviderMetadata) -> CoreClientFromMetadata {
@@ -357,7 +356,8 @@ pub async fn exchange_code(
     let http = provider_http(p.ca_pem)?;
     let redirect = RedirectUrl::new(redirect_url.to_string())
         .map_err(|e| OidcError::Rejected(format!("redirectURL is not a URL: {e}")))?;
-    let client = core_client(p, discover_metadata(p, &http).await?).set_redirect_uri(redirect);
+    let mut client =
+        core_client(p, discover_metadata(p, false).await?).set_redirect_uri(redirect.clone());
     let token = client
         .exchange_code(AuthorizationCode::new(code.to_string()))
         .map_err(|e| OidcError::Rejected(format!("the provider has no token endpoint: {e}")))?
@@ -368,15 +368,32 @@ pub async fn exchange_code(
     let id_token = token
         .id_token()
         .ok_or_else(|| OidcError::Rejected("the provider returned no ID token".into()))?;
-    let verifier = client
-        .id_token_verifier()
-        .set_allowed_algs(ALLOWED_ALGS)
-        .set_time_fn(|| chrono::Utc::now() - chrono::Duration::seconds(CLOCK_LEEWAY_SECS));
-    let claims = id_token
-        .claims(&verifier, &Nonce::new(nonce.to_string()))
-        .map_err(|e| OidcError::Rejected(format!("the ID token is not valid: {e}")))?;
-    let subject = claims.subject().clone();
-    let id_token_expires_at = claims.expiration().timestamp();
+    let nonce = Nonce::new(nonce.to_string());
+    let verify = |client: &CoreClientFromMetadata| {
+        let verifier = client
+            .id_token_verifier()
+            .set_allowed_algs(allowed_algs())
+            .set_time_fn(|| {
+                chrono::DateTime::from_timestamp_millis(crate::clock::now_millis())
+                    .unwrap_or_else(chrono::Utc::now)
+                    - chrono::Duration::seconds(CLOCK_LEEWAY_SECS as i64)
+            });
+        id_token
+            .claims(&verifier, &nonce)
+            .map(|c| (c.subject().clone(), c.expiration().timestamp()))
+    };
+    let verified = match verify(&client) {
+        // The provider may have rotated its keys since we fetched them.
+        Err(openidconnect::ClaimsVerificationError::SignatureVerification(
+            openidconnect::SignatureVerificationError::NoMatchingKey,
+        )) => {
+            client = core_client(p, discover_metadata(p, true).await?).set_redirect_uri(redirect);
+            verify(&client)
+        }
+        other => other,
+    };
+    let (subject, id_token_expires_at) =
+        verified.map_err(|e| OidcError::Rejected(format!("the ID token is not valid: {e}")))?;
     let id_claims = verified_payload(&id_token.to_string()).unwrap_or_default();
 
     let userinfo: UserInfoClaims<ExtraClaims, CoreGenderClaim> = client
@@ -463,7 +480,7 @@ pub async fn refresh(
     subject: &str,
 ) -> Result<Refreshed, OidcError> {
     let http = provider_http(p.ca_pem)?;
-    let client = core_client(p, discover_metadata(p, &http).await?);
+    let client = core_client(p, discover_metadata(p, false).await?);
     let rt = RefreshToken::new(refresh_token.expose_secret().to_string());
     let token = client
         .exchange_refresh_token(&rt)
@@ -506,7 +523,15 @@ fn token_error<E: std::error::Error + 'static>(
     >,
 ) -> OidcError {
     use openidconnect::RequestTokenError as R;
+    use openidconnect::core::CoreErrorResponseType as T;
     match e {
+        // The provider says it cannot answer now: not a refusal of the account.
+        R::ServerResponse(r) if matches!(r.error(), T::Extension(x) if x == "server_error" || x == "temporarily_unavailable") => {
+            OidcError::Unreachable(format!(
+                "the provider's token endpoint is failing: {}",
+                r.error()
+            ))
+        }
         R::ServerResponse(r) => {
             let mut msg = format!("the provider refused: {}", r.error());
             if let Some(d) = r.error_description() {
@@ -518,10 +543,12 @@ fn token_error<E: std::error::Error + 'static>(
             "cannot reach the provider's token endpoint: {}",
             error_chain(&e)
         )),
-        R::Parse(e, _) => {
-            OidcError::Rejected(format!("the provider's token response is not valid: {e}"))
-        }
-        R::Other(e) => OidcError::Rejected(format!("the token request failed: {e}")),
+        // No OAuth answer at all (an outage page, a proxy's 503): the
+        // provider is not working, which says nothing about the account.
+        R::Parse(e, _) => OidcError::Unreachable(format!(
+            "the provider's token endpoint did not answer as OAuth 2 says: {e}"
+        )),
+        R::Other(e) => OidcError::Unreachable(format!("the token request failed: {e}")),
     }
 }
 

@@ -133,6 +133,7 @@ async fn recheck_one(
         client_id: &provider.client_id,
         client_secret: &secret,
         ca_pem: &provider.ca_pem,
+        issuers: &state.issuers,
     };
     match oidc::refresh(&cfg, &refresh_token, &row.subject).await {
         Ok(r) => {

@@ -42,7 +42,7 @@ pub fn load_or_create(
     let der = first_cert_der(&cert_pem)
         .with_context(|| format!("{} holds no PEM certificate", cert_path.display()))?;
     Ok(TlsIdentity {
-        fingerprint: super::crypto::fingerprint(&der),
+        fingerprint: crate::api::certs::fingerprint(&der),
         cert_pem,
         key_pem,
     })
@@ -81,23 +81,13 @@ fn hostname() -> Option<String> {
     .then(|| h.to_string())
 }
 
-/// The DER bytes of the first certificate in a PEM bundle.
-pub fn first_cert_der(pem: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let start = pem.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
-    let end = start + pem[start..].find("-----END CERTIFICATE-----")?;
-    let body: String = pem[start..end]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    base64::engine::general_purpose::STANDARD.decode(body).ok()
-}
+pub use crate::api::certs::first_cert_der;
 
 /// `SHA-256 AB:CD:…` of the first certificate in a PEM bundle, for the
 /// audit log; `none` without one.
 pub fn fingerprint_pem(pem: &str) -> String {
     match first_cert_der(pem) {
-        Some(der) => format!("SHA-256 {}", super::crypto::fingerprint(&der)),
+        Some(der) => format!("SHA-256 {}", crate::api::certs::fingerprint(&der)),
         None => "none".to_string(),
     }
 }

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use base64::Engine;
@@ -31,6 +31,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::Caller;
 use super::machine_auth::KeyUse;
+use super::pages as web_pages;
 
 pub(crate) const SESSION_COOKIE: &str = "__Host-infra-session";
 const CSRF_COOKIE: &str = "__Host-infra-console-csrf";
@@ -161,68 +162,22 @@ i.addEventListener('input',function(){var q=i.value.toLowerCase();\
 t.querySelectorAll('tbody tr').forEach(function(r){\
 r.hidden=q!==''&&r.textContent.toLowerCase().indexOf(q)<0;});});});";
 
-fn sha256_b64(s: &str) -> String {
-    use sha2::{Digest, Sha256};
-    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(s))
-}
-
-/// No inline script but ours (by hash), no framing, forms only to here.
-static CSP: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "default-src 'none'; style-src 'sha256-{}'; script-src 'sha256-{}'; img-src 'self'; \
-         form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        sha256_b64(STYLE),
-        sha256_b64(SCRIPT)
-    )
-});
+/// Our style and script by their hashes, forms only to ourselves.
+static CSP: LazyLock<String> =
+    LazyLock::new(|| web_pages::csp(STYLE, Some(SCRIPT), Some(&["'self'".to_string()])));
 
 /// Headers every console answer carries.
 fn harden(resp: &mut Response, cookies: &[String]) {
-    let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&CSP) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
-    for c in cookies {
-        if let Ok(v) = HeaderValue::from_str(c) {
-            h.append(header::SET_COOKIE, v);
-        }
-    }
+    web_pages::harden(resp, &CSP, "same-origin", cookies);
 }
 
 // ------------------------------------------------------------------ cookies
 
-/// A cookie of the request, by name.
-pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(cookie::Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_string())
-}
+pub(crate) use super::pages::{clear_cookie, cookie};
 
-/// A `__Host-` cookie: only over HTTPS, for this host, all paths.
+/// A `__Host-` cookie that lasts `max_age_secs`.
 pub(crate) fn set_cookie(name: &str, value: &str, max_age_secs: i64, same_site: &str) -> String {
-    format!(
-        "{name}={value}; Path=/; Secure; HttpOnly; SameSite={same_site}; Max-Age={}",
-        max_age_secs.max(0)
-    )
-}
-
-fn clear_cookie(name: &str) -> String {
-    format!("{name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0")
+    web_pages::set_cookie(name, value, Some(max_age_secs), same_site)
 }
 
 fn token() -> String {
@@ -351,22 +306,14 @@ impl Ctx {
 
     /// The CSRF check of a form.
     pub fn csrf_ok(&self, form: &HashMap<String, String>) -> bool {
-        form.get("csrf").is_some_and(|t| {
-            use subtle::ConstantTimeEq;
-            t.len() == self.csrf.len() && bool::from(t.as_bytes().ct_eq(self.csrf.as_bytes()))
-        })
+        form.get("csrf")
+            .is_some_and(|t| crate::web::ct_eq(t, &self.csrf))
     }
 }
 
 /// A redirect (303) that carries cookies and the console's headers.
 pub fn see_other(location: &str, cookies: &[String]) -> Response {
-    let mut resp = (
-        StatusCode::SEE_OTHER,
-        [(header::LOCATION, location.to_string())],
-    )
-        .into_response();
-    harden(&mut resp, cookies);
-    resp
+    web_pages::see_other(location, &CSP, "same-origin", cookies)
 }
 
 /// The person behind a session cookie: an access key of a user (never a

@@ -11,8 +11,8 @@ use maud::html;
 use secrecy::ExposeSecret;
 
 use super::{
-    Ctx, Flash, SESSION_COOKIE, SIGNIN_COOKIE, cookie, csrf_field, csrf_refused, filter_box,
-    remove_button, see_other, set_cookie,
+    Ctx, Flash, SESSION_COOKIE, SIGNIN_COOKIE, clear_cookie, cookie, csrf_field, csrf_refused,
+    filter_box, remove_button, see_other, set_cookie,
 };
 use crate::api::{self, ListResponse};
 use crate::server::AppState;
@@ -149,7 +149,7 @@ fn start_session(ctx: &mut Ctx, login: &api::LoginResponse) {
         &login.expires,
         &time::format_description::well_known::Rfc3339,
     )
-    .map(|t| (t - time::OffsetDateTime::now_utc()).whole_seconds())
+    .map(|t| (t - crate::clock::now_utc()).whole_seconds())
     .unwrap_or(3600);
     ctx.cookies.push(set_cookie(
         SESSION_COOKIE,
@@ -246,17 +246,12 @@ pub(crate) async fn finish_provider_sign_in(
     let plain = state.root_key.decrypt(&sealed).ok()?;
     let a: Attempt = serde_json::from_str(plain.expose_secret()).ok()?;
     let given = q.get("state")?;
-    {
-        use subtle::ConstantTimeEq;
-        if a.state.len() != given.len() || !bool::from(a.state.as_bytes().ct_eq(given.as_bytes())) {
-            return None;
-        }
+    if !crate::web::ct_eq(&a.state, given) {
+        return None;
     }
     let ip = addr.parse().ok();
     let mut ctx = Ctx::new(state, headers, ip).await;
-    ctx.cookies.push(format!(
-        "{SIGNIN_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
-    ));
+    ctx.cookies.push(clear_cookie(SIGNIN_COOKIE));
     if a.until < store::now() {
         return Some(ctx.redirect(
             "/ui/login",
@@ -323,9 +318,7 @@ pub async fn logout(State(state): State<AppState>, mut ctx: Ctx, Form(form): F) 
     if let Some(c) = person(&ctx) {
         let _ = r::auth::logout(State(state), RemoteAddr(ctx.addr.clone()), c).await;
     }
-    ctx.cookies.push(format!(
-        "{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
-    ));
+    ctx.cookies.push(clear_cookie(SESSION_COOKIE));
     ctx.redirect("/ui/login", Flash::Ok("Signed out.".into()))
 }
 

@@ -268,6 +268,7 @@ pub(crate) async fn sign_in_with_provider(
         client_id: &provider.client_id,
         client_secret: &secret,
         ca_pem: &provider.ca_pem,
+        issuers: &state.issuers,
     };
     let id = match oidc::exchange_code(&cfg, code, redirect_url, code_verifier, nonce).await {
         Ok(id) => id,

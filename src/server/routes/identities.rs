@@ -429,10 +429,11 @@ pub async fn oidc_auth_login(
     let now = store::now();
     let mut refreshed = false;
     let claims = loop {
-        let keys = match state.jwks_cache.keys(&cfg, refreshed).await {
-            Ok(k) => k,
-            Err(why) => return Err(refuse(&state, &attempt, target, &why).await),
-        };
+        let keys =
+            match crate::server::machine_auth::issuer_keys(&state.issuers, &cfg, refreshed).await {
+                Ok(k) => k,
+                Err(why) => return Err(refuse(&state, &attempt, target, &why).await),
+            };
         match verify_jwt(req.jwt.expose_secret(), &keys, &cfg, now) {
             Ok(c) => break c,
             // The issuer may have rotated its keys: fetch them once more.

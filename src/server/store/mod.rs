@@ -212,19 +212,14 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// The current time in Unix seconds.
+/// The current time in Unix seconds, by the one clock.
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::clock::now()
 }
 
+/// The current time in Unix milliseconds, by the one clock.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::clock::now_millis()
 }
 
 /// A new random id: 12 characters of a lowercase alphabet without look-alikes.
