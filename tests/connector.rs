@@ -49,6 +49,9 @@ struct Cluster {
 struct StandIn {
     state: Arc<Mutex<Cluster>>,
     token_file: std::path::PathBuf,
+    /// The connector authenticates with a client certificate (checked in
+    /// TLS), and no request may carry an Authorization header.
+    mtls: bool,
 }
 
 fn k8s_status(code: StatusCode, msg: &str) -> Response {
@@ -74,6 +77,17 @@ fn admit(s: &StandIn, path: &str, headers: &HeaderMap) -> Result<(), Box<Respons
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
         )));
+    }
+    if s.mtls {
+        // TLS checked the client certificate; a bearer token here would be
+        // a user's infra token leaking to the cluster.
+        if headers.contains_key("authorization") {
+            return Err(Box::new(k8s_status(
+                StatusCode::UNAUTHORIZED,
+                "an Authorization header besides the client certificate",
+            )));
+        }
+        return Ok(());
     }
     let want = format!(
         "Bearer {}",
@@ -427,11 +441,24 @@ async fn delete_binding(s: StandIn, headers: HeaderMap, ns: String, name: String
 struct Running {
     url: String,
     ca: std::path::PathBuf,
+    /// With `start_standin_mtls`: the client certificate and key (PEM)
+    /// the API server accepts.
+    client: Option<(String, String)>,
     standin: StandIn,
     _dir: tempfile::TempDir,
 }
 
 async fn start_standin() -> Running {
+    start_standin_with(false).await
+}
+
+/// A stand-in that admits only TLS clients with its client certificate,
+/// as kind, minikube and k3d clusters' kubeconfigs authenticate.
+async fn start_standin_mtls() -> Running {
+    start_standin_with(true).await
+}
+
+async fn start_standin_with(mtls: bool) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
@@ -448,6 +475,7 @@ async fn start_standin() -> Running {
             ..Cluster::default()
         })),
         token_file,
+        mtls,
     };
     // A binding infra does not manage, which must survive.
     standin.state.lock().unwrap().bindings.insert(
@@ -554,12 +582,50 @@ async fn start_standin() -> Running {
         ))
         .with_state(standin.clone());
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
-        cert.pem().into_bytes(),
-        key.serialize_pem().into_bytes(),
-    )
-    .await
-    .unwrap();
+    let (tls, client) = if mtls {
+        let client_ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "kind client CA");
+        let client_ca = ca_params.self_signed(&client_ca_key).unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "kubernetes-admin");
+        let client_cert = p
+            .signed_by(
+                &client_key,
+                &rcgen::Issuer::from_params(&ca_params, &client_ca_key),
+            )
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(client_ca.der().clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+            .build()
+            .unwrap();
+        let mut config = rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        (
+            axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
+            Some((client_cert.pem(), client_key.serialize_pem())),
+        )
+    } else {
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+            cert.pem().into_bytes(),
+            key.serialize_pem().into_bytes(),
+        )
+        .await
+        .unwrap();
+        (tls, None)
+    };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -573,6 +639,7 @@ async fn start_standin() -> Running {
     Running {
         url: format!("https://127.0.0.1:{port}"),
         ca,
+        client,
         standin,
         _dir: dir,
     }
@@ -613,6 +680,26 @@ impl Drop for ConnectorProc {
 }
 
 async fn start_connector(s: &Server, k: &Running, name: &str, extra: &[&str]) -> ConnectorProc {
+    let cluster: Vec<std::ffi::OsString> = vec![
+        "--kube-api".into(),
+        k.url.clone().into(),
+        "--kube-token-file".into(),
+        k.standin.token_file.clone().into(),
+        "--kube-ca-file".into(),
+        k.ca.clone().into(),
+    ];
+    start_connector_with(s, &s.url, name, &cluster, extra).await
+}
+
+/// A connector of `server_url` (how it names the server), reaching the
+/// cluster as the `cluster` flags say.
+async fn start_connector_with(
+    s: &Server,
+    server_url: &str,
+    name: &str,
+    cluster: &[std::ffi::OsString],
+    extra: &[&str],
+) -> ConnectorProc {
     let key = s
         .ok(
             "POST",
@@ -624,18 +711,14 @@ async fn start_connector(s: &Server, k: &Running, name: &str, extra: &[&str]) ->
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = Command::new(common::bin())
-        .args(["connector", "--server", &s.url, "--name", name])
+        .args(["connector", "--server", server_url, "--name", name])
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--endpoint",
             &format!("127.0.0.1:{port}"),
         ])
-        .args(["--kube-api", &k.url])
-        .arg("--kube-token-file")
-        .arg(&k.standin.token_file)
-        .arg("--kube-ca-file")
-        .arg(&k.ca)
+        .args(cluster)
         .arg("--server-ca-file")
         .arg(s.data_dir.join("tls.crt"))
         .arg("--data-dir")
@@ -1924,4 +2007,169 @@ async fn the_users_port_proxies_every_path_and_health_lives_elsewhere() {
             && l.contains("path=/livez")),
         "{log}"
     );
+}
+
+/// A user with a grant on `prod`, and her key.
+async fn alice_on_prod(s: &Server) -> String {
+    let (alice, key) = s.user_with_key("alice").await;
+    s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"user": alice, "destination": "prod", "role": "view"})),
+        201,
+    )
+    .await;
+    key
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Outside a cluster, the connector reaches it as a kubeconfig context
+/// does: here a kind-like one, whose user is a client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubeconfig_context_with_a_client_certificate_reaches_the_cluster() {
+    let s = Server::start(Backend::Sqlite).await;
+    let k = start_standin_mtls().await;
+    let key = alice_on_prod(&s).await;
+    let (cert, client_key) = k.client.clone().unwrap();
+    let ca = std::fs::read_to_string(&k.ca).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: other\n\
+             clusters:\n- name: kind-kind\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n\
+             - name: other\n  cluster:\n    server: https://127.0.0.1:1\n\
+             users:\n- name: kind-kind\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n\
+             contexts:\n- name: kind-kind\n  context:\n    cluster: kind-kind\n    user: kind-kind\n\
+             - name: other\n  context:\n    cluster: other\n    user: kind-kind\n",
+            k.url,
+            b64(&ca),
+            b64(&cert),
+            b64(&client_key)
+        ),
+    )
+    .unwrap();
+
+    // A context that is not there: named, with the ones that are.
+    let out = Command::new(common::bin())
+        .args(["connector", "--server", &s.url, "--name", "prod"])
+        .args(["--endpoint", "127.0.0.1:1", "--context", "kind"])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env("INFRA_CONNECTOR_ACCESS_KEY", "unused")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no context \"kind\"") && err.contains("kind-kind, other"),
+        "{err}"
+    );
+
+    let cluster: Vec<std::ffi::OsString> = vec![
+        "--kubeconfig".into(),
+        kubeconfig.clone().into(),
+        "--context".into(),
+        "kind-kind".into(),
+    ];
+    let c = start_connector_with(&s, &s.url, "prod", &cluster, &[]).await;
+    let token = mint(&s, &key, "prod").await;
+    let out = kubectl(&c, &token, &["get", "--raw", "/version"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.log()
+    );
+    // As alice, authenticated by the certificate alone (the stand-in refuses
+    // any Authorization header: alice's infra token never reaches it).
+    let seen = seen_last(&k, "/version");
+    assert_eq!(header_values(&seen, "impersonate-user"), ["alice"]);
+    // The RBAC sync works through the same context.
+    eventually("the grant's binding on the cluster", || {
+        k.standin
+            .state
+            .lock()
+            .unwrap()
+            .seen
+            .iter()
+            .any(|s| s.path == "rbac create")
+    });
+}
+
+/// The exec-plugin form of a kubeconfig user, and a connector that names
+/// the server otherwise than the server names itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubeconfig_exec_plugin_and_the_issuer_learnt_from_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Server::start(Backend::Sqlite).await;
+    let k = start_standin().await;
+    let key = alice_on_prod(&s).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A plugin as cloud CLIs have: prints an ExecCredential with a token.
+    let plugin = dir.path().join("token-plugin");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\necho run >> {}/runs\nprintf '%s' '{{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"sa-token-1\"}}}}'\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(&k.ca, dir.path().join("ca.crt")).unwrap();
+    let kubeconfig = dir.path().join("config");
+    // The CA by a path relative to the kubeconfig, as kubectl reads it.
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: standin\n\
+             clusters:\n- name: standin\n  cluster:\n    server: {}\n    certificate-authority: ca.crt\n\
+             users:\n- name: plugin\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {}\n      interactiveMode: Never\n\
+             contexts:\n- name: standin\n  context:\n    cluster: standin\n    user: plugin\n",
+            k.url,
+            plugin.display()
+        ),
+    )
+    .unwrap();
+    let cluster: Vec<std::ffi::OsString> = vec!["--kubeconfig".into(), kubeconfig.into()];
+    // The server names itself https://127.0.0.1:PORT; this connector knows
+    // it as https://localhost:PORT.
+    let port = s.url.rsplit(':').next().unwrap().to_string();
+    let as_localhost = format!("https://localhost:{port}");
+    let c = start_connector_with(&s, &as_localhost, "prod", &cluster, &[]).await;
+    assert!(
+        c.log()
+            .contains(&format!("the server's tokens name it {}", s.url)),
+        "{}",
+        c.log()
+    );
+    let token = mint(&s, &key, "prod").await;
+    let out = kubectl(&c, &token, &["get", "--raw", "/version"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.log()
+    );
+    assert_eq!(
+        header_values(&seen_last(&k, "/version"), "impersonate-user"),
+        ["alice"]
+    );
+    assert!(dir.path().join("runs").exists(), "the plugin ran");
+
+    // A token of another issuer: refused, and the log names both.
+    let forged = sign_as_server(&s, json!({"name": "alice", "iss": "https://evil.example"})).await;
+    let out = kubectl(&c, &forged, &["get", "--raw", "/version"]);
+    assert!(!out.status.success());
+    eventually("the log line naming both issuers", || {
+        let log = c.log();
+        log.contains("https://evil.example")
+            && log.contains(&format!("accepts tokens of {}", s.url))
+    });
 }

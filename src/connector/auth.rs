@@ -91,7 +91,10 @@ struct Keys {
 
 /// Verifies tokens for one destination.
 pub struct Verifier {
-    issuer: String,
+    /// The issuer the server's tokens name (learnt from the server).
+    issuer: Mutex<String>,
+    /// Issuers of refused tokens already logged.
+    logged_issuers: Mutex<std::collections::HashSet<String>>,
     audience: String,
     jwks_url: String,
     http: reqwest::Client,
@@ -108,7 +111,8 @@ impl Verifier {
         let issuer = issuer.trim_end_matches('/').to_string();
         Verifier {
             jwks_url: format!("{issuer}/.well-known/jwks.json"),
-            issuer,
+            issuer: Mutex::new(issuer),
+            logged_issuers: Mutex::new(std::collections::HashSet::new()),
             audience: audience.to_string(),
             http,
             leeway,
@@ -153,6 +157,60 @@ impl Verifier {
             }
         }
         Ok(claims)
+    }
+
+    /// The issuer tokens must name.
+    pub fn issuer(&self) -> String {
+        self.issuer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Learns the issuer the server's tokens name from its discovery
+    /// document (`/.well-known/openid-configuration`): a server reached at
+    /// `https://localhost:8443` may sign as `https://127.0.0.1:8443`. A
+    /// server without one keeps the URL the connector was given.
+    pub async fn learn_issuer(&self, server: &str) -> anyhow::Result<String> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            server.trim_end_matches('/')
+        );
+        let resp = self.http.get(&url).send().await?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(self.issuer());
+        }
+        let doc: serde_json::Value = resp.error_for_status()?.json().await?;
+        let issuer = doc["issuer"]
+            .as_str()
+            .filter(|s| s.starts_with("https://") || s.starts_with("http://"))
+            .ok_or_else(|| anyhow::anyhow!("{url} names no issuer"))?
+            .trim_end_matches('/')
+            .to_string();
+        *self.issuer.lock().unwrap_or_else(|e| e.into_inner()) = issuer.clone();
+        Ok(issuer)
+    }
+
+    /// Says once per issuer why its tokens are refused: a token of another
+    /// issuer is most often a connector given another name of the server.
+    fn log_wrong_issuer(&self, token: &str) {
+        let Some(iss) = unverified_issuer(token) else {
+            return;
+        };
+        let mut logged = self
+            .logged_issuers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if logged.len() < LOGGED_DROPS_CAPACITY && logged.insert(iss.clone()) {
+            tracing::warn!(
+                token_issuer = %iss,
+                expected_issuer = %self.issuer(),
+                "refused a token issued by {iss}: this connector accepts tokens of {} (the \
+                 issuer its server names); if both are the same server, give the server the one name \
+                 users and connectors reach it at (`infra server --url`)",
+                self.issuer()
+            );
+        }
     }
 
     fn cached(&self, kid: &str) -> Option<DecodingKey> {
@@ -243,7 +301,7 @@ impl Verifier {
         v.validate_exp = false;
         v.validate_nbf = false;
         v.set_audience(&[&self.audience]);
-        v.set_issuer(&[&self.issuer]);
+        v.set_issuer(&[self.issuer()]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         jsonwebtoken::decode::<Claims>(token, &key, &v)
             .map(|d| d.claims)
@@ -252,11 +310,27 @@ impl Verifier {
                 match e.kind() {
                     K::ExpiredSignature | K::ImmatureSignature => Rejection::Expired,
                     K::InvalidAudience => Rejection::WrongAudience,
-                    K::InvalidIssuer => Rejection::WrongIssuer,
+                    K::InvalidIssuer => {
+                        self.log_wrong_issuer(token);
+                        Rejection::WrongIssuer
+                    }
                     K::InvalidSignature => Rejection::BadSignature,
                     K::InvalidAlgorithm => Rejection::Algorithm,
                     _ => Rejection::Invalid,
                 }
             })
     }
+}
+
+/// The `iss` of a token, unverified (for a log line only).
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let iss = v.get("iss")?.as_str()?;
+    // Printable and short: it goes into a log line.
+    Some(iss.chars().filter(|c| !c.is_control()).take(200).collect())
 }

@@ -77,6 +77,22 @@ pub struct ConnectorArgs {
     /// Where a generated CA is kept [default: the platform's data dir]/infra-connector
     #[arg(long, env = "INFRA_CONNECTOR_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Reach the cluster as a kubeconfig context does (outside a cluster: kind, minikube, k3d, …)
+    #[arg(
+        long,
+        env = "INFRA_CONNECTOR_KUBECONFIG",
+        value_name = "FILE",
+        conflicts_with_all = ["kube_api", "kube_token_file", "kube_ca_file"]
+    )]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig's context to use [default: its current context]
+    #[arg(
+        long,
+        env = "INFRA_CONNECTOR_CONTEXT",
+        value_name = "NAME",
+        requires = "kubeconfig"
+    )]
+    pub context: Option<String>,
     /// The Kubernetes API [default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT]
     #[arg(long, env = "INFRA_CONNECTOR_KUBE_API", value_name = "URL")]
     pub kube_api: Option<String>,
@@ -138,6 +154,8 @@ struct FileConfig {
     ca_cert: Option<PathBuf>,
     ca_key: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
     #[serde(rename = "kubeAPI")]
     kube_api: Option<String>,
     kube_token_file: Option<PathBuf>,
@@ -172,6 +190,8 @@ impl ConnectorArgs {
             ca_cert,
             ca_key,
             data_dir,
+            kubeconfig,
+            context,
             kube_api,
             kube_token_file,
             kube_ca_file,
@@ -256,10 +276,75 @@ impl Metrics {
 }
 
 /// Everything a request needs.
+/// The cluster as this connector reaches it: in a cluster by its service
+/// account (or the `--kube-*` flags), else by a kubeconfig context.
+struct Cluster {
+    api: String,
+    credential: upstream::Credential,
+    upstream: upstream::Upstream,
+    /// For the RBAC sync.
+    kube: kube::Client,
+}
+
+impl Cluster {
+    async fn from_args(args: &ConnectorArgs) -> anyhow::Result<Cluster> {
+        if let Some(path) = &args.kubeconfig {
+            let ctx = upstream::kubeconfig_context(path, args.context.as_deref()).await?;
+            let credential = ctx.credential()?;
+            // Fail now, not at the first user's request.
+            credential.authorization().await?;
+            let kube = kube::Client::try_from(ctx.config.clone())
+                .with_context(|| format!("cannot build a Kubernetes client for {}", ctx.name))?;
+            return Ok(Cluster {
+                api: ctx.api(),
+                upstream: upstream::clients_with(ctx.tls()?),
+                credential,
+                kube,
+            });
+        }
+        let api = match &args.kube_api {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => {
+                let host = std::env::var("KUBERNETES_SERVICE_HOST").context(
+                    "outside a cluster, name a kubeconfig context (--kubeconfig FILE \
+                     [--context NAME]) or the API server (--kube-api URL --kube-token-file \
+                     FILE --kube-ca-file FILE); KUBERNETES_SERVICE_HOST is not set",
+                )?;
+                let port =
+                    std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+                if host.contains(':') {
+                    format!("https://[{host}]:{port}")
+                } else {
+                    format!("https://{host}:{port}")
+                }
+            }
+        };
+        let token_path = args
+            .kube_token_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(upstream::IN_CLUSTER_TOKEN));
+        let ca_path = args
+            .kube_ca_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(upstream::IN_CLUSTER_CA));
+        let ca = std::fs::read_to_string(&ca_path)
+            .with_context(|| format!("cannot read the Kubernetes CA {}", ca_path.display()))?;
+        let token = Arc::new(upstream::TokenFile::new(&token_path));
+        token.token()?;
+        let kube = rbac::kube_client(&api, token.clone(), &ca_path).await?;
+        Ok(Cluster {
+            upstream: upstream::clients(&ca)?,
+            credential: upstream::Credential::File(upstream::TokenFile::new(&token_path)),
+            kube,
+            api,
+        })
+    }
+}
+
 pub struct Connector {
     pub verifier: auth::Verifier,
-    /// The connector's own credential, for the proxy and the RBAC sync alike.
-    pub token: Arc<upstream::TokenFile>,
+    /// The connector's own credential, for the proxy and the reviews.
+    pub credential: upstream::Credential,
     pub upstream: upstream::Upstream,
     /// The destination this connector serves.
     pub name: String,
@@ -427,32 +512,8 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
         .unwrap_or(&endpoint)
         .trim_matches(|c| c == '[' || c == ']')
         .to_string();
-    let kube_api = match &args.kube_api {
-        Some(u) => u.trim_end_matches('/').to_string(),
-        None => {
-            let host = std::env::var("KUBERNETES_SERVICE_HOST").context(
-                "--kube-api is required outside a cluster (KUBERNETES_SERVICE_HOST is not set)",
-            )?;
-            let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-            if host.contains(':') {
-                format!("https://[{host}]:{port}")
-            } else {
-                format!("https://{host}:{port}")
-            }
-        }
-    };
-    let token_path = args
-        .kube_token_file
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(upstream::IN_CLUSTER_TOKEN));
-    let kube_ca_path = args
-        .kube_ca_file
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(upstream::IN_CLUSTER_CA));
-    let kube_ca = std::fs::read_to_string(&kube_ca_path)
-        .with_context(|| format!("cannot read the Kubernetes CA {}", kube_ca_path.display()))?;
-    let token = Arc::new(upstream::TokenFile::new(&token_path));
-    token.token()?;
+    let cluster = Cluster::from_args(&args).await?;
+    let kube_api = cluster.api.clone();
 
     let trust = server_trust(&args)?;
     let client = Client::new(&server, &trust, Some(key))?;
@@ -461,8 +522,8 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
 
     let connector = Arc::new(Connector {
         verifier: auth::Verifier::new(&server, &name, client.http().clone(), args.leeway),
-        token: token.clone(),
-        upstream: upstream::clients(&kube_ca)?,
+        credential: cluster.credential,
+        upstream: cluster.upstream,
         name: name.clone(),
         kube_api: kube_api.clone(),
         metrics: Metrics::new(),
@@ -487,6 +548,16 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
         "registered destination {} ({}) with {server}",
         d.name, d.url
     );
+    match connector.verifier.learn_issuer(&server).await {
+        Ok(iss) if iss != server.trim_end_matches('/') => {
+            eprintln!("the server's tokens name it {iss}")
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!(
+            "warning: cannot read the server's discovery document, so tokens must name {server} \
+             as their issuer: {e}"
+        ),
+    }
     if let Err(e) = connector.verifier.refresh(false).await {
         eprintln!("warning: cannot fetch the server's signing keys yet: {e}");
     }
@@ -497,7 +568,7 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
         connector.clone(),
     ));
     if args.sync_rbac {
-        let kube = rbac::kube_client(&kube_api, token.clone(), &kube_ca_path).await?;
+        let kube = cluster.kube;
         tokio::spawn(rbac::sync_forever(
             client.clone(),
             kube,

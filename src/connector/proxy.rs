@@ -223,7 +223,7 @@ async fn authorize_nested(
     c: &Connector,
     who: &super::auth::Claims,
     r: &Requested,
-    sa_token: &str,
+    auth: Option<&HeaderValue>,
 ) -> Result<(), String> {
     for (group, resource, sub, ns, name) in r.checks() {
         let review = serde_json::json!({
@@ -238,16 +238,18 @@ async fn authorize_nested(
                 },
             },
         });
-        let req = axum::http::Request::builder()
+        let mut req = axum::http::Request::builder()
             .method("POST")
             .uri(format!(
                 "{}/apis/authorization.k8s.io/v1/subjectaccessreviews",
                 c.kube_api
             ))
-            .header(header::AUTHORIZATION, format!("Bearer {sa_token}"))
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(review.to_string()))
             .map_err(|e| e.to_string())?;
+        if let Some(a) = auth {
+            req.headers_mut().insert(header::AUTHORIZATION, a.clone());
+        }
         let resp = c
             .upstream
             .requests
@@ -320,7 +322,7 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
             return status(StatusCode::UNAUTHORIZED, "Unauthorized", r.message());
         }
     };
-    let sa_token = match c.token.token() {
+    let own_auth = match c.credential.authorization().await {
         Ok(t) => t,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -338,7 +340,7 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
         Err(why) => return status(StatusCode::BAD_REQUEST, "BadRequest", &why),
     };
     if let Some(n) = &nested
-        && let Err(why) = authorize_nested(&c, &claims, n, &sa_token).await
+        && let Err(why) = authorize_nested(&c, &claims, n, own_auth.as_ref()).await
     {
         tracing::info!(user = %claims.name, request_id = %rid, "refused impersonation: {why}");
         return status(StatusCode::FORBIDDEN, "Forbidden", &why);
@@ -423,16 +425,14 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
             "the user or a group name cannot be sent to Kubernetes",
         );
     }
-    match HeaderValue::from_str(&format!("Bearer {sa_token}")) {
-        Ok(v) => {
+    // The connector's own credential, never the user's infra token (a
+    // client certificate is presented in TLS instead).
+    match own_auth {
+        Some(v) => {
             h.insert(header::AUTHORIZATION, v);
         }
-        Err(_) => {
-            return status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "the connector's token is not a valid header",
-            );
+        None => {
+            h.remove(header::AUTHORIZATION);
         }
     }
     if let (true, Some(u)) = (upgrade, upgrade_value) {
@@ -473,16 +473,15 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
     if code == StatusCode::UNAUTHORIZED {
         tracing::error!(
             request_id = %rid,
-            token_file = %c.token.path().display(),
-            "the API server refused the connector's own credential (401): check its \
-             service-account token"
+            credential = %c.credential.describe(),
+            "the API server refused the connector's own credential (401): check it"
         );
         return status(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
             &format!(
                 "the infra connector of {} cannot authenticate to the cluster's API server (its \
-                 own service-account token was refused); this is not your login: tell the \
+                 own credential was refused); this is not your login: tell the \
                  cluster's administrator",
                 c.name
             ),

@@ -304,6 +304,10 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             "/.well-known/jwks.json",
             axum::routing::get(routes::tokens::jwks),
         )
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(routes::tokens::discovery),
+        )
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn_with_state(
             state.clone(),

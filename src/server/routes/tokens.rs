@@ -115,6 +115,25 @@ fn refused_error(state: &AppState, r: Refused) -> ApiError {
 }
 
 /// The public keys of the token signers (no authentication, no version header).
+/// What connectors (and anyone checking infra's cluster tokens) need to
+/// know: the issuer the tokens name (the server's public URL, which may
+/// differ from the URL a connector reaches it at) and where the keys are.
+pub async fn discovery(State(state): State<AppState>) -> Response {
+    let mut resp = Json(serde_json::json!({
+        "issuer": state.public_url,
+        "jwks_uri": format!("{}/.well-known/jwks.json", state.public_url),
+        "id_token_signing_alg_values_supported": ["ES256"],
+        "subject_types_supported": ["public"],
+        "response_types_supported": ["id_token"],
+    }))
+    .into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}
+
 pub async fn jwks(State(state): State<AppState>) -> Response {
     match state.signer.jwks(&state.store, &state.root_key).await {
         Ok(v) => {
