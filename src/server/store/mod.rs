@@ -2,9 +2,12 @@
 //!
 //! sqlx's `Any` driver runs the same runtime queries on both backends, so
 //! there is one set of migrations and one implementation to test twice.
-//! The schema keeps to types both agree on (TEXT, BIGINT); ids are made
-//! here, not by the database; times are Unix seconds. Nothing a replica
-//! needs lives in memory: two servers on one PostgreSQL see the same data.
+//! Every SQL statement of the server lives in this module and its files;
+//! the rest of the server calls typed [`Store`] methods and never sees a
+//! query. The schema keeps to types both agree on (TEXT, BIGINT); ids are
+//! made here, not by the database; times are Unix seconds. Nothing a
+//! replica needs lives in memory: two servers on one PostgreSQL see the
+//! same data.
 
 mod access_keys;
 mod audit;
@@ -16,6 +19,7 @@ mod identities;
 mod provider_users;
 mod providers;
 mod rate_limits;
+mod signing_keys;
 mod users;
 
 pub use access_keys::{AccessKeyRow, NewAccessKey};
@@ -28,6 +32,7 @@ pub use identities::{IdentityRow, MachineTokenRow, NewMachineToken, OidcAuthRow}
 pub use provider_users::{LinkConflict, ProviderUserRow, SignIn};
 pub use providers::{NewProvider, ProviderRow};
 pub use rate_limits::{RateCount, Window};
+pub use signing_keys::{NewSigningKey, SigningKeyRow};
 pub use users::{Origin, UserRow};
 
 use std::str::FromStr;
@@ -143,7 +148,8 @@ impl Store {
         self.backend
     }
 
-    pub fn pool(&self) -> &AnyPool {
+    /// The pool, for this module's queries only: outside it nobody writes SQL.
+    fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
@@ -159,15 +165,22 @@ impl Store {
         Ok(row.map(|r| r.0))
     }
 
-    /// Sets `name` only if it has no value yet; returns the value now stored.
-    pub async fn init_setting(&self, name: &str, value: &str) -> Result<String> {
-        sqlx::query(
+    /// Sets `name` only if it has no value yet; true when this call set it
+    /// (of several replicas, exactly one).
+    pub async fn set_setting_once(&self, name: &str, value: &str) -> Result<bool> {
+        let done = sqlx::query(
             "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(value)
         .execute(&self.pool)
         .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Sets `name` only if it has no value yet; returns the value now stored.
+    pub async fn init_setting(&self, name: &str, value: &str) -> Result<String> {
+        self.set_setting_once(name, value).await?;
         Ok(self.get_setting(name).await?.unwrap_or_default())
     }
 

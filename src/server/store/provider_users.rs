@@ -183,6 +183,26 @@ impl Store {
         rows.into_iter().map(row).collect()
     }
 
+    /// The ids of the users linked to accounts at `provider_id`.
+    pub async fn users_of_provider(&self, provider_id: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT user_id FROM provider_users WHERE provider_id = $1")
+                .bind(provider_id)
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Forgets every link to accounts at `provider_id` (with their refresh
+    /// tokens); the users stay.
+    pub async fn delete_provider_users(&self, provider_id: &str) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM provider_users WHERE provider_id = $1")
+            .bind(provider_id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Takes the re-check lease for this user at this provider if nobody
     /// holds it and no back-off is running; true when taken. One atomic
     /// UPDATE, so only one replica wins.
