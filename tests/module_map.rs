@@ -1,7 +1,8 @@
 //! The module map stays true: every `crate::…` path in `src/` is checked
 //! against the rooms each module may enter (DESIGN.md's boundaries, and the
 //! README's architecture section). A forbidden edge fails with the file,
-//! the line and the rule it breaks.
+//! the line and the rule it breaks. Inside the server, SQL stays behind the
+//! store's seam: sqlx is named in `src/server/store/` only.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -148,6 +149,41 @@ fn every_import_keeps_to_the_module_map() {
     for edge in ["server -> api", "connector -> client", "cli -> server"] {
         assert!(seen.contains_key(edge), "{edge} not seen: {seen:?}");
     }
+}
+
+/// The store is the one seam to the database: no SQL, and no sqlx, outside
+/// `src/server/store/` (comments may name it).
+#[test]
+fn sql_stays_in_the_store() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let store = src.join("server").join("store");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut leaks = Vec::new();
+    let mut inside = 0;
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            if !(code.contains("sqlx::") || code.trim_start().starts_with("use sqlx")) {
+                continue;
+            }
+            if f.starts_with(&store) {
+                inside += 1;
+            } else {
+                let rel = f.strip_prefix(&src).unwrap();
+                leaks.push(format!("{}:{}: {}", rel.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "sqlx outside src/server/store (add a Store method instead):\n{}",
+        leaks.join("\n")
+    );
+    // The checker sees the queries where they belong (so it cannot pass by
+    // seeing nothing).
+    assert!(inside > 50, "only {inside} sqlx lines seen in the store");
 }
 
 #[test]

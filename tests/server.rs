@@ -1345,3 +1345,55 @@ fn malformed_admin_key_is_refused() {
         "the bad key is not echoed: {err}"
     );
 }
+
+both_backends!(a_users_destinations_page_like_any_list);
+
+/// What a user may see of the destinations is filtered before it is paged:
+/// pages and totals count only the destinations they hold grants on, and
+/// with no grant they see none.
+async fn a_users_destinations_page_like_any_list(b: Backend) {
+    let s = Server::start(b).await;
+    for name in ["alpha", "bravo", "charlie", "delta"] {
+        s.ok(
+            "POST",
+            "/api/destinations",
+            Some(json!({"name": name})),
+            201,
+        )
+        .await;
+    }
+    let (alice, alice_key) = s.user_with_key("alice").await;
+    let (_, bob_key) = s.user_with_key("bob").await;
+    for dest in ["alpha", "charlie.web", "delta"] {
+        s.ok(
+            "POST",
+            "/api/grants",
+            Some(json!({"user": alice, "destination": dest, "role": "view"})),
+            201,
+        )
+        .await;
+    }
+    let get = |path: &'static str, key: String| {
+        let s = &s;
+        async move {
+            let (status, list) = s.call("GET", path, Some(&key), None).await;
+            assert_eq!(status, 200, "{path}: {list}");
+            list
+        }
+    };
+    let first = get("/api/destinations?limit=2", alice_key.clone()).await;
+    assert_eq!(names(&first, "name"), ["alpha", "charlie"]);
+    assert_eq!(first["totalCount"], 3);
+    let second = get("/api/destinations?limit=2&page=2", alice_key.clone()).await;
+    assert_eq!(names(&second, "name"), ["delta"]);
+    assert_eq!(second["totalCount"], 3);
+    let named = get("/api/destinations?name=charlie", alice_key.clone()).await;
+    assert_eq!(names(&named, "name"), ["charlie"]);
+    let hidden = get("/api/destinations?name=bravo", alice_key).await;
+    assert_eq!(hidden["totalCount"], 0);
+    let none = get("/api/destinations", bob_key).await;
+    assert_eq!(
+        (&none["count"], &none["totalCount"]),
+        (&json!(0), &json!(0))
+    );
+}

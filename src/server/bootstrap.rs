@@ -183,11 +183,7 @@ pub async fn run(state: &AppState, config_path: Option<&Path>) -> anyhow::Result
         },
     };
     // Only one replica wins this insert, so the key is made (and shown) once.
-    let first_start = sqlx::query("INSERT INTO settings (name, value) VALUES ('bootstrapped', '1') ON CONFLICT (name) DO NOTHING")
-        .execute(store.pool())
-        .await?
-        .rows_affected()
-        == 1;
+    let first_start = store.set_setting_once("bootstrapped", "1").await?;
     match given {
         Some(key) => install_admin_key(state, &admin, key.expose_secret()).await?,
         None if first_start => {
@@ -414,18 +410,10 @@ pub async fn register_dev_provider(
     };
     match store.find_provider_by_name("dev").await? {
         Some(cur) => {
-            let ended: Vec<(String,)> =
-                sqlx::query_as("SELECT user_id FROM provider_users WHERE provider_id = $1")
-                    .bind(&cur.id)
-                    .fetch_all(store.pool())
-                    .await?;
-            for (uid,) in ended {
+            for uid in store.users_of_provider(&cur.id).await? {
                 store.delete_access_keys_of("user", &uid).await?;
             }
-            sqlx::query("DELETE FROM provider_users WHERE provider_id = $1")
-                .bind(&cur.id)
-                .execute(store.pool())
-                .await?;
+            store.delete_provider_users(&cur.id).await?;
             store.update_provider(&cur.id, &new).await?;
         }
         None => {

@@ -15,10 +15,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
 use super::crypto::RootKey;
-use super::store::{self, Store};
+use super::store::{self, NewSigningKey, SigningKeyRow, Store};
 
 /// The claims of a cluster token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -90,22 +89,18 @@ impl Signer {
         {
             return Ok((c.kid.clone(), c.key.clone()));
         }
-        let row = sqlx::query("SELECT id, private_enc FROM signing_keys WHERE epoch = $1")
-            .bind(epoch)
-            .fetch_optional(store.pool())
-            .await?;
-        let (kid, private_enc) = match row {
-            Some(r) => (
-                r.try_get::<String, _>("id")?,
-                r.try_get::<String, _>("private_enc")?,
-            ),
+        let SigningKeyRow {
+            id: kid,
+            private_enc,
+        } = match store.find_signing_key(epoch).await? {
+            Some(k) => k,
             None => {
                 self.create(store, root, epoch, now).await?;
-                let r = sqlx::query("SELECT id, private_enc FROM signing_keys WHERE epoch = $1")
-                    .bind(epoch)
-                    .fetch_one(store.pool())
-                    .await?;
-                (r.try_get("id")?, r.try_get("private_enc")?)
+                // This replica's key, or the one another replica stored first.
+                store
+                    .find_signing_key(epoch)
+                    .await?
+                    .ok_or(store::StoreError::NotFound("signing key"))?
             }
         };
         let der = URL_SAFE_NO_PAD.decode(secrecy::ExposeSecret::expose_secret(
@@ -142,18 +137,16 @@ impl Signer {
         // Signs until the epoch ends; published until its tokens expire.
         let epoch_end = (epoch + 1) * self.rotation.as_secs() as i64;
         let publish_until = epoch_end + self.ttl.as_secs() as i64 + 300;
-        sqlx::query(
-            "INSERT INTO signing_keys (id, epoch, alg, private_enc, public_jwk, created_at, publish_until) \
-             VALUES ($1, $2, 'ES256', $3, $4, $5, $6) ON CONFLICT (epoch) DO NOTHING",
-        )
-        .bind(&kid)
-        .bind(epoch)
-        .bind(root.encrypt(&URL_SAFE_NO_PAD.encode(pkcs8.as_ref())))
-        .bind(jwk.to_string())
-        .bind(now)
-        .bind(publish_until)
-        .execute(store.pool())
-        .await?;
+        store
+            .create_signing_key(&NewSigningKey {
+                id: &kid,
+                epoch,
+                private_enc: &root.encrypt(&URL_SAFE_NO_PAD.encode(pkcs8.as_ref())),
+                public_jwk: &jwk.to_string(),
+                created_at: now,
+                publish_until,
+            })
+            .await?;
         Ok(())
     }
 
@@ -187,15 +180,9 @@ impl Signer {
     /// The public keys to publish, making sure the current one exists.
     pub async fn jwks(&self, store: &Store, root: &RootKey) -> anyhow::Result<serde_json::Value> {
         self.current(store, root).await?;
-        let rows = sqlx::query(
-            "SELECT public_jwk FROM signing_keys WHERE publish_until > $1 ORDER BY epoch DESC",
-        )
-        .bind(store::now())
-        .fetch_all(store.pool())
-        .await?;
-        let mut keys = Vec::with_capacity(rows.len());
-        for r in rows {
-            let text: String = r.try_get("public_jwk")?;
+        let published = store.published_signing_keys().await?;
+        let mut keys = Vec::with_capacity(published.len());
+        for text in published {
             keys.push(serde_json::from_str::<serde_json::Value>(&text)?);
         }
         Ok(serde_json::json!({ "keys": keys }))
@@ -203,10 +190,6 @@ impl Signer {
 
     /// Removes keys no longer published.
     pub async fn prune(store: &Store) -> anyhow::Result<u64> {
-        let done = sqlx::query("DELETE FROM signing_keys WHERE publish_until < $1")
-            .bind(store::now())
-            .execute(store.pool())
-            .await?;
-        Ok(done.rows_affected())
+        Ok(store.delete_retired_signing_keys().await?)
     }
 }

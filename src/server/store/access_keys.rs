@@ -1,11 +1,10 @@
 //! Access keys: `<id>.<secret>`, of which only a SHA-256 of the secret is kept.
 
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
-use super::{Page, PageRequest, Result, Store, StoreError, conflict, now, total};
+use super::{Bind, List, Page, PageRequest, Result, Store, StoreError, conflict, now};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AccessKeyRow {
     pub id: String,
     pub name: String,
@@ -46,24 +45,6 @@ const SELECT: &str = "SELECT k.id, k.name, k.owner_kind, k.owner_id, k.secret_ha
      LEFT JOIN users u ON k.owner_kind = 'user' AND u.id = k.owner_id \
      LEFT JOIN identities i ON k.owner_kind = 'identity' AND i.id = k.owner_id";
 
-fn row(r: AnyRow) -> Result<AccessKeyRow> {
-    Ok(AccessKeyRow {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        owner_kind: r.try_get("owner_kind")?,
-        owner_id: r.try_get("owner_id")?,
-        owner_name: r.try_get("owner_name")?,
-        secret_hash: r.try_get("secret_hash")?,
-        created_at: r.try_get("created_at")?,
-        expires_at: r.try_get("expires_at")?,
-        inactivity_timeout: r.try_get("inactivity_timeout")?,
-        inactivity_deadline: r.try_get("inactivity_deadline")?,
-        last_used_at: r.try_get("last_used_at")?,
-        destination: r.try_get("destination")?,
-        provider_id: r.try_get("provider_id")?,
-    })
-}
-
 impl Store {
     pub async fn create_access_key(&self, k: &NewAccessKey<'_>) -> Result<AccessKeyRow> {
         let t = now();
@@ -98,14 +79,11 @@ impl Store {
 
     pub async fn get_access_key(&self, id: &str) -> Result<AccessKeyRow> {
         let sql = format!("{SELECT} WHERE k.id = $1");
-        match sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(self.pool())
             .await?
-        {
-            Some(r) => row(r),
-            None => Err(StoreError::NotFound("access key")),
-        }
+            .ok_or(StoreError::NotFound("access key"))
     }
 
     pub async fn list_access_keys(
@@ -114,26 +92,14 @@ impl Store {
         name: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<AccessKeyRow>> {
-        let filter = "($1 IS NULL OR k.owner_id = $1) AND ($2 IS NULL OR k.name = $2)";
-        let sql = format!("{SELECT} WHERE {filter} ORDER BY k.created_at, k.id LIMIT $3 OFFSET $4");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(owner_id)
-            .bind(name)
-            .bind(page.limit.min(i64::MAX as u64) as i64)
-            .bind(page.offset())
-            .fetch_all(self.pool())
-            .await?;
-        let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM access_keys k WHERE {filter}"
-        )))
-        .bind(owner_id)
-        .bind(name)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(Page {
-            items: rows.into_iter().map(row).collect::<Result<_>>()?,
-            total: total(count),
-        })
+        let list = List {
+            select: SELECT,
+            count_from: "access_keys k",
+            filter: "($1 IS NULL OR k.owner_id = $1) AND ($2 IS NULL OR k.name = $2)",
+            order_by: "k.created_at, k.id",
+        };
+        self.page_of(&list, &[Bind::Text(owner_id), Bind::Text(name)], page)
+            .await
     }
 
     /// Records a use: moves the inactivity deadline (never past expiry).

@@ -6,16 +6,14 @@
 //! of adding a row. Old rows are removed by `server::retention`.
 
 use sha2::{Digest, Sha256};
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
 
-use super::{Page, PageRequest, Result, Store, new_id, now_ms, total};
+use super::{Bind, Count, List, Page, PageRequest, Result, Store, new_id, now_ms};
 
 /// Rows removed per statement when pruning, so no statement holds the
 /// table (SQLite: the database) for long.
 const PRUNE_BATCH: i64 = 5000;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AuditRow {
     pub id: String,
     pub time_ms: i64,
@@ -26,6 +24,7 @@ pub struct AuditRow {
     pub remote_addr: String,
     pub detail: String,
     /// How many times it happened (see [`Store::audit_repeated`]); 1 for most.
+    #[sqlx(try_from = "Count<1>")]
     pub count: u64,
     /// When it last happened (`time_ms` is the first time).
     pub last_ms: i64,
@@ -40,21 +39,6 @@ pub struct AuditEntry<'a> {
     pub result: &'a str,
     pub remote_addr: &'a str,
     pub detail: &'a str,
-}
-
-fn row(r: AnyRow) -> Result<AuditRow> {
-    Ok(AuditRow {
-        id: r.try_get("id")?,
-        time_ms: r.try_get("time_ms")?,
-        actor: r.try_get("actor")?,
-        action: r.try_get("action")?,
-        target: r.try_get("target")?,
-        result: r.try_get("result")?,
-        remote_addr: r.try_get("remote_addr")?,
-        detail: r.try_get("detail")?,
-        count: r.try_get::<i64, _>("count")?.max(1) as u64,
-        last_ms: r.try_get("last_ms")?,
-    })
 }
 
 impl Store {
@@ -85,31 +69,16 @@ impl Store {
         since_ms: Option<i64>,
         page: PageRequest,
     ) -> Result<Page<AuditRow>> {
-        const FILTER: &str = "($1 IS NULL OR action = $1) AND ($2 IS NULL OR actor = $2) \
-             AND ($3 IS NULL OR time_ms >= $3 OR last_ms >= $3)";
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT id, time_ms, actor, action, target, result, remote_addr, detail, count, \
-             last_ms FROM audit_log WHERE {FILTER} ORDER BY time_ms DESC, id LIMIT $4 OFFSET $5"
-        )))
-        .bind(action)
-        .bind(actor)
-        .bind(since_ms)
-        .bind(page.limit.min(i64::MAX as u64) as i64)
-        .bind(page.offset())
-        .fetch_all(self.pool())
-        .await?;
-        let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM audit_log WHERE {FILTER}"
-        )))
-        .bind(action)
-        .bind(actor)
-        .bind(since_ms)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(Page {
-            items: rows.into_iter().map(row).collect::<Result<_>>()?,
-            total: total(count),
-        })
+        let list = List {
+            select: "SELECT id, time_ms, actor, action, target, result, remote_addr, detail, \
+                     count, last_ms FROM audit_log",
+            count_from: "audit_log",
+            filter: "($1 IS NULL OR action = $1) AND ($2 IS NULL OR actor = $2) \
+                     AND ($3 IS NULL OR time_ms >= $3 OR last_ms >= $3)",
+            order_by: "time_ms DESC, id",
+        };
+        let binds = [Bind::Text(action), Bind::Text(actor), Bind::Int(since_ms)];
+        self.page_of(&list, &binds, page).await
     }
 
     /// Records an event that strangers can repeat at will (a failed login,

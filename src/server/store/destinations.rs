@@ -1,12 +1,13 @@
 //! Destinations: the clusters (and the namespaces in them) that grants
 //! point at, registered by their connectors or created by an admin.
 
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
-use super::{Page, PageRequest, Result, Store, StoreError, conflict, new_id, now, total};
+use super::{
+    Bind, List, Page, PageRequest, Result, Store, StoreError, conflict, new_id, now, placeholders,
+};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DestinationRow {
     pub id: String,
     pub name: String,
@@ -19,20 +20,8 @@ pub struct DestinationRow {
     pub connector_version: String,
 }
 
-const COLUMNS: &str = "id, name, url, ca, created_at, updated_at, last_seen_at, connector_version";
-
-fn row(r: AnyRow) -> Result<DestinationRow> {
-    Ok(DestinationRow {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        url: r.try_get("url")?,
-        ca: r.try_get("ca")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        last_seen_at: r.try_get("last_seen_at")?,
-        connector_version: r.try_get("connector_version")?,
-    })
-}
+const SELECT: &str = "SELECT id, name, url, ca, created_at, updated_at, last_seen_at, \
+     connector_version FROM destinations";
 
 /// What a registration changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,10 +58,8 @@ impl Store {
         self.get_destination(&id).await
     }
 
-    /// Creates or updates the destination `name` and marks it seen now: a
-    /// connector's registration and heartbeat.
     /// A connector's registration (and heartbeat): creates the destination
-    /// or sets its URL and CA, and says what changed.
+    /// `name` or sets its URL and CA, marks it seen now, and says what changed.
     pub async fn register_destination(
         &self,
         name: &str,
@@ -133,25 +120,20 @@ impl Store {
     }
 
     pub async fn get_destination(&self, id: &str) -> Result<DestinationRow> {
-        let sql = format!("SELECT {COLUMNS} FROM destinations WHERE id = $1");
-        match sqlx::query(AssertSqlSafe(sql))
+        let sql = format!("{SELECT} WHERE id = $1");
+        sqlx::query_as(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(self.pool())
             .await?
-        {
-            Some(r) => row(r),
-            None => Err(StoreError::NotFound("destination")),
-        }
+            .ok_or(StoreError::NotFound("destination"))
     }
 
     pub async fn find_destination_by_name(&self, name: &str) -> Result<Option<DestinationRow>> {
-        let sql = format!("SELECT {COLUMNS} FROM destinations WHERE name = $1");
-        sqlx::query(AssertSqlSafe(sql))
+        let sql = format!("{SELECT} WHERE name = $1");
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(name)
             .fetch_optional(self.pool())
-            .await?
-            .map(row)
-            .transpose()
+            .await?)
     }
 
     /// Lists destinations; `only` restricts the list to those names (what a
@@ -162,24 +144,28 @@ impl Store {
         only: Option<&[String]>,
         page: PageRequest,
     ) -> Result<Page<DestinationRow>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM destinations WHERE ($1 IS NULL OR name = $1) ORDER BY name"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(name)
-            .fetch_all(self.pool())
-            .await?;
-        let mut all = rows.into_iter().map(row).collect::<Result<Vec<_>>>()?;
-        if let Some(only) = only {
-            all.retain(|d| only.iter().any(|n| n == &d.name));
-        }
-        let total = total(all.len() as i64);
-        let items = all
-            .into_iter()
-            .skip(page.offset() as usize)
-            .take(page.limit.min(usize::MAX as u64) as usize)
+        const BY_NAME: &str = "($1 IS NULL OR name = $1)";
+        let filter = match only {
+            None => BY_NAME.to_string(),
+            // `IN ()` is no SQL: who may see no destination sees none.
+            Some([]) => {
+                return Ok(Page {
+                    items: Vec::new(),
+                    total: 0,
+                });
+            }
+            Some(names) => format!("{BY_NAME} AND name IN ({})", placeholders(2, names.len())),
+        };
+        let list = List {
+            select: SELECT,
+            count_from: "destinations",
+            filter: &filter,
+            order_by: "name",
+        };
+        let binds: Vec<Bind> = std::iter::once(Bind::Text(name))
+            .chain(only.unwrap_or_default().iter().map(|n| Bind::Text(Some(n))))
             .collect();
-        Ok(Page { items, total })
+        self.page_of(&list, &binds, page).await
     }
 
     pub async fn delete_destination(&self, id: &str) -> Result<DestinationRow> {

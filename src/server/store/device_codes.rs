@@ -4,13 +4,12 @@
 //! Every change of state is one conditional UPDATE, so two replicas (or two
 //! browsers) racing for the same code cannot both win.
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::AssertSqlSafe;
 
 use super::{Result, Store, StoreError, conflict};
 
 /// A device code as the server sees it; the code itself is never stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeviceCodeRow {
     pub id: String,
     pub device_code_hash: String,
@@ -43,7 +42,7 @@ pub struct NewDeviceCode<'a> {
 }
 
 /// One browser's sign-in at the provider for a device code.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeviceSigninRow {
     pub id: String,
     pub device_code_id: String,
@@ -74,36 +73,6 @@ const CODE_COLUMNS: &str = "id, device_code_hash, user_code, provider_id, status
 const SIGNIN_COLUMNS: &str = "id, device_code_id, binding_hash, nonce_enc, verifier_enc, status, \
      user_id, created_at, expires_at";
 
-fn code_row(r: AnyRow) -> Result<DeviceCodeRow> {
-    Ok(DeviceCodeRow {
-        id: r.try_get("id")?,
-        device_code_hash: r.try_get("device_code_hash")?,
-        user_code: r.try_get("user_code")?,
-        provider_id: r.try_get("provider_id")?,
-        status: r.try_get("status")?,
-        client_addr: r.try_get("client_addr")?,
-        poll_interval: r.try_get("poll_interval")?,
-        last_poll_ms: r.try_get("last_poll_ms")?,
-        user_id: r.try_get("user_id")?,
-        created_at_ms: r.try_get("created_at_ms")?,
-        expires_at: r.try_get("expires_at")?,
-    })
-}
-
-fn signin_row(r: AnyRow) -> Result<DeviceSigninRow> {
-    Ok(DeviceSigninRow {
-        id: r.try_get("id")?,
-        device_code_id: r.try_get("device_code_id")?,
-        binding_hash: r.try_get("binding_hash")?,
-        nonce_enc: r.try_get("nonce_enc")?,
-        verifier_enc: r.try_get("verifier_enc")?,
-        status: r.try_get("status")?,
-        user_id: r.try_get("user_id")?,
-        created_at: r.try_get("created_at")?,
-        expires_at: r.try_get("expires_at")?,
-    })
-}
-
 impl Store {
     /// Stores a new device code; a `Conflict` means its user code (or,
     /// improbably, its hash) is taken: make another.
@@ -129,24 +98,19 @@ impl Store {
 
     pub async fn get_device_code(&self, id: &str) -> Result<DeviceCodeRow> {
         let sql = format!("SELECT {CODE_COLUMNS} FROM device_codes WHERE id = $1");
-        match sqlx::query(sqlx::AssertSqlSafe(sql))
+        sqlx::query_as(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(self.pool())
             .await?
-        {
-            Some(r) => code_row(r),
-            None => Err(StoreError::NotFound("device code")),
-        }
+            .ok_or(StoreError::NotFound("device code"))
     }
 
     pub async fn find_device_code_by_hash(&self, hash: &str) -> Result<Option<DeviceCodeRow>> {
         let sql = format!("SELECT {CODE_COLUMNS} FROM device_codes WHERE device_code_hash = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(hash)
             .fetch_optional(self.pool())
-            .await?
-            .map(code_row)
-            .transpose()
+            .await?)
     }
 
     /// By normalized user code.
@@ -155,12 +119,10 @@ impl Store {
         user_code: &str,
     ) -> Result<Option<DeviceCodeRow>> {
         let sql = format!("SELECT {CODE_COLUMNS} FROM device_codes WHERE user_code = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(user_code)
             .fetch_optional(self.pool())
-            .await?
-            .map(code_row)
-            .transpose()
+            .await?)
     }
 
     /// Records a poll at `now_ms`, with the interval from now on.
@@ -253,22 +215,18 @@ impl Store {
         state_hash: &str,
     ) -> Result<Option<DeviceSigninRow>> {
         let sql = format!("SELECT {SIGNIN_COLUMNS} FROM device_signins WHERE state_hash = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(state_hash)
             .fetch_optional(self.pool())
-            .await?
-            .map(signin_row)
-            .transpose()
+            .await?)
     }
 
     pub async fn get_device_signin(&self, id: &str) -> Result<Option<DeviceSigninRow>> {
         let sql = format!("SELECT {SIGNIN_COLUMNS} FROM device_signins WHERE id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(self.pool())
-            .await?
-            .map(signin_row)
-            .transpose()
+            .await?)
     }
 
     /// Moves a sign-in from `from` to `to` (setting the user when given);

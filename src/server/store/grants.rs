@@ -1,10 +1,9 @@
 //! Grants: a subject (user, group or machine identity) holds a role on a
 //! destination (`DEST` or `DEST.NAMESPACE`).
 
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
-use super::{Page, PageRequest, Result, Store, StoreError, conflict, new_id, now, total};
+use super::{Bind, List, Page, PageRequest, Result, Store, StoreError, conflict, new_id, now};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
@@ -26,18 +25,29 @@ impl Subject {
             Subject::User(id) | Subject::Group(id) | Subject::Identity(id) => id,
         }
     }
-    fn from_parts(kind: &str, id: String) -> Subject {
-        match kind {
-            "group" => Subject::Group(id),
-            "identity" => Subject::Identity(id),
-            _ => Subject::User(id),
+}
+
+/// The two columns a [`Subject`] is stored in.
+#[derive(sqlx::FromRow)]
+struct SubjectColumns {
+    subject_kind: String,
+    subject_id: String,
+}
+
+impl From<SubjectColumns> for Subject {
+    fn from(c: SubjectColumns) -> Subject {
+        match c.subject_kind.as_str() {
+            "group" => Subject::Group(c.subject_id),
+            "identity" => Subject::Identity(c.subject_id),
+            _ => Subject::User(c.subject_id),
         }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct GrantRow {
     pub id: String,
+    #[sqlx(flatten, try_from = "SubjectColumns")]
     pub subject: Subject,
     /// The subject's name at read time.
     pub subject_name: String,
@@ -71,22 +81,7 @@ const SELECT: &str = "SELECT gr.id, gr.subject_kind, gr.subject_id, gr.destinati
      LEFT JOIN groups g ON gr.subject_kind = 'group' AND g.id = gr.subject_id \
      LEFT JOIN identities i ON gr.subject_kind = 'identity' AND i.id = gr.subject_id";
 
-fn row(r: AnyRow) -> Result<GrantRow> {
-    let kind: String = r.try_get("subject_kind")?;
-    Ok(GrantRow {
-        id: r.try_get("id")?,
-        subject: Subject::from_parts(&kind, r.try_get("subject_id")?),
-        subject_name: r.try_get("subject_name")?,
-        destination: r.try_get("destination")?,
-        role: r.try_get("role")?,
-        created_at: r.try_get("created_at")?,
-        created_by: r.try_get("created_by")?,
-        state: r.try_get("state")?,
-        state_message: r.try_get("state_message")?,
-    })
-}
-
-/// The WHERE clause shared by the list and its count; binds $1..$7.
+/// The WHERE clause of the list; binds $1..$8.
 const FILTER: &str = "(($1 IS NULL OR (gr.subject_kind = 'user' AND gr.subject_id = $1)) \
      OR ($2 = 1 AND gr.subject_kind = 'group' AND gr.subject_id IN \
          (SELECT group_id FROM group_members WHERE user_id = $1))) \
@@ -174,55 +169,33 @@ impl Store {
 
     pub async fn get_grant(&self, id: &str) -> Result<GrantRow> {
         let sql = format!("{SELECT} WHERE gr.id = $1");
-        match sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(self.pool())
             .await?
-        {
-            Some(r) => row(r),
-            None => Err(StoreError::NotFound("grant")),
-        }
+            .ok_or(StoreError::NotFound("grant"))
     }
 
     pub async fn list_grants(&self, f: &GrantFilter, page: PageRequest) -> Result<Page<GrantRow>> {
         // Destination names are validated to `[a-z0-9-]`, so LIKE needs no escaping.
         let like = f.destination.as_ref().map(|d| format!("{d}.%"));
-        let inherited = i64::from(f.inherited);
-        let namespaces = i64::from(f.include_namespaces);
-        let sql = format!(
-            "{SELECT} WHERE {FILTER} ORDER BY gr.destination, gr.role, subject_name \
-             LIMIT $9 OFFSET $10"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(&f.user)
-            .bind(inherited)
-            .bind(&f.group)
-            .bind(&f.identity)
-            .bind(&f.destination)
-            .bind(namespaces)
-            .bind(&like)
-            .bind(&f.role)
-            .bind(page.limit.min(i64::MAX as u64) as i64)
-            .bind(page.offset())
-            .fetch_all(self.pool())
-            .await?;
-        let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM grants gr WHERE {FILTER}"
-        )))
-        .bind(&f.user)
-        .bind(inherited)
-        .bind(&f.group)
-        .bind(&f.identity)
-        .bind(&f.destination)
-        .bind(namespaces)
-        .bind(&like)
-        .bind(&f.role)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(Page {
-            items: rows.into_iter().map(row).collect::<Result<_>>()?,
-            total: total(count),
-        })
+        let list = List {
+            select: SELECT,
+            count_from: "grants gr",
+            filter: FILTER,
+            order_by: "gr.destination, gr.role, subject_name",
+        };
+        let binds = [
+            Bind::Text(f.user.as_deref()),
+            Bind::Int(Some(i64::from(f.inherited))),
+            Bind::Text(f.group.as_deref()),
+            Bind::Text(f.identity.as_deref()),
+            Bind::Text(f.destination.as_deref()),
+            Bind::Int(Some(i64::from(f.include_namespaces))),
+            Bind::Text(like.as_deref()),
+            Bind::Text(f.role.as_deref()),
+        ];
+        self.page_of(&list, &binds, page).await
     }
 
     pub async fn delete_grant(&self, id: &str) -> Result<GrantRow> {
@@ -266,11 +239,10 @@ impl Store {
               (SELECT group_id FROM group_members WHERE user_id = $2)) \
              ORDER BY gr.destination, gr.role"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(subject.kind())
             .bind(subject.id())
             .fetch_all(self.pool())
-            .await?;
-        rows.into_iter().map(row).collect()
+            .await?)
     }
 }

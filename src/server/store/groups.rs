@@ -1,11 +1,12 @@
 //! Groups and their members.
 
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
-use super::{Page, PageRequest, Result, Store, StoreError, UserRow, conflict, new_id, now, total};
+use super::{
+    Bind, List, Page, PageRequest, Result, Store, StoreError, UserRow, conflict, new_id, now,
+};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct GroupRow {
     pub id: String,
     pub name: String,
@@ -16,16 +17,6 @@ pub struct GroupRow {
 
 const SELECT: &str = "SELECT g.id, g.name, g.created_at, g.updated_at, \
      (SELECT COUNT(*) FROM group_members m WHERE m.group_id = g.id) AS total_users FROM groups g";
-
-fn row(r: AnyRow) -> Result<GroupRow> {
-    Ok(GroupRow {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        total_users: r.try_get("total_users")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
 
 impl Store {
     pub async fn create_group(&self, name: &str) -> Result<GroupRow> {
@@ -44,24 +35,19 @@ impl Store {
 
     pub async fn get_group(&self, id: &str) -> Result<GroupRow> {
         let sql = format!("{SELECT} WHERE g.id = $1");
-        match sqlx::query(AssertSqlSafe(sql))
+        sqlx::query_as(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(self.pool())
             .await?
-        {
-            Some(r) => row(r),
-            None => Err(StoreError::NotFound("group")),
-        }
+            .ok_or(StoreError::NotFound("group"))
     }
 
     pub async fn find_group_by_name(&self, name: &str) -> Result<Option<GroupRow>> {
         let sql = format!("{SELECT} WHERE g.name = $1");
-        sqlx::query(AssertSqlSafe(sql))
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(name)
             .fetch_optional(self.pool())
-            .await?
-            .map(row)
-            .transpose()
+            .await?)
     }
 
     /// Lists groups, optionally only those named `name` or holding `user_id`.
@@ -71,27 +57,15 @@ impl Store {
         user_id: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<GroupRow>> {
-        let filter = "($1 IS NULL OR g.name = $1) AND ($2 IS NULL OR g.id IN \
-                      (SELECT group_id FROM group_members WHERE user_id = $2))";
-        let sql = format!("{SELECT} WHERE {filter} ORDER BY g.name LIMIT $3 OFFSET $4");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(name)
-            .bind(user_id)
-            .bind(page.limit.min(i64::MAX as u64) as i64)
-            .bind(page.offset())
-            .fetch_all(self.pool())
-            .await?;
-        let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM groups g WHERE {filter}"
-        )))
-        .bind(name)
-        .bind(user_id)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(Page {
-            items: rows.into_iter().map(row).collect::<Result<_>>()?,
-            total: total(count),
-        })
+        let list = List {
+            select: SELECT,
+            count_from: "groups g",
+            filter: "($1 IS NULL OR g.name = $1) AND ($2 IS NULL OR g.id IN \
+                     (SELECT group_id FROM group_members WHERE user_id = $2))",
+            order_by: "g.name",
+        };
+        self.page_of(&list, &[Bind::Text(name), Bind::Text(user_id)], page)
+            .await
     }
 
     /// Removes the group and the grants made to it.

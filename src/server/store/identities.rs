@@ -5,26 +5,18 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::AssertSqlSafe;
 
 use super::{
-    NewAccessKey, Page, PageRequest, Result, Store, StoreError, conflict, new_id, now, total,
+    Bind, JsonText, List, NewAccessKey, Page, PageRequest, Result, Store, StoreError, conflict,
+    new_id, now,
 };
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct IdentityRow {
     pub id: String,
     pub name: String,
     pub created_at: i64,
-}
-
-fn row(r: AnyRow) -> Result<IdentityRow> {
-    Ok(IdentityRow {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        created_at: r.try_get("created_at")?,
-    })
 }
 
 impl Store {
@@ -42,28 +34,22 @@ impl Store {
 
     /// The identity with this id or, failing that, this name.
     pub async fn find_identity(&self, id_or_name: &str) -> Result<IdentityRow> {
-        match sqlx::query(
+        sqlx::query_as(
             "SELECT id, name, created_at FROM identities WHERE id = $1 OR name = $1 \
              ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1",
         )
         .bind(id_or_name)
         .fetch_optional(self.pool())
         .await?
-        {
-            Some(r) => row(r),
-            None => Err(StoreError::NotFound("identity")),
-        }
+        .ok_or(StoreError::NotFound("identity"))
     }
 
     pub async fn get_identity(&self, id: &str) -> Result<IdentityRow> {
-        match sqlx::query("SELECT id, name, created_at FROM identities WHERE id = $1")
+        sqlx::query_as("SELECT id, name, created_at FROM identities WHERE id = $1")
             .bind(id)
             .fetch_optional(self.pool())
             .await?
-        {
-            Some(r) => row(r),
-            None => Err(StoreError::NotFound("identity")),
-        }
+            .ok_or(StoreError::NotFound("identity"))
     }
 
     pub async fn list_identities(
@@ -71,24 +57,13 @@ impl Store {
         name: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<IdentityRow>> {
-        let rows = sqlx::query(
-            "SELECT id, name, created_at FROM identities WHERE ($1 IS NULL OR name = $1) \
-             ORDER BY name LIMIT $2 OFFSET $3",
-        )
-        .bind(name)
-        .bind(page.limit.min(i64::MAX as u64) as i64)
-        .bind(page.offset())
-        .fetch_all(self.pool())
-        .await?;
-        let (count,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM identities WHERE ($1 IS NULL OR name = $1)")
-                .bind(name)
-                .fetch_one(self.pool())
-                .await?;
-        Ok(Page {
-            items: rows.into_iter().map(row).collect::<Result<_>>()?,
-            total: total(count),
-        })
+        let list = List {
+            select: "SELECT id, name, created_at FROM identities",
+            count_from: "identities",
+            filter: "($1 IS NULL OR name = $1)",
+            order_by: "name",
+        };
+        self.page_of(&list, &[Bind::Text(name)], page).await
     }
 
     /// Removes the identity with its grants and access keys.
@@ -116,7 +91,7 @@ impl Store {
 }
 
 /// An identity's oidc-auth configuration. Times and durations in seconds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OidcAuthRow {
     pub identity_id: String,
     pub discovery_url: String,
@@ -127,46 +102,24 @@ pub struct OidcAuthRow {
     /// Glob pattern for `sub`; empty: any.
     pub subject: String,
     /// Glob patterns, one of which some `aud` must match; empty: any.
+    #[sqlx(try_from = "JsonText")]
     pub audiences: Vec<String>,
     /// Claim name to glob pattern.
+    #[sqlx(try_from = "JsonText")]
     pub claims: BTreeMap<String, String>,
     pub access_token_ttl: i64,
     pub access_token_max_ttl: i64,
     /// 0: unlimited.
     pub access_token_max_uses: i64,
     /// CIDRs, normalized.
+    #[sqlx(try_from = "JsonText")]
     pub trusted_ips: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-fn json_list(text: &str) -> Vec<String> {
-    serde_json::from_str(text).unwrap_or_default()
-}
-
-fn oidc_auth_row(r: AnyRow) -> Result<OidcAuthRow> {
-    let audiences: String = r.try_get("audiences")?;
-    let claims: String = r.try_get("claims")?;
-    let ips: String = r.try_get("trusted_ips")?;
-    Ok(OidcAuthRow {
-        identity_id: r.try_get("identity_id")?,
-        discovery_url: r.try_get("discovery_url")?,
-        issuer: r.try_get("issuer")?,
-        ca_pem: r.try_get("ca_pem")?,
-        subject: r.try_get("subject")?,
-        audiences: json_list(&audiences),
-        claims: serde_json::from_str(&claims).unwrap_or_default(),
-        access_token_ttl: r.try_get("access_token_ttl")?,
-        access_token_max_ttl: r.try_get("access_token_max_ttl")?,
-        access_token_max_uses: r.try_get("access_token_max_uses")?,
-        trusted_ips: json_list(&ips),
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
-
 /// An access key issued by an oidc-auth login, with its bounds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct MachineTokenRow {
     pub key_id: String,
     pub identity_id: String,
@@ -176,6 +129,7 @@ pub struct MachineTokenRow {
     pub uses: i64,
     /// 0: unlimited.
     pub max_uses: i64,
+    #[sqlx(try_from = "JsonText")]
     pub trusted_ips: Vec<String>,
 }
 
@@ -216,18 +170,18 @@ impl Store {
              access_token_max_uses = excluded.access_token_max_uses, \
              trusted_ips = excluded.trusted_ips, updated_at = excluded.updated_at"
         );
-        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let done = sqlx::query(AssertSqlSafe(sql))
             .bind(&c.identity_id)
             .bind(&c.discovery_url)
             .bind(&c.issuer)
             .bind(&c.ca_pem)
             .bind(&c.subject)
-            .bind(serde_json::to_string(&c.audiences).unwrap_or_else(|_| "[]".into()))
-            .bind(serde_json::to_string(&c.claims).unwrap_or_else(|_| "{}".into()))
+            .bind(JsonText::list(&c.audiences))
+            .bind(JsonText::map(&c.claims))
             .bind(c.access_token_ttl)
             .bind(c.access_token_max_ttl)
             .bind(c.access_token_max_uses)
-            .bind(serde_json::to_string(&c.trusted_ips).unwrap_or_else(|_| "[]".into()))
+            .bind(JsonText::list(&c.trusted_ips))
             .bind(t)
             .execute(self.pool())
             .await;
@@ -245,14 +199,11 @@ impl Store {
     pub async fn get_oidc_auth(&self, identity_id: &str) -> Result<OidcAuthRow> {
         let sql =
             format!("SELECT {OIDC_AUTH_COLUMNS} FROM identity_oidc_auth WHERE identity_id = $1");
-        match sqlx::query(sqlx::AssertSqlSafe(sql))
+        sqlx::query_as(AssertSqlSafe(sql))
             .bind(identity_id)
             .fetch_optional(self.pool())
             .await?
-        {
-            Some(r) => oidc_auth_row(r),
-            None => Err(StoreError::NotFound("oidc-auth configuration")),
-        }
+            .ok_or(StoreError::NotFound("oidc-auth configuration"))
     }
 
     /// Removes the configuration and revokes the access tokens it issued;
@@ -311,7 +262,7 @@ impl Store {
         .bind(t.ttl)
         .bind(t.max_ttl)
         .bind(t.max_uses)
-        .bind(serde_json::to_string(t.trusted_ips).unwrap_or_else(|_| "[]".into()))
+        .bind(JsonText::list(t.trusted_ips))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -321,25 +272,13 @@ impl Store {
     /// The bounds of an access key issued by an oidc-auth login; `None`
     /// for any other key.
     pub async fn get_machine_token(&self, key_id: &str) -> Result<Option<MachineTokenRow>> {
-        let r = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT key_id, identity_id, login_at, ttl, max_ttl, uses, max_uses, trusted_ips \
              FROM identity_access_tokens WHERE key_id = $1",
         )
         .bind(key_id)
         .fetch_optional(self.pool())
-        .await?;
-        let Some(r) = r else { return Ok(None) };
-        let ips: String = r.try_get("trusted_ips")?;
-        Ok(Some(MachineTokenRow {
-            key_id: r.try_get("key_id")?,
-            identity_id: r.try_get("identity_id")?,
-            login_at: r.try_get("login_at")?,
-            ttl: r.try_get("ttl")?,
-            max_ttl: r.try_get("max_ttl")?,
-            uses: r.try_get("uses")?,
-            max_uses: r.try_get("max_uses")?,
-            trusted_ips: json_list(&ips),
-        }))
+        .await?)
     }
 
     /// Counts one use of a machine token; `false` when it has no use left

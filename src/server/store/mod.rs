@@ -2,9 +2,15 @@
 //!
 //! sqlx's `Any` driver runs the same runtime queries on both backends, so
 //! there is one set of migrations and one implementation to test twice.
-//! The schema keeps to types both agree on (TEXT, BIGINT); ids are made
-//! here, not by the database; times are Unix seconds. Nothing a replica
-//! needs lives in memory: two servers on one PostgreSQL see the same data.
+//! Every SQL statement of the server lives in this module and its files;
+//! the rest of the server calls typed [`Store`] methods and never sees a
+//! query. The schema keeps to types both agree on (TEXT, BIGINT); ids are
+//! made here, not by the database; times are Unix seconds. Rows are read
+//! with `#[derive(sqlx::FromRow)]`; what a column cannot say directly (JSON
+//! text, a count as `u64`) is decoded by the small types at the end of this
+//! file. Every list pages through one helper, `Store::page_of`. Nothing a
+//! replica needs lives in memory: two servers on one PostgreSQL see the
+//! same data.
 
 mod access_keys;
 mod audit;
@@ -16,6 +22,7 @@ mod identities;
 mod provider_users;
 mod providers;
 mod rate_limits;
+mod signing_keys;
 mod users;
 
 pub use access_keys::{AccessKeyRow, NewAccessKey};
@@ -28,13 +35,15 @@ pub use identities::{IdentityRow, MachineTokenRow, NewMachineToken, OidcAuthRow}
 pub use provider_users::{LinkConflict, ProviderUserRow, SignIn};
 pub use providers::{NewProvider, ProviderRow};
 pub use rate_limits::{RateCount, Window};
+pub use signing_keys::{NewSigningKey, SigningKeyRow};
 pub use users::{Origin, UserRow};
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Arguments, AssertSqlSafe, Executor, FromRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -143,7 +152,8 @@ impl Store {
         self.backend
     }
 
-    pub fn pool(&self) -> &AnyPool {
+    /// The pool, for this module's queries only: outside it nobody writes SQL.
+    fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
@@ -159,15 +169,22 @@ impl Store {
         Ok(row.map(|r| r.0))
     }
 
-    /// Sets `name` only if it has no value yet; returns the value now stored.
-    pub async fn init_setting(&self, name: &str, value: &str) -> Result<String> {
-        sqlx::query(
+    /// Sets `name` only if it has no value yet; true when this call set it
+    /// (of several replicas, exactly one).
+    pub async fn set_setting_once(&self, name: &str, value: &str) -> Result<bool> {
+        let done = sqlx::query(
             "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(value)
         .execute(&self.pool)
         .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Sets `name` only if it has no value yet; returns the value now stored.
+    pub async fn init_setting(&self, name: &str, value: &str) -> Result<String> {
+        self.set_setting_once(name, value).await?;
         Ok(self.get_setting(name).await?.unwrap_or_default())
     }
 
@@ -199,6 +216,97 @@ impl Store {
         .await?;
         Ok(())
     }
+
+    /// One page of a list, and the count of all the rows its filter
+    /// matches: the `list + COUNT(*)` pair every list is made of. `binds`
+    /// are `$1…` of the filter, in order, bound to both statements; the
+    /// page's `LIMIT` and `OFFSET` are the next two placeholders.
+    async fn page_of<R>(
+        &self,
+        list: &List<'_>,
+        binds: &[Bind<'_>],
+        page: PageRequest,
+    ) -> Result<Page<R>>
+    where
+        R: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
+    {
+        let n = binds.len();
+        let items_sql = format!(
+            "{} WHERE {} ORDER BY {} LIMIT ${} OFFSET ${}",
+            list.select,
+            list.filter,
+            list.order_by,
+            n + 1,
+            n + 2
+        );
+        let count_sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE {}",
+            list.count_from, list.filter
+        );
+        let mut args = arguments(binds)?;
+        add(&mut args, page.limit.min(i64::MAX as u64) as i64)?;
+        add(&mut args, page.offset())?;
+        let items = sqlx::query_as_with(AssertSqlSafe(items_sql), args)
+            .fetch_all(self.pool())
+            .await?;
+        let (count,): (i64,) = sqlx::query_as_with(AssertSqlSafe(count_sql), arguments(binds)?)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(Page {
+            items,
+            total: total(count),
+        })
+    }
+}
+
+/// A list query in parts, for [`Store::page_of`]. Every part is a constant
+/// of this module, or made of placeholders only (see [`placeholders`]):
+/// never text from a request.
+struct List<'s> {
+    /// `SELECT columns FROM table [JOIN …]`, the rows of the page.
+    select: &'s str,
+    /// The table (and alias) the filter reads, without the joins that only
+    /// add columns: what is counted.
+    count_from: &'s str,
+    /// The `WHERE` condition, shared by the page and its count.
+    filter: &'s str,
+    order_by: &'s str,
+}
+
+/// A value bound to a list's filter. The lists filter on text and integers
+/// only; `None` binds NULL (`$n IS NULL` then matches every row).
+#[derive(Debug, Clone, Copy)]
+enum Bind<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+}
+
+fn arguments(binds: &[Bind<'_>]) -> Result<AnyArguments> {
+    let mut args = AnyArguments::default();
+    for b in binds {
+        match *b {
+            Bind::Text(v) => add(&mut args, v)?,
+            Bind::Int(v) => add(&mut args, v)?,
+        }
+    }
+    Ok(args)
+}
+
+fn add<'t, T>(args: &mut AnyArguments, value: T) -> Result<()>
+where
+    T: sqlx::Encode<'t, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    args.add(value)
+        .map_err(|e| StoreError::Db(sqlx::Error::Encode(e)))
+}
+
+/// `$first, $first+1, …`: `n` placeholders for an `IN (…)` list, made of
+/// numbers alone.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Hides the password in a database URL for messages.
@@ -239,9 +347,51 @@ pub(crate) fn conflict(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreEr
     }
 }
 
-/// Counts rows of a query built from `sql`'s `FROM … WHERE …` part.
+/// A `COUNT(*)` as a total (never negative).
 pub(crate) fn total(count: i64) -> u64 {
     count.max(0) as u64
+}
+
+/// A TEXT column holding JSON: the one place such columns are written
+/// ([`JsonText::list`], [`JsonText::map`]) and read (the `From` impls, for
+/// `#[sqlx(try_from = "JsonText")]`). Reading is lenient: text that is not
+/// the JSON expected reads as empty, never as an error.
+#[derive(sqlx::Type)]
+#[sqlx(transparent)]
+struct JsonText(String);
+
+impl JsonText {
+    fn list(v: &[String]) -> String {
+        serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+    }
+    fn map(v: &BTreeMap<String, String>) -> String {
+        serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+impl From<JsonText> for Vec<String> {
+    fn from(t: JsonText) -> Self {
+        serde_json::from_str(&t.0).unwrap_or_default()
+    }
+}
+
+impl From<JsonText> for BTreeMap<String, String> {
+    fn from(t: JsonText) -> Self {
+        serde_json::from_str(&t.0).unwrap_or_default()
+    }
+}
+
+/// A BIGINT count read as `u64`, never below `MIN` (for
+/// `#[sqlx(try_from = "Count<MIN>")]`): the `Any` driver has no unsigned
+/// types.
+#[derive(sqlx::Type)]
+#[sqlx(transparent)]
+struct Count<const MIN: i64>(i64);
+
+impl<const MIN: i64> From<Count<MIN>> for u64 {
+    fn from(c: Count<MIN>) -> u64 {
+        c.0.max(MIN) as u64
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +403,32 @@ mod tests {
         assert_eq!(p(3, 100), 200);
         assert_eq!(p(u64::MAX, 1000), i64::MAX);
         assert_eq!(p(u64::MAX / 2, 2), i64::MAX);
+    }
+
+    #[test]
+    fn placeholders_count_from_first() {
+        assert_eq!(super::placeholders(2, 3), "$2, $3, $4");
+        assert_eq!(super::placeholders(1, 0), "");
+    }
+
+    #[test]
+    fn json_text_reads_leniently() {
+        use std::collections::BTreeMap;
+        let list = |t: &str| Vec::<String>::from(super::JsonText(t.into()));
+        assert_eq!(list(r#"["a","b"]"#), ["a", "b"]);
+        assert!(list("not json").is_empty());
+        let map = BTreeMap::<String, String>::from(super::JsonText(r#"{"k":"v"}"#.into()));
+        assert_eq!(map.get("k").map(String::as_str), Some("v"));
+        assert!(BTreeMap::<String, String>::from(super::JsonText("[]".into())).is_empty());
+        let v = vec!["x".to_string()];
+        assert_eq!(list(&super::JsonText::list(&v)), v);
+    }
+
+    #[test]
+    fn counts_never_fall_below_their_minimum() {
+        assert_eq!(u64::from(super::Count::<0>(-3)), 0);
+        assert_eq!(u64::from(super::Count::<1>(0)), 1);
+        assert_eq!(u64::from(super::Count::<1>(7)), 7);
     }
 
     #[test]

@@ -1,12 +1,11 @@
 //! The link between a user and their account at an identity provider, and
 //! the group memberships the provider asserts.
 
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
 use super::{Result, Store, new_id, now};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ProviderUserRow {
     pub provider_id: String,
     pub user_id: String,
@@ -22,20 +21,6 @@ pub struct ProviderUserRow {
 
 const SELECT: &str = "SELECT provider_id, user_id, subject, email, refresh_token_enc, \
      last_check_at, checking_until, backoff_until, session_expires_at FROM provider_users";
-
-fn row(r: AnyRow) -> Result<ProviderUserRow> {
-    Ok(ProviderUserRow {
-        provider_id: r.try_get("provider_id")?,
-        user_id: r.try_get("user_id")?,
-        subject: r.try_get("subject")?,
-        email: r.try_get("email")?,
-        refresh_token_enc: r.try_get("refresh_token_enc")?,
-        last_check_at: r.try_get("last_check_at")?,
-        checking_until: r.try_get("checking_until")?,
-        backoff_until: r.try_get("backoff_until")?,
-        session_expires_at: r.try_get("session_expires_at")?,
-    })
-}
 
 /// What a sign-in through a provider records on the link.
 pub struct SignIn<'a> {
@@ -66,13 +51,11 @@ impl Store {
         subject: &str,
     ) -> Result<Option<ProviderUserRow>> {
         let sql = format!("{SELECT} WHERE provider_id = $1 AND subject = $2");
-        sqlx::query(AssertSqlSafe(sql))
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(provider_id)
             .bind(subject)
             .fetch_optional(self.pool())
-            .await?
-            .map(row)
-            .transpose()
+            .await?)
     }
 
     /// Links a provider account to a user, at its first sign-in. Never
@@ -109,13 +92,11 @@ impl Store {
             }));
         }
         let sql = format!("{SELECT} WHERE provider_id = $1 AND user_id = $2");
-        let taken = sqlx::query(AssertSqlSafe(sql))
+        let taken: Option<ProviderUserRow> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(s.provider_id)
             .bind(user_id)
             .fetch_optional(self.pool())
-            .await?
-            .map(row)
-            .transpose()?;
+            .await?;
         Ok(Err(LinkConflict::UserTaken {
             subject: taken.map(|r| r.subject).unwrap_or_default(),
         }))
@@ -165,22 +146,39 @@ impl Store {
         user_id: &str,
     ) -> Result<Option<ProviderUserRow>> {
         let sql = format!("{SELECT} WHERE provider_id = $1 AND user_id = $2");
-        sqlx::query(AssertSqlSafe(sql))
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(provider_id)
             .bind(user_id)
             .fetch_optional(self.pool())
-            .await?
-            .map(row)
-            .transpose()
+            .await?)
     }
 
     pub async fn provider_users_of(&self, user_id: &str) -> Result<Vec<ProviderUserRow>> {
         let sql = format!("{SELECT} WHERE user_id = $1");
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(user_id)
             .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// The ids of the users linked to accounts at `provider_id`.
+    pub async fn users_of_provider(&self, provider_id: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT user_id FROM provider_users WHERE provider_id = $1")
+                .bind(provider_id)
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Forgets every link to accounts at `provider_id` (with their refresh
+    /// tokens); the users stay.
+    pub async fn delete_provider_users(&self, provider_id: &str) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM provider_users WHERE provider_id = $1")
+            .bind(provider_id)
+            .execute(self.pool())
             .await?;
-        rows.into_iter().map(row).collect()
+        Ok(done.rows_affected())
     }
 
     /// Takes the re-check lease for this user at this provider if nobody

@@ -1,12 +1,11 @@
 //! Identity providers. The client secret is stored encrypted with the root
 //! key (the caller encrypts; this layer never sees the plain secret).
 
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
-use super::{Page, PageRequest, Result, Store, StoreError, conflict, new_id, now, total};
+use super::{Bind, List, Page, PageRequest, Result, Store, StoreError, conflict, new_id, now};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ProviderRow {
     pub id: String,
     pub name: String,
@@ -47,29 +46,9 @@ pub struct NewProvider {
     pub username_claim: String,
 }
 
-const COLUMNS: &str = "id, name, kind, url, client_id, client_secret_enc, issuer, auth_url, \
-     token_url, userinfo_url, jwks_url, scopes, ca_pem, username_claim, created_at, updated_at";
-
-fn row(r: AnyRow) -> Result<ProviderRow> {
-    Ok(ProviderRow {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        kind: r.try_get("kind")?,
-        url: r.try_get("url")?,
-        client_id: r.try_get("client_id")?,
-        client_secret_enc: r.try_get("client_secret_enc")?,
-        issuer: r.try_get("issuer")?,
-        auth_url: r.try_get("auth_url")?,
-        token_url: r.try_get("token_url")?,
-        userinfo_url: r.try_get("userinfo_url")?,
-        jwks_url: r.try_get("jwks_url")?,
-        scopes: r.try_get("scopes")?,
-        ca_pem: r.try_get("ca_pem")?,
-        username_claim: r.try_get("username_claim")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
+const SELECT: &str = "SELECT id, name, kind, url, client_id, client_secret_enc, issuer, \
+     auth_url, token_url, userinfo_url, jwks_url, scopes, ca_pem, username_claim, created_at, \
+     updated_at FROM providers";
 
 impl Store {
     pub async fn create_provider(&self, p: &NewProvider) -> Result<ProviderRow> {
@@ -135,25 +114,20 @@ impl Store {
     }
 
     pub async fn get_provider(&self, id: &str) -> Result<ProviderRow> {
-        let sql = format!("SELECT {COLUMNS} FROM providers WHERE id = $1");
-        match sqlx::query(AssertSqlSafe(sql))
+        let sql = format!("{SELECT} WHERE id = $1");
+        sqlx::query_as(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(self.pool())
             .await?
-        {
-            Some(r) => row(r),
-            None => Err(StoreError::NotFound("provider")),
-        }
+            .ok_or(StoreError::NotFound("provider"))
     }
 
     pub async fn find_provider_by_name(&self, name: &str) -> Result<Option<ProviderRow>> {
-        let sql = format!("SELECT {COLUMNS} FROM providers WHERE name = $1");
-        sqlx::query(AssertSqlSafe(sql))
+        let sql = format!("{SELECT} WHERE name = $1");
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(name)
             .fetch_optional(self.pool())
-            .await?
-            .map(row)
-            .transpose()
+            .await?)
     }
 
     pub async fn list_providers(
@@ -161,25 +135,13 @@ impl Store {
         name: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<ProviderRow>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM providers WHERE ($1 IS NULL OR name = $1) ORDER BY name \
-             LIMIT $2 OFFSET $3"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(name)
-            .bind(page.limit.min(i64::MAX as u64) as i64)
-            .bind(page.offset())
-            .fetch_all(self.pool())
-            .await?;
-        let (count,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM providers WHERE ($1 IS NULL OR name = $1)")
-                .bind(name)
-                .fetch_one(self.pool())
-                .await?;
-        Ok(Page {
-            items: rows.into_iter().map(row).collect::<Result<_>>()?,
-            total: total(count),
-        })
+        let list = List {
+            select: SELECT,
+            count_from: "providers",
+            filter: "($1 IS NULL OR name = $1)",
+            order_by: "name",
+        };
+        self.page_of(&list, &[Bind::Text(name)], page).await
     }
 
     pub async fn delete_provider(&self, id: &str) -> Result<ProviderRow> {

@@ -3,9 +3,9 @@
 //! `server::ratelimit`; here a key is only a row found by its primary key,
 //! so a check is one indexed lookup and a hit one upsert.
 
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
-use super::{Result, Store};
+use super::{Count, Result, Store, placeholders};
 
 /// How long a counter lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,9 +19,10 @@ pub enum Window {
 
 /// A live counter: `hits` since it started, the latest at `last_ms`, gone
 /// at `expires_ms`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RateCount {
     pub key: String,
+    #[sqlx(try_from = "Count<0>")]
     pub hits: u64,
     pub last_ms: i64,
     pub expires_ms: i64,
@@ -33,29 +34,16 @@ impl Store {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let params: Vec<String> = (0..keys.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
             "SELECT key, hits, last_ms, expires_ms FROM rate_limits \
              WHERE expires_ms > $1 AND key IN ({})",
-            params.join(", ")
+            placeholders(2, keys.len())
         );
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now_ms);
+        let mut q = sqlx::query_as(AssertSqlSafe(sql)).bind(now_ms);
         for k in keys {
             q = q.bind(k.as_str());
         }
-        q.fetch_all(self.pool())
-            .await?
-            .into_iter()
-            .map(|r| {
-                let hits: i64 = r.try_get("hits")?;
-                Ok(RateCount {
-                    key: r.try_get("key")?,
-                    hits: hits.max(0) as u64,
-                    last_ms: r.try_get("last_ms")?,
-                    expires_ms: r.try_get("expires_ms")?,
-                })
-            })
-            .collect()
+        Ok(q.fetch_all(self.pool()).await?)
     }
 
     /// Counts one hit; a counter that had expired starts again at 1. One

@@ -1,12 +1,13 @@
 //! Users: people (local or from an identity provider) and the built-in
 //! connector user.
 
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
-use super::{Page, PageRequest, Result, Store, StoreError, conflict, new_id, now, total};
+use super::{
+    Bind, List, Page, PageRequest, Result, Store, StoreError, conflict, new_id, now, total,
+};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
     pub id: String,
     pub name: String,
@@ -20,20 +21,8 @@ pub struct UserRow {
     pub last_seen_at: Option<i64>,
 }
 
-const COLUMNS: &str = "id, name, kind, origin, password_hash, created_at, updated_at, last_seen_at";
-
-fn row(r: AnyRow) -> Result<UserRow> {
-    Ok(UserRow {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        kind: r.try_get("kind")?,
-        origin: r.try_get("origin")?,
-        password_hash: r.try_get("password_hash")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        last_seen_at: r.try_get("last_seen_at")?,
-    })
-}
+const SELECT: &str = "SELECT id, name, kind, origin, password_hash, created_at, updated_at, \
+     last_seen_at FROM users";
 
 /// How a user came to be, which decides whether a first sign-in through an
 /// identity provider may claim it.
@@ -99,48 +88,31 @@ impl Store {
     }
 
     pub async fn get_user(&self, id: &str) -> Result<UserRow> {
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
-        match sqlx::query(AssertSqlSafe(sql))
+        let sql = format!("{SELECT} WHERE id = $1");
+        sqlx::query_as(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(self.pool())
             .await?
-        {
-            Some(r) => row(r),
-            None => Err(StoreError::NotFound("user")),
-        }
+            .ok_or(StoreError::NotFound("user"))
     }
 
     pub async fn find_user_by_name(&self, name: &str) -> Result<Option<UserRow>> {
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE name = $1");
-        sqlx::query(AssertSqlSafe(sql))
+        let sql = format!("{SELECT} WHERE name = $1");
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(name)
             .fetch_optional(self.pool())
-            .await?
-            .map(row)
-            .transpose()
+            .await?)
     }
 
     /// People only: the connector user is not listed.
     pub async fn list_users(&self, name: Option<&str>, page: PageRequest) -> Result<Page<UserRow>> {
-        let filter = "kind = 'user' AND ($1 IS NULL OR name = $1)";
-        let sql =
-            format!("SELECT {COLUMNS} FROM users WHERE {filter} ORDER BY name LIMIT $2 OFFSET $3");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(name)
-            .bind(page.limit.min(i64::MAX as u64) as i64)
-            .bind(page.offset())
-            .fetch_all(self.pool())
-            .await?;
-        let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM users WHERE {filter}"
-        )))
-        .bind(name)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(Page {
-            items: rows.into_iter().map(row).collect::<Result<_>>()?,
-            total: total(count),
-        })
+        let list = List {
+            select: SELECT,
+            count_from: "users",
+            filter: "kind = 'user' AND ($1 IS NULL OR name = $1)",
+            order_by: "name",
+        };
+        self.page_of(&list, &[Bind::Text(name)], page).await
     }
 
     /// Sets the password; an invited user becomes a local one (never
