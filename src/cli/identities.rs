@@ -1,17 +1,18 @@
 //! `infra identities`: machine identities and their oidc-auth
 //! configuration (admins); and the machine side of `infra login
 //! --method=oidc-auth`, which trades a workload's OIDC JWT for an access
-//! token. Kept apart from `admin` because a machine login is a login, with
-//! its own output contract (`--plain`, `--silent`) for pipelines.
+//! token. The machine login lives here, beside the identities it logs in
+//! as, rather than in `login.rs`: it has its own output contract
+//! (`--plain`, `--silent`) for pipelines.
 
 use clap::Subcommand;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::login::{
-    LoginArgs, decide_trust, forget_cached_tokens, update_config, write_kubeconfig_with,
-};
+use super::kubeconfig::write_kubeconfig_with;
+use super::login::LoginArgs;
 use super::output::{self, Format, FormatArg, short_time};
-use super::session::{ServerArg, account, resolve};
+use super::session::{ServerArg, account, forget_cached_tokens, resolve, update_config};
+use super::trust::decide_trust;
 use super::{AuthNeeded, Usage};
 use crate::api::{self, Identity, MachineAccessToken, OidcAuth};
 use crate::client::{Client, ClientError, Trust, enc};
@@ -235,7 +236,7 @@ pub async fn run(cmd: IdentitiesCmd) -> anyhow::Result<()> {
         } => {
             let s = resolve(server.server.as_deref())?;
             let found = identity(&s.client, &name).await?.map(|i| i.id);
-            super::admin::remove_found(&s.client, found, "identities", "identity", &name, force)
+            super::lookup::remove_found(&s.client, found, "identities", "identity", &name, force)
                 .await?;
         }
         IdentitiesCmd::OidcAuth(cmd) => oidc_auth(cmd).await?,

@@ -1,16 +1,21 @@
-//! `infra login` and `infra logout`: decide how to trust the server (trust
-//! on first use), exchange a key or password for a session key, keep it in
-//! the OS keyring (or the fallback file), and remember the server.
+//! `infra login`: the way in (an access key, a local user's password, or a
+//! sign-in through the server's identity provider, in a browser here or
+//! with a device code, `device.rs`), then the new session key kept in the OS
+//! keyring (or the fallback file), the server remembered in the config file
+//! and the kubeconfig written. A machine identity's login
+//! (`--method=oidc-auth`) is `identities.rs`'s; how to trust the server,
+//! `trust.rs`'s; what goes into the kubeconfig, `kubeconfig.rs`'s.
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::session::{account, can_prompt, confirm, read_secret, trust_of};
+use super::kubeconfig::write_kubeconfig;
+use super::session::{account, can_prompt, forget_cached_tokens, read_secret, update_config};
+use super::trust::decide_trust;
 use super::{AuthNeeded, Usage};
 use crate::api::{LoginRequest, PasswordCredentials};
-use crate::client::{Client, ClientError, Trust, tls};
+use crate::client::{Client, ClientError, Trust};
 use crate::local::config::{Config, KeyStore, ServerEntry, canonical_server};
 use crate::local::credentials;
 
@@ -98,84 +103,7 @@ pub enum LoginMethod {
     OidcAuth,
 }
 
-#[derive(Debug, clap::Args)]
-pub struct LogoutArgs {
-    /// The server to log out of (default: the current one)
-    #[arg(value_name = "SERVER")]
-    pub server: Option<String>,
-
-    /// Log out of every server
-    #[arg(long, conflicts_with = "server")]
-    pub all: bool,
-}
-
-/// Decides how to trust the server, asking the person if needed.
-pub(super) async fn decide_trust(
-    args: &LoginArgs,
-    server: &str,
-    existing: Option<&ServerEntry>,
-) -> anyhow::Result<Trust> {
-    if args.skip_tls_verify {
-        eprintln!(
-            "warning: not verifying the TLS certificate of {server}: anyone on the network path can read your credentials"
-        );
-        return Ok(Trust::Insecure);
-    }
-    if let Some(path) = &args.tls_trusted_cert {
-        let pem = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the certificate {}", path.display()))?;
-        return Ok(Trust::Cert(pem));
-    }
-    if let Some(fp) = &args.tls_trusted_fingerprint {
-        let fp = tls::normalize_fingerprint(fp).ok_or_else(|| {
-            Usage("--tls-trusted-fingerprint must be a SHA-256 fingerprint: 64 hex digits, colons optional".into())
-        })?;
-        return Ok(Trust::Fingerprint(fp));
-    }
-    if let Some(e) = existing {
-        let t = trust_of(e);
-        if t != Trust::System {
-            return Ok(t);
-        }
-    }
-    let (host, port) = split_host_port(server);
-    let probe = tls::probe(&host, port).await?;
-    if probe.trusted_by_system {
-        return Ok(Trust::System);
-    }
-    let why = probe.system_error.unwrap_or_default();
-    if !can_prompt() {
-        anyhow::bail!(
-            "the certificate of {server} is not trusted by this system ({why}).\n\
-             Its SHA-256 fingerprint is {fp}\n\
-             Check it with your administrator, then run one of:\n  \
-             infra login {server} --tls-trusted-fingerprint {fp}\n  \
-             infra login {server} --tls-trusted-cert CA.pem\n  \
-             infra login {server} --skip-tls-verify   (unsafe)",
-            fp = probe.fingerprint
-        );
-    }
-    eprintln!(
-        "The certificate of {server} is not trusted by this system ({why}).\n\
-         SHA-256 fingerprint: {}\n\
-         Compare it with the one the server printed at start-up or that your administrator gave you.",
-        probe.fingerprint
-    );
-    if confirm("Trust this certificate and remember it for this server?")? {
-        Ok(Trust::Fingerprint(probe.fingerprint))
-    } else {
-        anyhow::bail!("the certificate of {server} was not trusted; nothing was saved")
-    }
-}
-
-fn split_host_port(server: &str) -> (String, u16) {
-    match server.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse().unwrap_or(443)),
-        _ => (server.to_string(), 443),
-    }
-}
-
-pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
+pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
     if args.method == Some(LoginMethod::OidcAuth) {
         return super::identities::machine_login(&args).await;
     }
@@ -288,41 +216,6 @@ fn note_short_session(server: &str, expires: &str) {
             mins % 60
         );
     }
-}
-
-/// Deletes the cluster tokens this config home has cached for `server`,
-/// with their lock files; call it once the config file says who is logged
-/// in there now (or that nobody is). A failure is a warning.
-pub(super) fn forget_cached_tokens(server: &str) {
-    let home = crate::local::token_cache::this_home();
-    if let Err(e) = crate::local::token_cache::remove_server(&home, server) {
-        eprintln!("warning: could not delete the cached cluster tokens of {server}: {e:#}");
-    }
-}
-
-/// What kubectl runs for a credential: `infra-credential` beside this
-/// executable (the warm path alone, which starts as fast as `cat`), or this
-/// executable itself when it is not there (both take the same arguments).
-fn credential_plugin(infra: PathBuf) -> PathBuf {
-    let small = infra.with_file_name(if cfg!(windows) {
-        "infra-credential.exe"
-    } else {
-        "infra-credential"
-    });
-    if small.is_file() { small } else { infra }
-}
-
-/// Changes the config file under a lock, re-reading it first, so parallel
-/// logins and logouts do not lose each other's entries.
-pub(super) fn update_config(f: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
-    let dir = crate::local::config::config_dir();
-    let _lock = crate::local::lock::FileLock::acquire(
-        &dir.join("config.lock"),
-        std::time::Duration::from_secs(30),
-    )?;
-    let mut config = Config::load()?;
-    f(&mut config);
-    config.save()
 }
 
 /// Signs in through the server's identity provider in a browser; returns
@@ -459,169 +352,4 @@ pub(super) fn spinner(msg: &'static str) -> Option<indicatif::ProgressBar> {
     sp.set_message(msg);
     sp.enable_steady_tick(std::time::Duration::from_millis(100));
     Some(sp)
-}
-
-/// Writes a kubeconfig context for every destination the user may reach
-/// through this server, and removes this server's contexts that are gone.
-pub async fn write_kubeconfig(client: &Client, server: &str, user_id: &str) -> anyhow::Result<()> {
-    let grants = format!(
-        "/api/grants?user={}&showInherited=true",
-        crate::client::enc(user_id)
-    );
-    write_kubeconfig_with(client, server, &grants, false).await
-}
-
-/// [`write_kubeconfig`] for the grants at `grants_path`; `quiet` keeps
-/// stderr silent except for warnings.
-pub async fn write_kubeconfig_with(
-    client: &Client,
-    server: &str,
-    grants_path: &str,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    use crate::local::kubeconfig::{self, InfraCluster};
-    let grants: Vec<crate::api::Grant> = client.list_all(grants_path).await?;
-    let destinations: Vec<crate::api::Destination> = client.list_all("/api/destinations").await?;
-    let mut clusters: Vec<InfraCluster> = Vec::new();
-    for g in &grants {
-        let (dest, ns) = match g.destination.split_once('.') {
-            Some((d, n)) => (d, Some(n.to_string())),
-            None => (g.destination.as_str(), None),
-        };
-        let Some(d) = destinations
-            .iter()
-            .find(|d| d.name == dest && !d.url.is_empty())
-        else {
-            continue;
-        };
-        let c = InfraCluster {
-            destination: dest.to_string(),
-            namespace: ns,
-            url: d.url.clone(),
-            ca_pem: d.ca.clone(),
-        };
-        if !clusters.contains(&c) {
-            clusters.push(c);
-        }
-    }
-    let exe = std::env::current_exe().context("cannot find the path of the infra executable")?;
-    let exe = credential_plugin(exe.canonicalize().unwrap_or(exe));
-    let path = kubeconfig::kubeconfig_path();
-    let owner = server.to_string();
-    let summary = tokio::task::spawn_blocking(move || {
-        kubeconfig::write_infra_entries(&path, &owner, &exe, &clusters)
-    });
-    let summary = summary.await??;
-    if let Some(stale) = &summary.stale_lock {
-        eprintln!("note: {stale}");
-    }
-    let mut contexts: Vec<&String> = summary.added.iter().chain(&summary.updated).collect();
-    contexts.sort();
-    let changed =
-        !summary.added.is_empty() || !summary.updated.is_empty() || !summary.removed.is_empty();
-    if quiet {
-        // Only the warnings below.
-    } else if changed {
-        let names: Vec<&str> = contexts.iter().map(|s| s.as_str()).collect();
-        eprintln!(
-            "Updated {}: {}",
-            summary.path.display(),
-            if names.is_empty() {
-                "no clusters".into()
-            } else {
-                names.join(", ")
-            }
-        );
-        if !summary.removed.is_empty() {
-            eprintln!(
-                "Removed contexts no longer granted: {}",
-                summary.removed.join(", ")
-            );
-        }
-    } else if grants
-        .iter()
-        .all(|g| g.destination == crate::api::INFRA_DESTINATION)
-    {
-        eprintln!("You have no cluster grants yet; ask an admin for one (`infra grants add`).");
-    }
-    for s in &summary.skipped {
-        eprintln!(
-            "warning: not writing {} to the kubeconfig: an entry of that name belongs to {}",
-            s.context, s.owner
-        );
-    }
-    Ok(())
-}
-
-pub async fn logout(args: LogoutArgs) -> anyhow::Result<()> {
-    let config = Config::load()?;
-    let targets: Vec<String> = if args.all {
-        config.servers.iter().map(|s| s.server.clone()).collect()
-    } else {
-        let s = match &args.server {
-            Some(s) => canonical_server(s).map_err(Usage)?.0,
-            None => config
-                .current
-                .clone()
-                .ok_or_else(|| AuthNeeded("you are not logged in to any infra server".into()))?,
-        };
-        if config.find(&s).is_none() {
-            return Err(AuthNeeded(format!("you are not logged in to {s}")).into());
-        }
-        vec![s]
-    };
-    for server in targets {
-        let Some(entry) = config.find(&server).cloned() else {
-            continue;
-        };
-        let acct = account(&entry.user_name, &server);
-        if let Ok(Some((key, KeyStore::Keyring | KeyStore::File))) =
-            credentials::load_key(&acct, entry.key_store)
-        {
-            let client = Client::new(&entry.url, &trust_of(&entry), Some(key))?;
-            match client.logout().await {
-                Ok(()) | Err(ClientError::Api { status: 401, .. }) => {}
-                Err(e) => eprintln!(
-                    "warning: could not revoke the key on {server} ({e}); forgetting it here anyway"
-                ),
-            }
-        }
-        credentials::delete_key(&acct)?;
-        let path = crate::local::kubeconfig::kubeconfig_path();
-        let srv = server.clone();
-        let removed = tokio::task::spawn_blocking(move || {
-            crate::local::kubeconfig::remove_infra_entries(&path, &srv)
-        })
-        .await??;
-        if let Some(stale) = &removed.stale_lock {
-            eprintln!("note: {stale}");
-        }
-        if !removed.removed.is_empty() {
-            eprintln!(
-                "Removed contexts {} from {}",
-                removed.removed.join(", "),
-                removed.path.display()
-            );
-        }
-        update_config(|config| {
-            config.remove(&server);
-            if config.current.as_deref() == Some(server.as_str()) || config.current.is_none() {
-                config.current = config.servers.first().map(|s| s.server.clone());
-            }
-        })?;
-        forget_cached_tokens(&server);
-        eprintln!("Logged out of {server}");
-    }
-    // What is left of servers this config home is no longer logged in to
-    // (an earlier logout that could not finish, an older infra's files).
-    let home = crate::local::token_cache::this_home();
-    let still: Vec<String> = Config::load()?
-        .servers
-        .iter()
-        .map(|s| s.server.clone())
-        .collect();
-    if let Err(e) = crate::local::token_cache::prune(&home, &still) {
-        eprintln!("warning: could not delete old cached cluster tokens: {e:#}");
-    }
-    Ok(())
 }

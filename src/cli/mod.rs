@@ -3,18 +3,27 @@
 //! from errors to exit codes. Commands stay thin: parse, call the server
 //! through `client`, render through `output`.
 
-pub mod admin;
 pub mod completion;
+pub mod destinations;
 pub mod device;
+pub mod grants;
+pub mod groups;
 pub mod help;
 pub mod identities;
+pub mod keys;
+pub mod kubeconfig;
 pub mod list;
 pub mod login;
+pub mod logout;
+mod lookup;
 pub mod output;
+pub mod providers;
 pub mod session;
 pub mod status;
 pub mod tokens;
+pub mod trust;
 pub mod use_cmd;
+pub mod users;
 pub mod version_cmd;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -73,7 +82,7 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Log out: revoke the access key and forget it on this machine
     #[command(after_help = "Examples:\n  infra logout\n  infra logout --all")]
-    Logout(login::LogoutArgs),
+    Logout(logout::LogoutArgs),
     /// Show where you are logged in and whether each key still works
     Status(status::StatusArgs),
     /// List the clusters and namespaces you can reach, with your roles
@@ -99,22 +108,22 @@ pub enum Command {
     Use(use_cmd::UseArgs),
     /// Manage users (admins)
     #[command(subcommand)]
-    Users(admin::UsersCmd),
+    Users(users::UsersCmd),
     /// Manage groups and their members (admins)
     #[command(subcommand)]
-    Groups(admin::GroupsCmd),
+    Groups(groups::GroupsCmd),
     /// Manage grants: who may do what where
     #[command(subcommand)]
-    Grants(admin::GrantsCmd),
+    Grants(grants::GrantsCmd),
     /// List and remove destinations (clusters)
     #[command(subcommand)]
-    Destinations(admin::DestinationsCmd),
+    Destinations(destinations::DestinationsCmd),
     /// Manage access keys
     #[command(subcommand)]
-    Keys(admin::KeysCmd),
+    Keys(keys::KeysCmd),
     /// Manage identity providers (admins)
     #[command(subcommand)]
-    Providers(admin::ProvidersCmd),
+    Providers(providers::ProvidersCmd),
     /// Manage machine identities and their OIDC JWT logins (admins)
     #[command(subcommand)]
     Identities(identities::IdentitiesCmd),
@@ -171,17 +180,17 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Server(args) => run_async(true, crate::server::run(args)),
         Command::Connector(args) => run_async(true, crate::connector::run(args)),
-        Command::Login(args) => run_async(false, login::login(args)),
-        Command::Logout(args) => run_async(false, login::logout(args)),
+        Command::Login(args) => run_async(false, login::run(args)),
+        Command::Logout(args) => run_async(false, logout::run(args)),
         Command::Status(args) => run_async(false, status::run(args)),
         Command::List(args) => run_async(false, list::run(args)),
         Command::Use(args) => run_async(false, use_cmd::run(args)),
-        Command::Users(cmd) => run_async(false, admin::users(cmd)),
-        Command::Groups(cmd) => run_async(false, admin::groups(cmd)),
-        Command::Grants(cmd) => run_async(false, admin::grants(cmd)),
-        Command::Destinations(cmd) => run_async(false, admin::destinations(cmd)),
-        Command::Keys(cmd) => run_async(false, admin::keys(cmd)),
-        Command::Providers(cmd) => run_async(false, admin::providers(cmd)),
+        Command::Users(cmd) => run_async(false, users::run(cmd)),
+        Command::Groups(cmd) => run_async(false, groups::run(cmd)),
+        Command::Grants(cmd) => run_async(false, grants::run(cmd)),
+        Command::Destinations(cmd) => run_async(false, destinations::run(cmd)),
+        Command::Keys(cmd) => run_async(false, keys::run(cmd)),
+        Command::Providers(cmd) => run_async(false, providers::run(cmd)),
         Command::Identities(cmd) => run_async(false, identities::run(cmd)),
         Command::Tokens(cmd) => run_async(false, tokens::run(cmd)),
         Command::Completion(args) => match completion::run(args) {

@@ -1,6 +1,9 @@
 //! Which server a command talks to, with which key and which TLS trust:
 //! `--server` or `INFRA_SERVER` or the current server in the config file;
 //! the key from `INFRA_ACCESS_KEY`, the keyring or its fallback file.
+//! And how a login or a logout records itself on this machine: the config
+//! file changed under its lock, the cluster tokens cached for the session
+//! before deleted.
 
 use std::sync::OnceLock;
 
@@ -147,4 +150,27 @@ pub fn confirm(question: &str) -> anyhow::Result<bool> {
         line.trim().to_ascii_lowercase().as_str(),
         "y" | "yes"
     ))
+}
+
+/// Changes the config file under a lock, re-reading it first, so parallel
+/// logins and logouts do not lose each other's entries.
+pub(super) fn update_config(f: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
+    let dir = crate::local::config::config_dir();
+    let _lock = crate::local::lock::FileLock::acquire(
+        &dir.join("config.lock"),
+        std::time::Duration::from_secs(30),
+    )?;
+    let mut config = Config::load()?;
+    f(&mut config);
+    config.save()
+}
+
+/// Deletes the cluster tokens this config home has cached for `server`,
+/// with their lock files; call it once the config file says who is logged
+/// in there now (or that nobody is). A failure is a warning.
+pub(super) fn forget_cached_tokens(server: &str) {
+    let home = crate::local::token_cache::this_home();
+    if let Err(e) = crate::local::token_cache::remove_server(&home, server) {
+        eprintln!("warning: could not delete the cached cluster tokens of {server}: {e:#}");
+    }
 }

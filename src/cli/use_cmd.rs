@@ -165,7 +165,7 @@ async fn ensure_and_switch(
             listing.server
         );
     }
-    super::login::write_kubeconfig(&session.client, &session.server, &listing.user_id).await?;
+    super::kubeconfig::write_kubeconfig(&session.client, &session.server, &listing.user_id).await?;
     let local = kubeconfig::read_contexts(&path)?;
     match local.find(&row.context) {
         Some(c) if c.server.as_deref() == Some(&listing.server) => {
