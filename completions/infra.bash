@@ -483,7 +483,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__connector)
-            opts="-h -V --server --access-key --name --listen --endpoint --ca-cert --ca-key --data-dir --kube-api --kube-token-file --kube-ca-file --server-ca-file --server-trusted-fingerprint --server-skip-tls-verify --sync-rbac --config --heartbeat --rbac-poll --rbac-resync --leeway --metrics-listen --trusted-proxies --proxy-protocol --max-connections --header-read-timeout --help --version"
+            opts="-h -V --server --access-key --name --listen --endpoint --ca-cert --ca-key --data-dir --kubeconfig --context --kube-api --kube-token-file --kube-ca-file --server-ca-file --server-trusted-fingerprint --server-skip-tls-verify --sync-rbac --config --heartbeat --rbac-poll --rbac-resync --leeway --metrics-listen --trusted-proxies --proxy-protocol --max-connections --header-read-timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -518,6 +518,14 @@ _infra() {
                     return 0
                     ;;
                 --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kubeconfig)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --context)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2625,7 +2633,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__server)
-            opts="-h -V --listen --tls-cert --tls-key --data-dir --db --config --root-key-file --session-expiry --session-inactivity-timeout --url --token-ttl --idp-revalidate-interval --signing-key-rotation --dev --ephemeral --dev-allow-remote --oidc-issuer-url --oidc-issuer-client-id --oidc-issuer-client-secret --oidc-username-claim --oidc-ca-file --oidc-provider-name --oidc-callback-url --device-code-ttl --device-poll-interval --trusted-proxies --proxy-protocol --max-connections --header-read-timeout --metrics-listen --request-timeout --idle-timeout --audit-retention --audit-prune-interval --help --version"
+            opts="-h -V --listen --tls-cert --tls-key --data-dir --db --config --root-key-file --session-expiry --session-inactivity-timeout --url --token-ttl --idp-revalidate-interval --signing-key-rotation --dev --ephemeral --dev-allow-remote --oidc-issuer-url --oidc-issuer-client-id --oidc-issuer-client-secret --oidc-username-claim --oidc-ca-file --oidc-provider-name --oidc-callback-url --device-code-ttl --device-poll-interval --trusted-proxies --proxy-protocol --max-connections --header-read-timeout --metrics-listen --request-timeout --idle-timeout --audit-retention --audit-prune-interval --max-long-polls --db-max-connections --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2748,6 +2756,14 @@ _infra() {
                     return 0
                     ;;
                 --audit-prune-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-long-polls)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db-max-connections)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -338,6 +338,8 @@ complete -c infra -n "__fish_infra_using_subcommand server" -l request-timeout -
 complete -c infra -n "__fish_infra_using_subcommand server" -l idle-timeout -d 'Close a connection that sends and receives nothing for this long' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l audit-retention -d 'How long the audit log keeps an entry (0 keeps them forever)' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l audit-prune-interval -d 'How often old audit entries are removed (by one replica)' -r
+complete -c infra -n "__fish_infra_using_subcommand server" -l max-long-polls -d 'Connectors\' long polls one replica holds open at once (one per connector); beyond it, 503 with Retry-After' -r
+complete -c infra -n "__fish_infra_using_subcommand server" -l db-max-connections -d 'Database connections per replica [default: 8 for SQLite, 16 for PostgreSQL]' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l dev -d 'Development mode: an embedded OpenID provider that signs in anyone (no real security)'
 complete -c infra -n "__fish_infra_using_subcommand server" -l ephemeral -d 'Keep everything in a temporary directory, removed at exit'
 complete -c infra -n "__fish_infra_using_subcommand server" -l dev-allow-remote -d 'Let --dev listen on a non-loopback address (anyone who reaches it can sign in)'
@@ -352,6 +354,8 @@ complete -c infra -n "__fish_infra_using_subcommand connector" -l endpoint -d 'H
 complete -c infra -n "__fish_infra_using_subcommand connector" -l ca-cert -d 'CA certificate (PEM) that signs the serving certificate [default: generated and kept]' -r -F
 complete -c infra -n "__fish_infra_using_subcommand connector" -l ca-key -d 'The CA\'s private key (PEM)' -r -F
 complete -c infra -n "__fish_infra_using_subcommand connector" -l data-dir -d 'Where a generated CA is kept [default: the platform\'s data dir]/infra-connector' -r -F
+complete -c infra -n "__fish_infra_using_subcommand connector" -l kubeconfig -d 'Reach the cluster as a kubeconfig context does (outside a cluster: kind, minikube, k3d, …)' -r -F
+complete -c infra -n "__fish_infra_using_subcommand connector" -l context -d 'The kubeconfig\'s context to use [default: its current context]' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l kube-api -d 'The Kubernetes API [default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT]' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l kube-token-file -d 'The connector\'s service-account token, re-read when it changes' -r -F
 complete -c infra -n "__fish_infra_using_subcommand connector" -l kube-ca-file -d 'The Kubernetes API\'s CA (PEM)' -r -F

@@ -561,6 +561,21 @@ pub fn parse_trusted_proxies(s: &str) -> Result<TrustedProxies, String> {
     TrustedProxies::parse(s)
 }
 
+/// Raises the soft limit on open files to the hard one: every connection
+/// (and every connector's long poll) holds a file descriptor, and the
+/// usual soft limit of 1024 would refuse connections long before the
+/// machine is busy. Says what it could get.
+pub fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < 4096 => tracing::warn!(
+            "this process may hold only {n} open files (connections); raise the limit \
+             (`ulimit -n`, or LimitNOFILE= in a systemd unit) to serve many clients"
+        ),
+        Ok(n) => tracing::debug!("open files limit: {n}"),
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

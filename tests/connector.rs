@@ -1789,6 +1789,10 @@ async fn a_hand_edited_binding_is_put_back() {
     eventually("the roleRef put back", || {
         binding(&k, "", "alice").unwrap()["roleRef"]["name"] == "view"
     });
+    // The log line follows the repair; its reader may be a moment behind.
+    eventually("the repair logged", || {
+        c.log().contains("roleRef was ClusterRole cluster-admin")
+    });
     let log = c.log();
     assert!(log.contains("repaired a managed binding"), "{log}");
     assert!(
@@ -2172,4 +2176,59 @@ async fn a_kubeconfig_exec_plugin_and_the_issuer_learnt_from_the_server() {
         log.contains("https://evil.example")
             && log.contains(&format!("accepts tokens of {}", s.url))
     });
+}
+
+/// `infra_http_requests_total` of the server for one method and route.
+async fn server_requests(s: &Server, method: &str, route: &str) -> u64 {
+    s.metrics()
+        .await
+        .lines()
+        .filter(|l| {
+            l.starts_with("infra_http_requests_total{")
+                && l.contains(&format!("method=\"{method}\""))
+                && l.contains(&format!("route=\"{route}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Idle connectors cost the server little: a heartbeat that changes
+/// nothing is a batched write, and the signing keys are fetched again only
+/// when the server's cache headers say they are stale (5 minutes), not
+/// after every heartbeat.
+#[tokio::test]
+async fn heartbeats_do_not_fetch_the_signing_keys_again_while_they_are_fresh() {
+    let s = Server::start(Backend::Sqlite).await;
+    let k = start_standin().await;
+    let _c = start_connector(&s, &k, "prod", &["--heartbeat", "1s"]).await;
+    let seen = || async {
+        let v = s.ok("GET", "/api/destinations?name=prod", None, 200).await;
+        v["items"][0]["lastSeen"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let first = seen().await;
+    assert!(!first.is_empty(), "the registration sets lastSeen");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server_requests(&s, "POST", "/api/destinations").await < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connector heartbeats every second"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        server_requests(&s, "GET", "/.well-known/jwks.json").await,
+        1,
+        "the keys are fetched once, at start, while the server says they stay fresh"
+    );
+    // The heartbeats still tell that the connector is alive.
+    while seen().await <= first {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "heartbeats move lastSeen on (it stayed {first})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

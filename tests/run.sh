@@ -127,9 +127,11 @@ if [[ "${_INFRA_TEST_STAGE:-}" == inner ]]; then
     cargo clippy --all-targets -- -D warnings || lint_failed+=("cargo clippy")
   fi
 
-  say "cargo test $*"
+  # Every test binary runs even when an earlier one fails, so one run shows
+  # every failure.
+  say "cargo test --no-fail-fast $*"
   set +e
-  cargo test "$@"
+  cargo test --no-fail-fast "$@"
   rc=$?
   set -e
 

@@ -295,7 +295,9 @@ async fn oidc_auth(cmd: OidcAuthCmd) -> anyhow::Result<()> {
                 .await
             {
                 Ok(c) => c,
-                Err(ClientError::Api { status: 400, body }) => {
+                Err(ClientError::Api {
+                    status: 400, body, ..
+                }) => {
                     return Err(Usage(flag_names(&body.message)).into());
                 }
                 Err(e) => return Err(e.into()),

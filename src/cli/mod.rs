@@ -283,7 +283,9 @@ pub fn report(e: &anyhow::Error) -> i32 {
                 );
                 return exit::ERROR;
             }
-            ClientError::Api { status: 400, body } if upgrade_hint(&body.message).is_some() => {
+            ClientError::Api {
+                status: 400, body, ..
+            } if upgrade_hint(&body.message).is_some() => {
                 let hint = upgrade_hint(&body.message).unwrap_or_default();
                 eprintln!("error: {e:#}\n{hint}");
                 return exit::ERROR;

@@ -19,7 +19,12 @@ pub use tls::Trust;
 pub enum ClientError {
     /// The server answered with an error body.
     #[error("{}", api_message(.body))]
-    Api { status: u16, body: ErrorResponse },
+    Api {
+        status: u16,
+        body: ErrorResponse,
+        /// The server's `Retry-After`, in seconds, when it sent one.
+        retry_after: Option<u64>,
+    },
     /// A pinned server presented another certificate.
     #[error("the certificate of {server} has changed (it was {pinned}, it is now {seen})")]
     CertificateChanged {
@@ -48,6 +53,13 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+    /// How long the server asked to wait before trying again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Api { retry_after, .. } => retry_after.map(Duration::from_secs),
             _ => None,
         }
     }
@@ -150,6 +162,11 @@ impl Client {
         if status.is_success() {
             return Ok(resp);
         }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let text = resp.text().await.unwrap_or_default();
         let body = serde_json::from_str::<ErrorResponse>(&text).unwrap_or_else(|_| ErrorResponse {
             code: status.as_u16(),
@@ -162,6 +179,7 @@ impl Client {
         Err(ClientError::Api {
             status: status.as_u16(),
             body,
+            retry_after,
         })
     }
 

@@ -87,6 +87,33 @@ struct Keys {
     by_kid: HashMap<String, DecodingKey>,
     /// When an unknown `kid` last made us fetch; other fetches don't count.
     refetched: Option<Instant>,
+    /// Until when the keys are fresh, by the JWKS response's
+    /// `Cache-Control: max-age`.
+    fresh_until: Option<Instant>,
+}
+
+/// How long a JWKS stays fresh without a `max-age`, and at most.
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+const LONGEST_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// The `max-age` of a `Cache-Control` header (`no-cache`/`no-store`: zero).
+fn max_age(cache_control: Option<&str>) -> Duration {
+    let Some(v) = cache_control else {
+        return DEFAULT_MAX_AGE;
+    };
+    let mut age = DEFAULT_MAX_AGE;
+    for d in v.split(',').map(str::trim) {
+        let lower = d.to_ascii_lowercase();
+        if lower == "no-cache" || lower == "no-store" {
+            return Duration::ZERO;
+        }
+        if let Some(n) = lower.strip_prefix("max-age=")
+            && let Ok(n) = n.trim_matches('"').parse::<u64>()
+        {
+            age = Duration::from_secs(n);
+        }
+    }
+    age.min(LONGEST_MAX_AGE)
 }
 
 /// Verifies tokens for one destination.
@@ -119,6 +146,7 @@ impl Verifier {
             keys: Mutex::new(Keys {
                 by_kid: HashMap::new(),
                 refetched: None,
+                fresh_until: None,
             }),
             fetch_lock: tokio::sync::Mutex::new(()),
             verified: Mutex::new(HashMap::new()),
@@ -232,21 +260,42 @@ impl Verifier {
             }
             keys.refetched = Some(Instant::now());
         }
-        let set: JwkSet = self
+        let resp = self
             .http
             .get(&self.jwks_url)
             .send()
             .await?
-            .error_for_status()?
-            .json()
-            .await?;
+            .error_for_status()?;
+        let age = max_age(
+            resp.headers()
+                .get(reqwest::header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let set: JwkSet = resp.json().await?;
         let mut by_kid = HashMap::new();
         for jwk in &set.keys {
             if let (Some(kid), Ok(key)) = (&jwk.common.key_id, DecodingKey::from_jwk(jwk)) {
                 by_kid.insert(kid.clone(), key);
             }
         }
-        self.keys.lock().unwrap_or_else(|e| e.into_inner()).by_kid = by_kid;
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.by_kid = by_kid;
+        keys.fresh_until = Some(Instant::now() + age);
+        Ok(())
+    }
+
+    /// Fetches the JWKS when its cache headers say it is stale (or it was
+    /// never fetched); a fresh one costs nothing.
+    pub async fn refresh_if_stale(&self) -> anyhow::Result<()> {
+        let stale = self
+            .keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fresh_until
+            .is_none_or(|t| Instant::now() >= t);
+        if stale {
+            self.refresh(false).await?;
+        }
         Ok(())
     }
 
@@ -333,4 +382,23 @@ fn unverified_issuer(token: &str) -> Option<String> {
     let iss = v.get("iss")?.as_str()?;
     // Printable and short: it goes into a log line.
     Some(iss.chars().filter(|c| !c.is_control()).take(200).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DEFAULT_MAX_AGE, LONGEST_MAX_AGE, max_age};
+    use std::time::Duration;
+
+    #[test]
+    fn max_age_follows_cache_control() {
+        assert_eq!(
+            max_age(Some("public, max-age=300")),
+            Duration::from_secs(300)
+        );
+        assert_eq!(max_age(Some("max-age=0")), Duration::ZERO);
+        assert_eq!(max_age(Some("no-store")), Duration::ZERO);
+        assert_eq!(max_age(Some("public")), DEFAULT_MAX_AGE);
+        assert_eq!(max_age(None), DEFAULT_MAX_AGE);
+        assert_eq!(max_age(Some("max-age=999999")), LONGEST_MAX_AGE);
+    }
 }

@@ -469,6 +469,7 @@ fn server_trust(args: &ConnectorArgs) -> anyhow::Result<Trust> {
 
 /// Runs the connector until SIGTERM or Ctrl-C.
 pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
+    crate::edge::raise_open_files_limit();
     let args = args.merged()?;
     let server = required(args.server.clone(), "--server", "the infra server's URL")?;
     let server = server.trim_end_matches('/').to_string();
@@ -616,8 +617,10 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Re-registers (the heartbeat) and refreshes the signing keys, so a
-/// rotated key is usually known before the first token signed with it.
+/// Re-registers (the heartbeat) and refreshes the signing keys when the
+/// server's cache headers say they are stale, so a rotated key is usually
+/// known before the first token signed with it (an unknown `kid` fetches
+/// them at once anyway).
 async fn heartbeat(
     client: Client,
     registration: CreateDestinationRequest,
@@ -634,7 +637,7 @@ async fn heartbeat(
         {
             tracing::warn!("heartbeat to the infra server failed: {e}");
         }
-        if let Err(e) = c.verifier.refresh(false).await {
+        if let Err(e) = c.verifier.refresh_if_stale().await {
             tracing::warn!("cannot refresh the server's signing keys: {e}");
         }
     }

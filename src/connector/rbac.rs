@@ -552,7 +552,9 @@ pub async fn sync_forever(
                 }
                 Err(e) => {
                     tracing::warn!("cannot read the grants of {destination}: {e}");
-                    tokio::time::sleep(every).await;
+                    // A busy server says when to come back; spread the
+                    // returns so its connectors do not come back at once.
+                    tokio::time::sleep(with_jitter(e.retry_after().unwrap_or(every))).await;
                     next = Box::pin(poll(None));
                     continue;
                 }
@@ -569,6 +571,17 @@ pub async fn sync_forever(
         pending = outcome.pending();
         report(&client, &destination, &outcome.states, &mut reported).await;
     }
+}
+
+/// `d` plus up to half of it again, at random.
+fn with_jitter(d: Duration) -> Duration {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 4];
+    let r = ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map(|()| u32::from_le_bytes(b))
+        .unwrap_or(0);
+    d + d.mul_f64(f64::from(r) / f64::from(u32::MAX) / 2.0)
 }
 
 /// Tells the server where the grants stand, when that changed.

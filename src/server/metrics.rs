@@ -59,6 +59,8 @@ pub struct Metrics {
     tokens: Counter,
     /// Fetches of providers' and issuers' discovery documents and keys.
     pub issuer_fetches: Counter,
+    /// Connectors' long polls waiting now.
+    pub long_polls: prometheus_client::metrics::gauge::Gauge,
     rechecks: Family<ResultLabels, Counter>,
 }
 
@@ -91,6 +93,12 @@ impl Metrics {
             "Fetches of identity providers' and workload issuers' discovery documents and keys",
             issuer_fetches.clone(),
         );
+        let long_polls = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "long_polls",
+            "Long polls waiting for a change (at most --max-long-polls)",
+            long_polls.clone(),
+        );
         let rechecks = Family::<ResultLabels, Counter>::default();
         registry.register(
             "idp_rechecks",
@@ -103,6 +111,7 @@ impl Metrics {
             logins,
             tokens,
             issuer_fetches,
+            long_polls,
             rechecks,
         }
     }

@@ -193,6 +193,19 @@ pub struct ServerArgs {
     /// How often old audit entries are removed (by one replica)
     #[arg(long, hide = true, env = "INFRA_AUDIT_PRUNE_INTERVAL", default_value = "1h", value_parser = parse_duration)]
     pub audit_prune_interval: Duration,
+
+    /// Connectors' long polls one replica holds open at once (one per connector); beyond it, 503 with Retry-After
+    #[arg(
+        long,
+        env = "INFRA_MAX_LONG_POLLS",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub max_long_polls: usize,
+
+    /// Database connections per replica [default: 8 for SQLite, 16 for PostgreSQL]
+    #[arg(long, env = "INFRA_DB_MAX_CONNECTIONS", value_name = "N")]
+    pub db_max_connections: Option<u32>,
 }
 
 pub use crate::api::parse_duration;
@@ -224,6 +237,8 @@ pub struct Inner {
     pub device_poll_interval: Duration,
     /// The SHA-256 fingerprint of the TLS certificate, once it is loaded.
     pub tls_fingerprint: std::sync::OnceLock<String>,
+    /// Places for connectors' long polls (`--max-long-polls`).
+    pub long_polls: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::ops::Deref for AppState {
@@ -265,6 +280,7 @@ impl AppState {
             device_code_ttl: args.device_code_ttl,
             device_poll_interval: args.device_poll_interval,
             tls_fingerprint: std::sync::OnceLock::new(),
+            long_polls: Arc::new(tokio::sync::Semaphore::new(args.max_long_polls.max(1))),
         })))
     }
 }
@@ -357,6 +373,7 @@ pub fn default_data_dir() -> PathBuf {
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    crate::edge::raise_open_files_limit();
     if args.dev && !args.listen.ip().is_loopback() && !args.dev_allow_remote {
         anyhow::bail!(
             "--dev signs in anyone, so it listens only on a loopback address, not {}; use \
@@ -381,7 +398,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Some(url) => url.clone(),
         None => format!("sqlite://{}?mode=rwc", data_dir.join("infra.db").display()),
     };
-    let store = Store::connect(&db_url).await?;
+    let store = Store::connect(&db_url, args.db_max_connections).await?;
+    store.follow_other_replicas();
+    store.flush_seen_every_second();
     let root_key_path = args
         .root_key_file
         .clone()

@@ -214,7 +214,9 @@ async fn mint(
     let sent = clock::now_millis();
     let resp: CreateTokenResponse = match client.post("/api/tokens", &req).await {
         Ok(r) => r,
-        Err(ClientError::Api { status: 401, body }) => {
+        Err(ClientError::Api {
+            status: 401, body, ..
+        }) => {
             // The server's own hint names the server as it knows itself;
             // say it with the name this machine uses.
             let msg = first_line(&body.message);
@@ -225,13 +227,15 @@ async fn mint(
             ))
             .into());
         }
-        Err(ClientError::Api { status: 403, body }) => {
+        Err(ClientError::Api {
+            status: 403, body, ..
+        }) => {
             anyhow::bail!(
                 "{server} gives you no token for {destination}: {}",
                 first_line(&body.message)
             );
         }
-        Err(ClientError::Api { status, body }) => {
+        Err(ClientError::Api { status, body, .. }) => {
             anyhow::bail!(
                 "{server} did not give a token for {destination} ({status}): {}",
                 first_line(&body.message)

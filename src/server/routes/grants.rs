@@ -137,17 +137,60 @@ pub async fn list(
     Query(q): Query<GrantQuery>,
 ) -> ApiResult<(axum::http::HeaderMap, Json<ListResponse<Grant>>)> {
     let p = page(q.page, q.limit)?;
-    // A long poll: wait (up to 30 s) for the grants to change after the
-    // index the caller saw. The counter is in the store, so any replica's
-    // change wakes it. Only pollers (and connectors) pay for reading it.
+    // A long poll: wait (up to 30 s) for what the caller follows to change
+    // after the index it saw: a destination's grants (its connector), or
+    // any grant. The index is in the store, and a change wakes exactly the
+    // polls it concerns, on every replica (see `store::changes`); a waiting
+    // poll costs no query.
     let mut headers = axum::http::HeaderMap::new();
     if q.last_update_index.is_some() || caller.is_connector {
-        let mut version = state.store.grants_version().await?;
-        if let Some(seen) = q.last_update_index {
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-            while version == seen && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                version = state.store.grants_version().await?;
+        let dest = q
+            .destination
+            .as_deref()
+            .map(|d| crate::server::store::base_destination(d).to_string());
+        // A connector's long poll tells that it is alive, as its heartbeat does.
+        if caller.is_connector
+            && let Some(d) = &dest
+            && caller.key_destination.as_deref() == Some(d.as_str())
+        {
+            state.store.mark_seen(d);
+        }
+        // Subscribed before reading, so no change slips between the two.
+        let mut changed = state.store.feed().subscribe(dest.as_deref().unwrap_or(""));
+        let read = || async {
+            match &dest {
+                Some(d) => state.store.destination_version(d).await,
+                None => state.store.grants_version().await,
+            }
+        };
+        let mut version = read().await?;
+        if let Some(seen) = q.last_update_index
+            && version <= seen
+        {
+            let Ok(_place) = state.long_polls.clone().try_acquire_owned() else {
+                let mut e = ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "this server holds as many long polls as it may (--max-long-polls); try \
+                     again shortly",
+                );
+                e.retry_after = Some(5);
+                return Err(e);
+            };
+            state.metrics.long_polls.inc();
+            let _counted = scopeguard(|| {
+                state.metrics.long_polls.dec();
+            });
+            let deadline = tokio::time::sleep(std::time::Duration::from_secs(30));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    woke = changed.changed() => if woke.is_err() { break },
+                    _ = &mut deadline => break,
+                }
+                version = read().await?;
+                if version > seen {
+                    break;
+                }
             }
         }
         if let Ok(v) = axum::http::HeaderValue::from_str(&version.to_string()) {
@@ -297,4 +340,15 @@ pub async fn remove(
     );
     audit(&state, &caller, "grant.remove", &target, &addr).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs `f` when dropped (also when the request is cancelled).
+fn scopeguard<F: FnMut()>(f: F) -> impl Drop {
+    struct Guard<F: FnMut()>(F);
+    impl<F: FnMut()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    Guard(f)
 }

@@ -140,7 +140,7 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
             let mut resp = Json(v).into_response();
             resp.headers_mut().insert(
                 header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=60"),
+                HeaderValue::from_static("public, max-age=300"),
             );
             resp
         }

@@ -36,6 +36,53 @@ pub enum Registration {
 }
 
 impl Store {
+    /// Notes that `name`'s connector called in now; written by
+    /// `flush_seen` within a second.
+    pub fn mark_seen(&self, name: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), now());
+    }
+
+    /// Writes the times connectors were last seen, in one statement.
+    pub async fn flush_seen(&self) -> Result<()> {
+        let batch = std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Every time in a batch is within the last second: one value will do.
+        let t = batch.values().copied().max().unwrap_or_else(now);
+        let names: Vec<&String> = batch.keys().collect();
+        for chunk in names.chunks(500) {
+            let sql = format!(
+                "UPDATE destinations SET last_seen_at = $1 WHERE name IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(t);
+            for n in chunk {
+                q = q.bind(n.as_str());
+            }
+            q.execute(self.pool()).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes `mark_seen` once a second, for as long as the server runs.
+    pub fn flush_seen_every_second(&self) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.flush_seen().await {
+                    tracing::warn!("cannot record when connectors were last seen: {e}");
+                }
+            }
+        });
+    }
+
     pub async fn create_destination(
         &self,
         name: &str,
@@ -69,6 +116,17 @@ impl Store {
     ) -> Result<(DestinationRow, Registration)> {
         let before = self.find_destination_by_name(name).await?;
         let t = now();
+        if let Some(b) = &before
+            && b.url == url
+            && b.ca == ca
+            && b.connector_version == connector_version
+        {
+            // A heartbeat: only the time it was seen, written with others.
+            self.mark_seen(name);
+            let mut row = b.clone();
+            row.last_seen_at = Some(t);
+            return Ok((row, Registration::Unchanged));
+        }
         sqlx::query(
             "INSERT INTO destinations (id, name, url, ca, created_at, updated_at, last_seen_at, \
              connector_version) VALUES ($1, $2, $3, $4, $5, $5, $5, $6) \

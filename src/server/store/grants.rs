@@ -125,18 +125,6 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// Counts a change to the grants (for long polls).
-    pub async fn bump_grants_version(&self) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO settings (name, value) VALUES ('grants_version', '1') \
-             ON CONFLICT (name) DO UPDATE SET \
-             value = CAST(CAST(settings.value AS BIGINT) + 1 AS TEXT)",
-        )
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
     pub async fn create_grant(
         &self,
         subject: &Subject,
@@ -163,7 +151,7 @@ impl Store {
                 format!("this {} already has role {role:?} on {destination:?}", subject.kind())
             })
         })?;
-        self.bump_grants_version().await?;
+        self.record_change(&[destination.to_string()]).await?;
         self.get_grant(&id).await
     }
 
@@ -204,7 +192,8 @@ impl Store {
             .bind(id)
             .execute(self.pool())
             .await?;
-        self.bump_grants_version().await?;
+        self.record_change(std::slice::from_ref(&grant.destination))
+            .await?;
         Ok(grant)
     }
 

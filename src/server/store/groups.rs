@@ -70,6 +70,7 @@ impl Store {
 
     /// Removes the group and the grants made to it.
     pub async fn delete_group(&self, id: &str) -> Result<()> {
+        let affected = self.destinations_of_group(id).await?;
         let mut tx = self.pool().begin().await?;
         sqlx::query("DELETE FROM grants WHERE subject_kind = 'group' AND subject_id = $1")
             .bind(id)
@@ -87,7 +88,7 @@ impl Store {
             return Err(StoreError::NotFound("group"));
         }
         tx.commit().await?;
-        self.bump_grants_version().await?;
+        self.record_change(&affected).await?;
         Ok(())
     }
 

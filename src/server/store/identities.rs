@@ -68,6 +68,9 @@ impl Store {
 
     /// Removes the identity with its grants and access keys.
     pub async fn delete_identity(&self, id: &str) -> Result<()> {
+        let affected = self
+            .destinations_of(&super::Subject::Identity(id.to_string()))
+            .await?;
         let mut tx = self.pool().begin().await?;
         sqlx::query("DELETE FROM grants WHERE subject_kind = 'identity' AND subject_id = $1")
             .bind(id)
@@ -85,7 +88,7 @@ impl Store {
             return Err(StoreError::NotFound("identity"));
         }
         tx.commit().await?;
-        self.bump_grants_version().await?;
+        self.record_change(&affected).await?;
         Ok(())
     }
 }

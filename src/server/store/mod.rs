@@ -10,10 +10,12 @@
 //! text, a count as `u64`) is decoded by the small types at the end of this
 //! file. Every list pages through one helper, `Store::page_of`. Nothing a
 //! replica needs lives in memory: two servers on one PostgreSQL see the
-//! same data.
+//! same data, and each wakes its own long polls on the other's changes
+//! (`changes`).
 
 mod access_keys;
 mod audit;
+mod changes;
 mod destinations;
 mod device_codes;
 mod grants;
@@ -27,6 +29,7 @@ mod users;
 
 pub use access_keys::{AccessKeyRow, NewAccessKey};
 pub use audit::{AuditEntry, AuditRow};
+pub use changes::{ChangeFeed, base_destination};
 pub use destinations::{DestinationRow, Registration};
 pub use device_codes::{DeviceCodeRow, DeviceSigninRow, NewDeviceCode, NewDeviceSignin};
 pub use grants::{GrantFilter, GrantRow, Subject};
@@ -68,6 +71,15 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The database URL (PostgreSQL's change listener opens its own
+    /// connection).
+    url: std::sync::Arc<str>,
+    /// Wakes this replica's long polls when what they follow changes.
+    feed: std::sync::Arc<ChangeFeed>,
+    /// Destinations whose connector called in since the last flush, and
+    /// when: heartbeats that change nothing are written once a second, in
+    /// one statement.
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
 /// One page of results and the count of all matching rows.
@@ -102,7 +114,9 @@ impl PageRequest {
 
 impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`) and migrates.
-    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+    /// `max_connections`: the pool's size (default 8 for SQLite, whose one
+    /// writer makes more useless, and 16 for PostgreSQL).
+    pub async fn connect(url: &str, max_connections: Option<u32>) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
@@ -121,7 +135,7 @@ impl Store {
         pool = match backend {
             Backend::Sqlite => pool
                 // SQLite allows one writer; a small pool keeps lock waits short.
-                .max_connections(8)
+                .max_connections(max_connections.unwrap_or(8).max(1))
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         conn.execute("PRAGMA foreign_keys = ON").await?;
@@ -130,7 +144,7 @@ impl Store {
                         Ok(())
                     })
                 }),
-            Backend::Postgres => pool.max_connections(16),
+            Backend::Postgres => pool.max_connections(max_connections.unwrap_or(16).max(1)),
         };
         let pool = pool
             .connect_with(options)
@@ -145,7 +159,13 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| anyhow::anyhow!("cannot migrate the database: {e}"))?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            url: url.into(),
+            feed: Default::default(),
+            seen: Default::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {

@@ -144,6 +144,9 @@ impl Store {
 
     /// Removes the user with their grants, memberships and access keys.
     pub async fn delete_user(&self, id: &str) -> Result<()> {
+        let affected = self
+            .destinations_of(&super::Subject::User(id.to_string()))
+            .await?;
         let mut tx = self.pool().begin().await?;
         sqlx::query("DELETE FROM grants WHERE subject_kind = 'user' AND subject_id = $1")
             .bind(id)
@@ -165,7 +168,7 @@ impl Store {
             return Err(StoreError::NotFound("user"));
         }
         tx.commit().await?;
-        self.bump_grants_version().await?;
+        self.record_change(&affected).await?;
         Ok(())
     }
 

@@ -1,0 +1,215 @@
+//! The change feed connectors follow: a grant change wakes exactly the
+//! long polls of its destination, on every replica (PostgreSQL's
+//! LISTEN/NOTIFY), even across a lost listener connection; and a replica
+//! holds no more long polls than it is told to.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, Server, ServerOptions};
+use serde_json::{Value, json};
+
+/// A connector key for `destination`, with the destination registered.
+async fn connector_key(s: &Server, destination: &str) -> String {
+    let key = s
+        .ok(
+            "POST",
+            "/api/access-keys",
+            Some(json!({"connector": true, "name": format!("{destination}-{}", common::random_suffix()), "destination": destination})),
+            201,
+        )
+        .await["accessKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ca = std::fs::read_to_string(s.data_dir.join("tls.crt")).unwrap();
+    let (status, body) = s
+        .call(
+            "POST",
+            "/api/destinations",
+            Some(&key),
+            Some(json!({"name": destination, "url": "https://127.0.0.1:6443", "ca": ca})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    key
+}
+
+/// The connector's read of its grants: (status, index, names of the
+/// granted roles, Retry-After).
+async fn poll(
+    s: &Server,
+    key: &str,
+    destination: &str,
+    index: Option<&str>,
+) -> (u16, String, Vec<String>, Option<String>) {
+    let mut url = format!("{}/api/grants?destination={destination}", s.url);
+    if let Some(i) = index {
+        url.push_str(&format!("&lastUpdateIndex={i}"));
+    }
+    let resp = s
+        .client
+        .get(url)
+        .header("Infra-Version", common::VERSION)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let header = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let index = header("last-update-index").unwrap_or_default();
+    let retry = header("retry-after");
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    let roles = body["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|g| g["role"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    (status, index, roles, retry)
+}
+
+/// Two replicas on one PostgreSQL, sharing the root key.
+async fn two_replicas() -> (Server, Server) {
+    let a = Server::start(Backend::Postgres).await;
+    let mut opts = ServerOptions::new(Backend::Postgres);
+    opts.db = a.db.clone();
+    opts.extra_args = vec![
+        "--root-key-file".into(),
+        a.data_dir.join("root.key").display().to_string(),
+    ];
+    let b = Server::start_with(opts).await;
+    (a, b)
+}
+
+async fn grant(s: &Server, user: &str, destination: &str, role: &str) {
+    s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"user": user, "destination": destination, "role": role})),
+        201,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_on_replica_a_wakes_the_long_poll_on_replica_b_and_no_other() {
+    let (a, b) = two_replicas().await;
+    let prod = connector_key(&a, "prod").await;
+    let dev = connector_key(&a, "dev").await;
+    let (alice, _) = a.user_with_key("alice").await;
+    let (_, prod_index, _, _) = poll(&b, &prod, "prod", None).await;
+    let (_, dev_index, _, _) = poll(&b, &dev, "dev", None).await;
+
+    let b = std::sync::Arc::new(b);
+    let waiting_prod = {
+        let (b, prod, i) = (b.clone(), prod.clone(), prod_index.clone());
+        tokio::spawn(async move {
+            let r = poll(&b, &prod, "prod", Some(&i)).await;
+            (r, Instant::now())
+        })
+    };
+    let waiting_dev = {
+        let (b, dev, i) = (b.clone(), dev.clone(), dev_index.clone());
+        tokio::spawn(async move { poll(&b, &dev, "dev", Some(&i)).await })
+    };
+    // (Whether the polls are waiting yet or not, the answers are the same:
+    // a poll that starts after the change sees the new index at once.)
+    let changed = Instant::now();
+    grant(&a, &alice, "prod.web", "edit").await;
+    let ((status, index, roles, _), woke) = waiting_prod.await.unwrap();
+    assert_eq!(status, 200);
+    assert_ne!(index, prod_index, "a new index");
+    assert_eq!(roles, ["edit"], "the answer holds the new grant");
+    // Woken by the change, not by the 30 s timeout.
+    let took = woke.duration_since(changed);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // The change was not dev's: its poll still waits.
+    assert!(
+        !waiting_dev.is_finished(),
+        "dev's poll was woken by prod's change"
+    );
+    waiting_dev.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_while_the_listener_is_down_is_still_delivered() {
+    let (a, b) = two_replicas().await;
+    let prod = connector_key(&a, "prod").await;
+    let (alice, _) = a.user_with_key("alice").await;
+    let (_, index, _, _) = poll(&b, &prod, "prod", None).await;
+    let b = std::sync::Arc::new(b);
+    let waiting = {
+        let (b, prod, i) = (b.clone(), prod.clone(), index.clone());
+        tokio::spawn(async move { poll(&b, &prod, "prod", Some(&i)).await })
+    };
+
+    // Cut every replica's listener connection, then change at once, while
+    // they open new ones.
+    use sqlx::Row;
+    let mut db = a.db_connection().await;
+    let cut = sqlx::query(
+        "SELECT COUNT(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+         WHERE query LIKE 'LISTEN%' AND datname = current_database()",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    let n: i64 = cut.try_get("n").unwrap();
+    assert_eq!(n, 2, "each replica has one listener connection");
+    grant(&a, &alice, "prod", "view").await;
+
+    let started = Instant::now();
+    let (status, new_index, roles, _) = waiting.await.unwrap();
+    assert_eq!(status, 200);
+    assert_ne!(new_index, index);
+    assert_eq!(roles, ["view"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "delivered by the catch-up, not the 30 s timeout"
+    );
+    // And the replica keeps listening: the next change arrives too.
+    let waiting = {
+        let (b, prod, i) = (b.clone(), prod.clone(), new_index.clone());
+        tokio::spawn(async move { poll(&b, &prod, "prod", Some(&i)).await })
+    };
+    grant(&a, &alice, "prod", "edit").await;
+    let (_, _, roles, _) = waiting.await.unwrap();
+    assert_eq!(roles.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_long_poll_cap_answers_503_with_retry_after() {
+    let mut opts = ServerOptions::new(Backend::Sqlite);
+    opts.extra_args = vec!["--max-long-polls".into(), "1".into()];
+    let s = std::sync::Arc::new(Server::start_with(opts).await);
+    let prod = connector_key(&s, "prod").await;
+    let (_, index, _, _) = poll(&s, &prod, "prod", None).await;
+    let first = {
+        let (s, prod, i) = (s.clone(), prod.clone(), index.clone());
+        tokio::spawn(async move { poll(&s, &prod, "prod", Some(&i)).await })
+    };
+    // Once the first one holds the only place (the gauge says so)...
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    while !s.metrics().await.contains("infra_long_polls 1\n") {
+        assert!(Instant::now() < deadline, "{}", s.metrics().await);
+        tick.tick().await;
+    }
+    // ...a second is turned away at once, told when to come back.
+    let (status, _, _, retry) = poll(&s, &prod, "prod", Some(&index)).await;
+    assert_eq!(status, 503);
+    assert_eq!(retry.as_deref(), Some("5"));
+    // A read without an index is not a long poll: still served.
+    let (status, _, _, _) = poll(&s, &prod, "prod", None).await;
+    assert_eq!(status, 200);
+    first.abort();
+}
