@@ -574,6 +574,34 @@ pub fn raise_open_files_limit() {
         Ok(n) => tracing::debug!("open files limit: {n}"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
+    // The HTTP server retries a failed accept without a word; this says so
+    // instead, when the descriptors are nearly all taken.
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        let mut last_warned: Option<std::time::Instant> = None;
+        loop {
+            tick.tick().await;
+            let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+                return;
+            };
+            let open = match std::fs::read_dir("/proc/self/fd") {
+                Ok(dir) => dir.count() as u64,
+                // Reading the list takes a descriptor too.
+                Err(e) if e.raw_os_error() == Some(24 /* EMFILE */) => soft,
+                Err(_) => return,
+            };
+            if open * 10 >= soft * 9
+                && last_warned.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60))
+            {
+                last_warned = Some(std::time::Instant::now());
+                tracing::warn!(
+                    "{open} of the {soft} open files this process may hold are in use: new \
+                     connections will be refused; raise the limit (`ulimit -n`, or \
+                     LimitNOFILE= in a systemd unit)"
+                );
+            }
+        }
+    });
 }
 
 #[cfg(test)]

@@ -419,3 +419,33 @@ async fn a_page_past_any_end_is_a_400_not_an_overflow() {
     assert_eq!(v["count"], 0);
     assert_eq!(v["page"], last);
 }
+
+/// Under a low open-files limit the server says so at start, and says so
+/// again when connections nearly exhaust it (the HTTP layer would
+/// otherwise retry failed accepts without a word).
+#[tokio::test]
+async fn running_out_of_file_descriptors_is_logged() {
+    let mut opts = ServerOptions::new(Backend::Sqlite);
+    opts.open_files = Some(120);
+    let s = Server::start_with(opts).await;
+    assert!(
+        s.stderr().contains("may hold only 120 open files"),
+        "{}",
+        s.stderr()
+    );
+    let addr = s.url.trim_start_matches("https://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..130 {
+        // Connections that never finish their TLS handshake, each holding
+        // a descriptor until the handshake timeout.
+        if let Ok(c) = tokio::net::TcpStream::connect(&addr).await {
+            held.push(c);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s.stderr().contains("new connections will be refused") {
+        assert!(Instant::now() < deadline, "{}", s.stderr());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(held);
+}

@@ -87,6 +87,8 @@ pub struct ServerOptions {
     pub config: Option<PathBuf>,
     pub extra_args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The open-files limit (soft and hard) the server starts under.
+    pub open_files: Option<u64>,
 }
 
 impl ServerOptions {
@@ -99,6 +101,7 @@ impl ServerOptions {
             config: None,
             extra_args: Vec::new(),
             env: Vec::new(),
+            open_files: None,
         }
     }
 }
@@ -149,6 +152,13 @@ impl Server {
         }
         for (k, v) in &opts.env {
             cmd.env(k, v);
+        }
+        if let Some(n) = opts.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+            unsafe {
+                cmd.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, n, n));
+            }
         }
         let mut child = cmd.spawn().expect("start infra server");
         let stderr = Arc::new(Mutex::new(String::new()));
