@@ -443,37 +443,20 @@ async fn untrusted_certificate_without_a_terminal_names_the_flags() {
     assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
 }
 
-/// Runs `infra ARGS` in a pseudo-terminal (util-linux `script`), typing `input`.
+/// Runs `infra ARGS` in a pseudo-terminal (util-linux `script`), typing
+/// `input` once it asks.
 fn in_terminal(m: &Machine, args: &[&str], input: &str) -> (i32, String) {
-    let line = std::iter::once(common::bin().display().to_string())
-        .chain(args.iter().map(|a| a.to_string()))
-        .map(|a| format!("'{a}'"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut cmd = Command::new("script");
-    cmd.args(["-qec", &line, "/dev/null"])
-        .env("HOME", m.home())
+    let mut cmd = common::Terminal::command(&common::bin(), args);
+    cmd.env("HOME", m.home())
         .env("INFRA_HOME", m.infra_home())
         .env("KUBECONFIG", m.home().join(".kube/config"))
         .env_remove("INFRA_ACCESS_KEY")
-        .env_remove("INFRA_SERVER")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        // Give the prompt time to appear before typing, as a person would.
-        std::thread::sleep(std::time::Duration::from_millis(1500));
-        stdin.write_all(input.as_bytes()).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
-    )
+        .env_remove("INFRA_SERVER");
+    let mut t = common::Terminal::start(cmd);
+    // Type when the question is on the screen, as a person would.
+    t.wait_for("[y/N]");
+    t.type_keys(input);
+    t.finish()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

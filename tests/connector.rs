@@ -43,6 +43,8 @@ struct Cluster {
     refuse_connector: bool,
     /// (path, HTTP version) of every request.
     versions: Vec<(String, String)>,
+    /// (kind, label selector) of every list of bindings.
+    lists: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -154,10 +156,11 @@ async fn pods(
     axum::Json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": [pod("web-1"), pod("web-2")]})).into_response()
 }
 
-/// Watch events, one frame each, with a pause between them.
+/// Watch events, one frame each, a pause apart (as a slow API server
+/// sends them): the first at once, each next one a tick of `pace` later.
 struct Events {
     events: Vec<Value>,
-    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    pace: tokio::time::Interval,
 }
 
 impl Events {
@@ -165,7 +168,9 @@ impl Events {
         events.reverse();
         Events {
             events,
-            sleep: None,
+            // real time: a stream that arrives in pieces, which the
+            // connector must pass on as they come (no clock involved).
+            pace: tokio::time::interval(Duration::from_millis(300)),
         }
     }
 }
@@ -177,20 +182,13 @@ impl http_body::Body for Events {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
-        use std::future::Future;
-        if let Some(s) = self.sleep.as_mut() {
-            if s.as_mut().poll(cx).is_pending() {
-                return std::task::Poll::Pending;
-            }
-            self.sleep = None;
+        if self.pace.poll_tick(cx).is_pending() {
+            return std::task::Poll::Pending;
         }
         match self.events.pop() {
-            Some(e) => {
-                self.sleep = Some(Box::pin(tokio::time::sleep(Duration::from_millis(300))));
-                std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from(
-                    format!("{e}\n"),
-                )))))
-            }
+            Some(e) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(
+                bytes::Bytes::from(format!("{e}\n")),
+            )))),
             None => std::task::Poll::Ready(None),
         }
     }
@@ -323,7 +321,11 @@ async fn list_bindings(
     if let Err(r) = admit(&s, "rbac list", &headers) {
         return *r;
     }
-    let st = s.state.lock().unwrap();
+    let mut st = s.state.lock().unwrap();
+    st.lists.push((
+        kind.to_string(),
+        q.get("labelSelector").cloned().unwrap_or_default(),
+    ));
     let items: Vec<Value> = st
         .bindings
         .iter()
@@ -710,7 +712,10 @@ async fn start_connector_with(
         .await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = Command::new(common::bin())
+    let mut cmd = Command::new(common::bin());
+    // One time with the server that mints its tokens.
+    s.clock.apply(&mut cmd);
+    let mut child = cmd
         .args(["connector", "--server", server_url, "--name", name])
         .args([
             "--listen",
@@ -741,12 +746,14 @@ async fn start_connector_with(
     let acc = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            {
+                let mut a = acc.lock().unwrap();
+                a.push_str(&line);
+                a.push('\n');
+            }
             if line.contains("listening on") {
                 let _ = tx.send(());
             }
-            let mut a = acc.lock().unwrap();
-            a.push_str(&line);
-            a.push('\n');
         }
     });
     if rx.recv_timeout(Duration::from_secs(60)).is_err() {
@@ -1073,10 +1080,10 @@ async fn bad_tokens_are_refused() {
     .await;
     assert_eq!(status_of(mint(&s, &key, "staging").await).await, 401);
 
-    // Signed by the server, then expired.
+    // Signed by the server, then expired (the connector shares its clock).
     let good = mint(&s, &key, "prod").await;
     assert_eq!(status_of(good.clone()).await, 200);
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    s.advance_clock(3);
     assert_eq!(status_of(good.clone()).await, 401);
 
     // The right kid, another key; alg none; HS256 keyed with the public key.
@@ -1149,7 +1156,9 @@ async fn bad_tokens_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_and_token_file_rotation_are_picked_up() {
-    let (s, k, c, key) = setup(&["--signing-key-rotation", "2s"]).await;
+    // Hour-long epochs, ended by the clock: t1 is signed with the key the
+    // connector fetched at start, t2 with one it has never seen.
+    let (s, k, c, key) = setup(&["--signing-key-rotation", "1h"]).await;
     let http = client_for(&c);
     let t1 = mint(&s, &key, "prod").await;
     assert_eq!(
@@ -1162,7 +1171,7 @@ async fn key_rotation_and_token_file_rotation_are_picked_up() {
             .as_u16(),
         200
     );
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s.advance_clock(3600);
     let t2 = mint(&s, &key, "prod").await;
     assert_ne!(t1.split('.').next(), t2.split('.').next(), "a new kid");
     assert_eq!(
@@ -1234,11 +1243,10 @@ async fn upgrades_become_a_byte_pipe() {
     assert_eq!(&buf, b"hello through the pipe");
     // The session's start and end are logged, with the bytes each way.
     drop(tls);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !c.log().contains("session ended") {
-        assert!(std::time::Instant::now() < deadline, "{}", c.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_until("the connector to log the session's end", async || {
+        c.log().contains("session ended")
+    })
+    .await;
     let log = c.log();
     assert!(log.contains("session started"), "{log}");
     let end = log.lines().find(|l| l.contains("session ended")).unwrap();
@@ -1263,18 +1271,9 @@ async fn grants_become_rbac_bindings() {
             .collect()
     };
     let wait_for = |k: &Running, n: usize| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let m = managed(k);
-            if m.len() == n {
-                return m;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "expected {n} managed bindings, have {m:?}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        common::wait_for_blocking(format!("{n} managed bindings"), || {
+            Some(managed(k)).filter(|m| m.len() == n)
+        })
     };
     // alice's cluster-wide view grant.
     let m = wait_for(&k, 1);
@@ -1580,13 +1579,9 @@ async fn a_connector_key_for_dev_cannot_repoint_prod() {
     drop(c);
 }
 
-/// Waits until `f` holds, or fails with `what` after 20 s.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(std::time::Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// Waits until `f` holds (see `common::wait_until_blocking`).
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    common::wait_until_blocking(what, f)
 }
 
 fn binding(k: &Running, ns: &str, subject: &str) -> Option<Value> {
@@ -1635,14 +1630,10 @@ async fn a_grant_on_a_missing_namespace_blocks_no_other_grant() {
         binding(&k, "web", "bob").is_some()
     });
     let id = |g: &Value| g["id"].as_str().unwrap().to_string();
-    let mut pending = (None, None);
-    for _ in 0..100 {
-        pending = grant_state(&s, &id(&missing)).await;
-        if pending.0.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let pending = common::wait_for("the missing namespace's grant to get a state", async || {
+        Some(grant_state(&s, &id(&missing)).await).filter(|p| p.0.is_some())
+    })
+    .await;
     assert_eq!(pending.0.as_deref(), Some("pending"), "{pending:?}");
     assert_eq!(
         pending.1.as_deref(),
@@ -1684,13 +1675,10 @@ async fn a_grant_on_a_missing_namespace_blocks_no_other_grant() {
     eventually("bob's RoleBinding in payments", || {
         binding(&k, "payments", "bob").is_some()
     });
-    for _ in 0..100 {
-        if grant_state(&s, &id(&missing)).await.0.as_deref() == Some("applied") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("the grant stayed pending");
+    common::wait_until("the grant to be applied", async || {
+        grant_state(&s, &id(&missing)).await.0.as_deref() == Some("applied")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1729,7 +1717,25 @@ async fn two_connectors_on_one_cluster_keep_their_own_bindings() {
         .iter()
         .filter(|s| s.path == "rbac delete")
         .count();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // A round starts with listing the destination's ClusterRoleBindings.
+    let rounds_of = |dest: &str| -> usize {
+        let selects = format!("infra.dev/destination={dest}");
+        k.standin
+            .state
+            .lock()
+            .unwrap()
+            .lists
+            .iter()
+            .filter(|(kind, sel)| {
+                kind == "ClusterRoleBinding" && sel.split(',').any(|l| l == selects)
+            })
+            .count()
+    };
+    let before = (rounds_of("prod"), rounds_of("prod-blue"));
+    // Four rounds started, so at least three ran to the end, on each.
+    eventually("four more sync rounds of both connectors", || {
+        rounds_of("prod") >= before.0 + 4 && rounds_of("prod-blue") >= before.1 + 4
+    });
     assert_eq!((managed_for("prod"), managed_for("prod-blue")), (1, 1));
     let deletes = k
         .standin
@@ -2210,25 +2216,18 @@ async fn heartbeats_do_not_fetch_the_signing_keys_again_while_they_are_fresh() {
     };
     let first = seen().await;
     assert!(!first.is_empty(), "the registration sets lastSeen");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while server_requests(&s, "POST", "/api/destinations").await < 5 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the connector heartbeats every second"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::wait_until("five heartbeats, one a second", async || {
+        server_requests(&s, "POST", "/api/destinations").await >= 5
+    })
+    .await;
     assert_eq!(
         server_requests(&s, "GET", "/.well-known/jwks.json").await,
         1,
         "the keys are fetched once, at start, while the server says they stay fresh"
     );
     // The heartbeats still tell that the connector is alive.
-    while seen().await <= first {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "heartbeats move lastSeen on (it stayed {first})"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::wait_until(format!("lastSeen to move on from {first}"), async || {
+        seen().await > first
+    })
+    .await;
 }

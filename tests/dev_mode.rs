@@ -5,7 +5,6 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::{Backend, Browser, Machine, OidcProvider, Server, ServerOptions, free_port};
 use serde_json::{Value, json};
@@ -308,26 +307,17 @@ fn refused(args: &[String]) -> String {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert_eq!(status.code(), Some(1));
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return err;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the server started although it should have refused");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let status = common::wait_for_exit(&mut child, "the server that should refuse to start");
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,38 +441,23 @@ async fn the_quickstart_works_as_written() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
 
-    let cmd = format!("'{}' login localhost:8443", common::bin().display());
-    let mut login = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .env("HOME", m.home())
+    let mut cmd = common::Terminal::command(&common::bin(), &["login", "localhost:8443"]);
+    cmd.env("HOME", m.home())
         .env("INFRA_HOME", m.infra_home())
         .env("KUBECONFIG", m.home().join(".kube/config"))
         .env("BROWSER", &launcher)
         .env("DISPLAY", ":0")
         .env_remove("INFRA_ACCESS_KEY")
-        .env_remove("INFRA_SERVER")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _login_guard = common::KillOnDrop(login.id());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    {
-        use std::io::Write;
-        login.stdin.as_mut().unwrap().write_all(b"y\n").unwrap();
-    }
-    let mut url = String::new();
-    for _ in 0..200 {
-        url = std::fs::read_to_string(&seen)
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        if !url.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .env_remove("INFRA_SERVER");
+    let mut login = common::Terminal::start(cmd);
+    login.wait_for("[y/N]");
+    login.type_keys("y\n");
+    let url = common::wait_for("the browser to be opened", async || {
+        let url = std::fs::read_to_string(&seen).unwrap_or_default();
+        let url = url.trim();
+        (!url.is_empty()).then(|| url.to_string())
+    })
+    .await;
     assert!(
         url.starts_with("https://127.0.0.1:8443/oidc/authorize"),
         "the browser was opened: {url:?}"
@@ -508,11 +483,8 @@ async fn the_quickstart_works_as_written() {
             .starts_with("http://localhost:8301/"),
         "{report}"
     );
-    drop(login.stdin.take());
-    let out = login.wait_with_output().unwrap();
-    let screen =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{screen}");
+    let (code, screen) = login.finish();
+    assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("SHA-256 fingerprint"), "{screen}");
     assert!(
         screen.contains("Logged in to localhost:8443 as newcomer@example.com"),

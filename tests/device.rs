@@ -248,6 +248,8 @@ struct LoginRun {
     child: Child,
     lines: mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
+    /// Collects stderr; ends when the pipe does.
+    reader: std::thread::JoinHandle<()>,
 }
 
 fn start_login(m: &Machine, s: &Server, extra: &[&str], env: &[(&str, &str)]) -> LoginRun {
@@ -277,7 +279,7 @@ fn start_login(m: &Machine, s: &Server, extra: &[&str], env: &[(&str, &str)]) ->
     let stderr = Arc::new(Mutex::new(String::new()));
     let pipe = child.stderr.take().unwrap();
     let acc = stderr.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             let _ = tx.send(line.clone());
             let mut a = acc.lock().unwrap();
@@ -289,6 +291,7 @@ fn start_login(m: &Machine, s: &Server, extra: &[&str], env: &[(&str, &str)]) ->
         child,
         lines,
         stderr,
+        reader,
     }
 }
 
@@ -343,19 +346,10 @@ impl LoginRun {
             let _ = out.read_to_string(&mut stdout);
             stdout
         });
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                break st;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("infra login did not end:\n{}", self.stderr.lock().unwrap());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = common::wait_for_exit(&mut self.child, "infra login");
         let stdout = reader.join().unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        // All of stderr, to the end of the pipe.
+        common::wait_until_blocking("infra login's stderr to end", || self.reader.is_finished());
         let err = self.stderr.lock().unwrap().clone();
         (status.code().unwrap_or(-1), stdout, err)
     }
@@ -363,6 +357,9 @@ impl LoginRun {
 
 impl Drop for LoginRun {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- infra login's stderr:\n{}", self.stderr.lock().unwrap());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -438,8 +435,11 @@ async fn cli_device_login(backend: Backend) {
         format!("{}/device?user_code={}", t.s.url, p.code)
     );
 
-    // The person takes a moment; the CLI polls meanwhile.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // The person takes a moment; the CLI polls meanwhile (twice, a second apart).
+    common::wait_until("the CLI to poll twice", async || {
+        requests(&t.s, "/api/device/status", 200).await >= 2
+    })
+    .await;
     let web = Web::new(&t.s);
     let form = web.get(&p.complete).await;
     assert!(
@@ -618,12 +618,13 @@ async fn an_expired_code_ends_the_cli_and_the_page_says_so() {
     let p = run.prompt();
     let raw = new_device(&t.s).await;
     assert_eq!(raw["expiresIn"], 2);
+    // Both codes' two seconds pass on the server's clock.
+    t.s.advance_clock(3);
     let (code, _, err) = run.finish();
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("expired"), "{err}");
     assert!(err.contains("--device"), "says how to start again: {err}");
     assert!(m.config_files().is_empty(), "nothing saved");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
     let late = poll(&t.s, &raw).await;
     assert_eq!(late["status"], "expired_token", "{late}");
     let web = Web::new(&t.s);

@@ -277,8 +277,13 @@ async fn slow_clients_are_cut_off() {
     let t = Instant::now();
     let (mut rd, mut wr) = tokio::io::split(tls);
     let trickle = tokio::spawn(async move {
+        // A byte every half second, the first after half a second.
+        // real time: the server's request timeout runs on tokio's timer,
+        // not on the test clock; this is the slow client it cuts off.
+        let mut pace = tokio::time::interval(Duration::from_millis(500));
+        pace.tick().await;
         for _ in 0..30 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            pace.tick().await;
             if wr.write_all(b" ").await.is_err() {
                 break;
             }
@@ -304,8 +309,11 @@ async fn connections_past_the_cap_are_closed_and_bodies_are_bounded() {
         "the fifth connection is closed"
     );
     held.pop();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut fifth = tls_to(&s, "127.0.0.1", b"").await.unwrap();
+    // Once the server has seen that one close, a new one gets its place.
+    let mut fifth = common::wait_for("a connection in the freed place", async || {
+        tls_to(&s, "127.0.0.1", b"").await.ok()
+    })
+    .await;
     let answer = http1(
         &mut fifth,
         "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -314,11 +322,11 @@ async fn connections_past_the_cap_are_closed_and_bodies_are_bounded() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(held);
     drop(fifth);
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
-    // A 2 MiB body, on any route: 413.
+    // A 2 MiB body, on any route: 413. (A connection the server closes at
+    // once, because it has not yet seen the ones above close, is tried again.)
     for path in ["/api/login", "/api/device", "/device", "/no/such/route"] {
-        let resp = s
+        let resp = common::wait_for(format!("the server to take POST {path}"), async || match s
             .client
             .post(format!("{}{path}", s.url))
             .header("Infra-Version", common::VERSION)
@@ -326,7 +334,12 @@ async fn connections_past_the_cap_are_closed_and_bodies_are_bounded() {
             .body(vec![b' '; 2 * 1024 * 1024])
             .send()
             .await
-            .unwrap();
+        {
+            Ok(resp) => Some(resp),
+            Err(e) if e.is_connect() => None,
+            Err(e) => panic!("POST {path}: {e}"),
+        })
+        .await;
         assert_eq!(resp.status(), 413, "{path}");
     }
 }

@@ -849,6 +849,15 @@ async fn logout_removes_the_token_and_lock_files_of_its_home() {
     assert_eq!(file_names(&dir).len(), 1, "{:?}", file_names(&dir));
 }
 
+/// Whether process `pid` has `path` open (Linux: its `/proc/PID/fd`).
+fn holds_open(pid: u32, path: &std::path::Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p == path))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_kubeconfig_lock_does_not_block_login() {
     let su = Setup::new().await;
@@ -896,7 +905,14 @@ async fn a_stale_kubeconfig_lock_does_not_block_login() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Once it holds infra's own lock of the kubeconfig, it is at kubectl's
+    // (a removal of a live lock would also be reported, checked below).
+    let infra_lock = std::fs::canonicalize(su.m.home().join(".kube"))
+        .unwrap()
+        .join("config.infra.lock");
+    common::wait_until_blocking("infra login to hold the kubeconfig's infra lock", || {
+        holds_open(login.id(), &infra_lock)
+    });
     assert!(lock.exists(), "a live lock was removed");
     std::fs::remove_file(&lock).unwrap();
     let out = login.wait_with_output().unwrap();

@@ -7,7 +7,7 @@
 mod common;
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Backend, Server, ServerOptions, VERSION};
 use serde_json::{Value, json};
@@ -139,7 +139,8 @@ async fn failed_logins_back_off_doubling_in_retry_after() {
             "{body}"
         );
         waits.push(secs);
-        tokio::time::sleep(Duration::from_millis(secs * 1000 + 150)).await;
+        // The wait passes on the server's clock.
+        s.advance_clock(secs as i64);
         let (status, _, body) = password_login(&s, c, "alice", "guess").await;
         assert_eq!(status, 401, "tried again after the wait: {body}");
     }
@@ -315,13 +316,9 @@ async fn ids(s: &Server) -> Vec<String> {
         .collect()
 }
 
-/// Waits until `f` holds, for at most 20 seconds.
-async fn eventually<F: AsyncFn() -> bool>(what: &str, f: F) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// Waits until `f` holds (see `common::wait_until`).
+async fn eventually(what: &str, f: impl AsyncFnMut() -> bool) {
+    common::wait_until(what, f).await
 }
 
 /// Nothing is kept forever: entries older than `--audit-retention` go in
@@ -356,6 +353,9 @@ async fn audit_entries_older_than_the_retention_are_removed(b: Backend) {
     );
 }
 
+/// What a replica logs when another one holds the pruning lease.
+const LEFT_TO_ANOTHER: &str = "another replica prunes";
+
 /// Replicas share the pruning: while one holds the period's lease, the
 /// others leave the log alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,9 +372,20 @@ async fn one_replica_at_a_time_prunes_the_audit_log() {
         "--audit-prune-interval".into(),
         "1s".into(),
     ];
+    // b says (at debug level) when it leaves a period to another replica.
+    b.env = vec![(
+        "INFRA_LOG".into(),
+        "info,infra::server::retention=debug".into(),
+    )];
     let b = Server::start_with(b).await;
+    let left_alone = |b: &Server| b.stderr().matches(LEFT_TO_ANOTHER).count();
     old_entry(&a, "old", 2 * 3600 * 1000).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Three rounds of b's (a second apart) after the entry is in.
+    let before = left_alone(&b);
+    eventually("three of b's pruning rounds", async || {
+        left_alone(&b) >= before + 3
+    })
+    .await;
     assert!(
         ids(&b).await.contains(&"old".to_string()),
         "b pruned while a held the lease"
@@ -442,10 +453,9 @@ async fn running_out_of_file_descriptors_is_logged() {
             held.push(c);
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !s.stderr().contains("new connections will be refused") {
-        assert!(Instant::now() < deadline, "{}", s.stderr());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::wait_until("the warning that connections will be refused", async || {
+        s.stderr().contains("new connections will be refused")
+    })
+    .await;
     drop(held);
 }

@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use common::{
     ADMIN_KEY, Backend, Browser, Machine, OidcProvider, Server, ServerOptions, free_port,
@@ -711,7 +710,8 @@ async fn a_session_without_a_refresh_token_ends_with_its_id_token() {
     let (status, _) = mint(&t.s, &own).await;
     assert_eq!(status, 201);
 
-    tokio::time::sleep(Duration::from_secs(TTL as u64 + 1)).await;
+    // The ID token's lifetime passes on the server's clock.
+    t.s.advance_clock(TTL + 1);
     for k in [&key, &own] {
         let (status, err) = mint(&t.s, k).await;
         assert_eq!(status, 401, "{err}");
@@ -787,7 +787,8 @@ async fn a_self_issued_key_is_revoked_when_the_provider_ends_the_session() {
         .await
         .unwrap();
     assert!(resp.status().is_success());
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The re-check interval passes on the server's clock.
+    t.s.advance_clock(2);
     let (status, err) = mint(&t.s, own).await;
     assert_eq!(status, 401, "{err}");
     for k in [key, own] {

@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use infra::local::kubeconfig::{
     InfraCluster, kubeconfig_path, remove_infra_entries, write_infra_entries,
@@ -141,13 +140,6 @@ fn find<'a>(doc: &'a Value, key: &str, n: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {key} entry {n} in {doc:#}"))
 }
 
-fn unix_millis() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-}
-
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is set for children"))
 }
@@ -156,12 +148,31 @@ fn env(name: &str) -> String {
 fn spawn_child(name: &str, envs: &[(&str, &str)]) -> std::process::Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.env(CHILD, name)
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     for (k, v) in envs {
         cmd.env(k, v);
     }
     cmd.spawn().unwrap()
+}
+
+/// Reads a child's stderr up to its [`READY`] line (a blocking read, byte by
+/// byte, so that what follows stays in the pipe for `finish_child`).
+fn wait_for_ready(child: &mut std::process::Child) {
+    use std::io::Read;
+    let pipe = child.stderr.as_mut().unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(READY.as_bytes()) {
+        match pipe.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            _ => panic!(
+                "a writer ended before it was ready: {}",
+                String::from_utf8_lossy(&line)
+            ),
+        }
+    }
 }
 
 /// Waits for a child and fails with its output unless its body ran to the
@@ -181,16 +192,17 @@ fn finish_child(name: &str, child: std::process::Child) -> String {
 // ---------------------------------------------------------------------------
 // Parallel writers
 
-/// One writer: waits for the common start time, writes its entries plus a
-/// stale destination, then its entries alone (removing the stale one).
+/// Printed (on stderr) by a writer that is ready to start.
+const READY: &str = "INFRA-CHILD-READY";
+
+/// One writer: says it is ready and waits for the go (its stdin closing,
+/// for all writers at once), writes its entries plus a stale destination,
+/// then its entries alone (removing the stale one).
 fn child_write() {
     let path = PathBuf::from(env("INFRA_TEST_KC_PATH"));
     let i: usize = env("INFRA_TEST_KC_INDEX").parse().unwrap();
-    let start: u128 = env("INFRA_TEST_KC_START").parse().unwrap();
-    let now = unix_millis();
-    if start > now {
-        std::thread::sleep(Duration::from_millis((start - now) as u64));
-    }
+    eprintln!("{READY}");
+    std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).unwrap();
     let mut with_stale = clusters_for(i);
     let mut stale = with_stale[0].clone();
     stale.destination = format!("d{i}-stale");
@@ -210,22 +222,23 @@ fn parallel_processes_keep_every_entry() {
     let path = kube.join("config");
     std::fs::write(&path, FOREIGN).unwrap();
 
-    // All start at once, well after the last one is spawned.
-    let start = (unix_millis() + 1500).to_string();
+    // All start at once, once the last one is ready.
     let path_s = path.to_str().unwrap();
-    let children: Vec<_> = (0..WRITERS)
+    let mut children: Vec<_> = (0..WRITERS)
         .map(|i| {
             let i = i.to_string();
             spawn_child(
                 "child_write",
-                &[
-                    ("INFRA_TEST_KC_PATH", path_s),
-                    ("INFRA_TEST_KC_INDEX", &i),
-                    ("INFRA_TEST_KC_START", &start),
-                ],
+                &[("INFRA_TEST_KC_PATH", path_s), ("INFRA_TEST_KC_INDEX", &i)],
             )
         })
         .collect();
+    for child in &mut children {
+        wait_for_ready(child);
+    }
+    for child in &mut children {
+        drop(child.stdin.take());
+    }
     for child in children {
         finish_child("child_write", child);
     }

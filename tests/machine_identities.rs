@@ -908,44 +908,49 @@ async fn tokens_renew_up_to_max_ttl_count_uses_and_revoke(b: Backend) {
     let (status, _) = s.call("GET", "/api/grants", Some(&key), None).await;
     assert_eq!(status, 200);
 
-    // TTL 2 s, max TTL 5 s: renewals keep it alive past its TTL, but not
-    // past login + 5 s; then renewing says to log in again.
-    set_oidc_auth(&s, &id, cfg(2, 5, 0)).await;
+    // TTL 10 s, max TTL 25 s: renewals keep it alive past its TTL, but not
+    // past login + 25 s; then renewing says to log in again. Time passes on
+    // the server's clock, 5 s a round (whole seconds: a round's own real
+    // time may add one more, still well within the TTL).
+    set_oidc_auth(&s, &id, cfg(10, 25, 0)).await;
     let (status, v) = login(&s, "job", &issuer.sign(&gitlab_claims())).await;
     assert_eq!(status, 200, "{v}");
-    let t0 = now();
+    let t0 = s.clock.now();
     let key = v["accessToken"].as_str().unwrap().to_string();
-    assert_eq!(v["accessTokenMaxTTL"], 5);
-    assert!(v["expiresIn"].as_i64().unwrap() <= 2, "{v}");
+    assert_eq!(v["accessTokenMaxTTL"], 25);
+    assert!(v["expiresIn"].as_i64().unwrap() <= 10, "{v}");
     let mut alive_at = t0;
     let ended = loop {
-        assert!(now() <= t0 + 8, "renewals went on past the max TTL");
+        assert!(
+            s.clock.now() <= t0 + 28,
+            "renewals went on past the max TTL"
+        );
         let (status, v) = renew(&key).await;
         if status != 200 {
             break v;
         }
         assert_eq!(v["accessToken"], key.as_str());
-        assert!(v["expiresIn"].as_i64().unwrap() <= 2, "{v}");
+        assert!(v["expiresIn"].as_i64().unwrap() <= 10, "{v}");
         let (status, _) = s.call("GET", "/api/grants", Some(&key), None).await;
         if status == 200 {
-            alive_at = now();
+            alive_at = s.clock.now();
         }
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        s.advance_clock(5);
     };
-    assert!(alive_at >= t0 + 3, "renewed past its 2 s TTL");
+    assert!(alive_at >= t0 + 11, "renewed past its 10 s TTL");
     let msg = ended["message"].as_str().unwrap();
     assert!(
         msg.contains("max TTL") && msg.contains("log in again"),
         "{msg}"
     );
-    assert!(now() <= t0 + 7, "ended by the max TTL");
+    assert!(s.clock.now() <= t0 + 27, "ended by the max TTL");
     let (status, _) = s.call("GET", "/api/grants", Some(&key), None).await;
     assert_eq!(status, 401);
 
     // Unrenewed, a token just expires after its TTL.
     set_oidc_auth(&s, &id, cfg(1, 60, 0)).await;
     let key = token(&s, "job", &issuer.sign(&gitlab_claims())).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    s.advance_clock(2);
     let (status, v) = s.call("GET", "/api/grants", Some(&key), None).await;
     assert_eq!(status, 401);
     assert!(v["message"].as_str().unwrap().contains("expired"), "{v}");

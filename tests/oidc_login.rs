@@ -63,6 +63,8 @@ struct LoginRun {
     child: Child,
     url_rx: mpsc::Receiver<String>,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Collects stderr; ends when the pipe does.
+    reader: std::thread::JoinHandle<()>,
 }
 
 fn start_login(m: &Machine, s: &Server, extra: &[&str], env: &[(&str, &str)]) -> LoginRun {
@@ -84,7 +86,7 @@ fn start_login(m: &Machine, s: &Server, extra: &[&str], env: &[(&str, &str)]) ->
     let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let pipe = child.stderr.take().unwrap();
     let acc = stderr.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             if let Some(u) = line.trim().strip_prefix("http").map(|r| format!("http{r}")) {
                 let _ = tx.send(u);
@@ -98,6 +100,7 @@ fn start_login(m: &Machine, s: &Server, extra: &[&str], env: &[(&str, &str)]) ->
         child,
         url_rx,
         stderr,
+        reader,
     }
 }
 
@@ -118,7 +121,8 @@ impl LoginRun {
             .read_to_string(&mut stdout)
             .unwrap();
         let status = self.child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        // All of stderr, to the end of the pipe.
+        common::wait_until_blocking("infra login's stderr to end", || self.reader.is_finished());
         let err = self.stderr.lock().unwrap().clone();
         (status.code().unwrap_or(-1), stdout, err)
     }
@@ -638,14 +642,10 @@ async fn the_browser_launcher_never_writes_to_stdout() {
         &[("BROWSER", launcher.to_str().unwrap()), ("DISPLAY", ":0")],
     );
     let printed = run.auth_url();
-    let mut opened = String::new();
-    for _ in 0..100 {
-        opened = std::fs::read_to_string(&seen).unwrap_or_default();
-        if !opened.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let opened = common::wait_for("the launcher to be run", async || {
+        Some(std::fs::read_to_string(&seen).unwrap_or_default()).filter(|o| !o.is_empty())
+    })
+    .await;
     assert_eq!(
         opened.trim(),
         printed,

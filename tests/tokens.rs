@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Backend, Browser, OidcProvider, Server, ServerOptions, free_port};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
 use serde_json::{Value, json};
@@ -136,6 +134,7 @@ async fn signing_keys_rotate_with_overlap_and_are_shared_by_replicas() {
     let a = Server::start_with(opts).await;
     let mut opts = ServerOptions::new(Backend::Postgres);
     opts.db = a.db.clone();
+    opts.clock = Some(a.clock.clone());
     opts.extra_args = vec![
         "--signing-key-rotation".into(),
         "2s".into(),
@@ -169,7 +168,8 @@ async fn signing_keys_rotate_with_overlap_and_are_shared_by_replicas() {
         .unwrap();
     assert!(jwks(&a).await.find(&kid_b).is_some());
 
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The next epoch, on both (they share the clock).
+    a.advance_clock(2);
     let (_, t2) = mint(&a, &key, "prod").await;
     let kid2 = jsonwebtoken::decode_header(t2["token"].as_str().unwrap())
         .unwrap()
@@ -233,12 +233,12 @@ async fn idp_admin(idp: &OidcProvider, path: &str, body: Value) {
     assert!(resp.status().is_success(), "{path}: {}", resp.status());
 }
 
-async fn recheck_setup(backend: Backend, db: Option<String>) -> (OidcProvider, Server, Value) {
+async fn recheck_setup(backend: Backend) -> (OidcProvider, Server, Value) {
     let idp = OidcProvider::start_with(&[
         ("OIDC_ADMIN_TOKEN", IDP_ADMIN),
         ("OIDC_GROUPS", r#"{"alice":["sre"]}"#),
     ]);
-    let s = start_rechecking(backend, db, None).await;
+    let s = start_rechecking(backend, None).await;
     let provider = s
         .ok("POST", "/api/providers",
             Some(json!({"name": "corp", "url": idp.issuer, "clientID": "infra-test", "clientSecret": "infra-test-secret"})), 201)
@@ -256,24 +256,37 @@ async fn recheck_setup(backend: Backend, db: Option<String>) -> (OidcProvider, S
     (idp, s, provider)
 }
 
-async fn start_rechecking(
-    backend: Backend,
-    db: Option<String>,
-    root_key: Option<std::path::PathBuf>,
-) -> Server {
+/// How often the servers here re-check a session with the provider; the
+/// tests let it pass on the servers' clock ([`let_the_interval_pass`]), so
+/// "within the interval" holds however slow the machine is.
+const RECHECK_INTERVAL: i64 = 60;
+
+fn let_the_interval_pass(s: &Server) {
+    s.advance_clock(RECHECK_INTERVAL + 1);
+}
+
+/// A server that re-checks sessions every [`RECHECK_INTERVAL`]; `shared`:
+/// a replica's database, root key and clock.
+async fn start_rechecking(backend: Backend, shared: Option<&Server>) -> Server {
     let mut opts = ServerOptions::new(backend);
-    opts.db = db;
-    opts.extra_args = vec!["--idp-revalidate-interval".into(), "1s".into()];
-    if let Some(k) = root_key {
-        opts.extra_args
-            .extend(["--root-key-file".into(), k.display().to_string()]);
+    opts.extra_args = vec![
+        "--idp-revalidate-interval".into(),
+        format!("{RECHECK_INTERVAL}s"),
+    ];
+    if let Some(a) = shared {
+        opts.db = a.db.clone();
+        opts.clock = Some(a.clock.clone());
+        opts.extra_args.extend([
+            "--root-key-file".into(),
+            a.data_dir.join("root.key").display().to_string(),
+        ]);
     }
     Server::start_with(opts).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recheck_updates_groups_and_ends_revoked_sessions() {
-    let (idp, s, provider) = recheck_setup(Backend::Sqlite, None).await;
+    let (idp, s, provider) = recheck_setup(Backend::Sqlite).await;
     let key = oidc_sign_in(&s, &provider, "alice").await;
     let (status, t) = mint(&s, &key, "prod").await;
     assert_eq!(status, 201, "{t}");
@@ -289,7 +302,7 @@ async fn recheck_updates_groups_and_ends_revoked_sessions() {
         json!({"sub": "alice", "groups": ["sre", "oncall"]}),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let_the_interval_pass(&s);
     let (status, t) = mint(&s, &key, "prod").await;
     assert_eq!(status, 201, "{t}");
     let mut groups: Vec<String> = serde_json::from_value(
@@ -320,7 +333,7 @@ async fn recheck_updates_groups_and_ends_revoked_sessions() {
         .await
         .unwrap();
     assert!(resp.status().is_success());
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let_the_interval_pass(&s);
     let (status, err) = mint(&s, &key, "prod").await;
     assert_eq!(status, 401, "{err}");
     let msg = err["message"].as_str().unwrap();
@@ -340,10 +353,10 @@ async fn recheck_updates_groups_and_ends_revoked_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_provider_fails_closed_but_keeps_the_keys() {
-    let (idp, s, provider) = recheck_setup(Backend::Sqlite, None).await;
+    let (idp, s, provider) = recheck_setup(Backend::Sqlite).await;
     let key = oidc_sign_in(&s, &provider, "alice").await;
     idp_admin(&idp, "/__admin/down", json!({})).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let_the_interval_pass(&s);
     let resp = s
         .client
         .post(format!("{}/api/tokens", s.url))
@@ -365,30 +378,35 @@ async fn an_unreachable_provider_fails_closed_but_keeps_the_keys() {
 
     // The provider is back: after the back-off, tokens flow again.
     idp_admin(&idp, "/__admin/up", json!({})).await;
-    let mut ok = false;
-    for _ in 0..40 {
-        let (status, _) = mint(&s, &key, "prod").await;
-        if status == 201 {
-            ok = true;
-            break;
-        }
-        assert_eq!(status, 503);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert!(ok, "tokens are minted again once the provider is back");
+    let resp = s
+        .client
+        .post(format!("{}/api/tokens", s.url))
+        .header("Infra-Version", common::VERSION)
+        .bearer_auth(&key)
+        .json(&json!({"destination": "prod"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503, "still backing off");
+    let retry_after: i64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    s.advance_clock(retry_after);
+    let (status, t) = mint(&s, &key, "prod").await;
+    assert_eq!(
+        status, 201,
+        "tokens are minted again once the provider is back: {t}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_one_replica_rechecks_a_user_at_a_time() {
-    let (_idp, a, provider) = recheck_setup(Backend::Postgres, None).await;
-    let b = start_rechecking(
-        Backend::Postgres,
-        a.db.clone(),
-        Some(a.data_dir.join("root.key")),
-    )
-    .await;
+    let (_idp, a, provider) = recheck_setup(Backend::Postgres).await;
+    let b = start_rechecking(Backend::Postgres, Some(&a)).await;
     let key = oidc_sign_in(&a, &provider, "alice").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let_the_interval_pass(&a);
     let mut calls = Vec::new();
     for i in 0..12 {
         let s = if i % 2 == 0 { &a } else { &b };

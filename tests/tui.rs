@@ -13,7 +13,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use common::{Backend, Machine, Server};
 use serde_json::{Value, json};
@@ -348,22 +347,10 @@ impl Tmux {
             .collect()
     }
 
-    /// Polls the screen until `ok` holds; fails with the screen after 20 s.
+    /// Looks at the screen until `ok` holds; fails after `common::WAIT`
+    /// (and dropping `self` then shows the screen).
     fn wait_for(&self, what: &str, ok: impl Fn(&[String]) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let screen = self.screen();
-            if ok(&screen) {
-                return screen;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}; the screen:\n{}",
-                    screen.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::wait_for_blocking(what, || Some(self.screen()).filter(|s| ok(s)))
     }
 
     /// Waits for the picker's help line.

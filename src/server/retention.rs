@@ -38,6 +38,7 @@ pub async fn prune_once(
         .take_lease(LEASE, now, now.saturating_add(period))
         .await?
     {
+        tracing::debug!("another replica prunes the audit log this period");
         return Ok(None);
     }
     store.prune_rate_limits(now).await?;

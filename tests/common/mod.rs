@@ -1,6 +1,18 @@
 //! Shared parts of the integration tests: a real `infra server` process on
 //! a free loopback port (SQLite or a fresh PostgreSQL database), a real
 //! OpenID provider (npm `oidc-provider`), and a typed way to call the API.
+//!
+//! Time, in two ways, and no test sleeps on the wall clock:
+//! - [`Clock`]: the clock of the processes a test runs (`src/clock.rs`'s
+//!   seam). Every [`Server`] gets its own, set back to no offset; a test
+//!   lets time pass for an expiry with [`Server::advance_clock`], and
+//!   shares one clock between servers ([`ServerOptions::clock`]), a
+//!   connector or the CLI ([`Clock::apply`], [`Machine::use_clock`]).
+//! - [`wait_for`] / [`wait_until`] (and [`wait_for_blocking`] /
+//!   [`wait_until_blocking`] outside async code): waiting for something to
+//!   happen (a background loop, a line printed, a process ending), looking
+//!   again every few milliseconds, failing after [`WAIT`] with what it
+//!   waited for. The only place the tests pause.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -68,6 +80,153 @@ pub fn random_suffix() -> String {
     infra::web::random_from(10, b"abcdefghijklmnopqrstuvwxyz")
 }
 
+// ------------------------------------------------------------------ time
+
+/// How long any wait may take before the test fails. Generous, because a
+/// loaded machine is slow and a wait that holds returns at once.
+pub const WAIT: Duration = Duration::from_secs(30);
+/// How often a wait looks again.
+const LOOK_EVERY: Duration = Duration::from_millis(25);
+
+/// Waits until `probe` gives `Some`, looking at once and then every 25 ms;
+/// fails with "timed out waiting for WHAT" after [`WAIT`].
+pub async fn wait_for<T>(
+    what: impl std::fmt::Display,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut look = tokio::time::interval(LOOK_EVERY);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        look.tick().await;
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+    }
+}
+
+/// Waits until `cond` holds; see [`wait_for`].
+pub async fn wait_until(what: impl std::fmt::Display, mut cond: impl AsyncFnMut() -> bool) {
+    wait_for(what, async || cond().await.then_some(())).await
+}
+
+/// [`wait_for`] for code that is not async (a thread, a blocking test).
+pub fn wait_for_blocking<T>(
+    what: impl std::fmt::Display,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        std::thread::park_timeout(LOOK_EVERY);
+    }
+}
+
+/// [`wait_until`] for code that is not async.
+pub fn wait_until_blocking(what: impl std::fmt::Display, mut cond: impl FnMut() -> bool) {
+    wait_for_blocking(what, || cond().then_some(()))
+}
+
+/// Waits for a process to end (see [`wait_for_blocking`]); on a timeout
+/// it is killed.
+pub fn wait_for_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    struct KillIfPanicking<'c>(&'c mut Child);
+    impl Drop for KillIfPanicking<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let child = KillIfPanicking(child);
+    wait_for_blocking(format!("{what} to end"), || child.0.try_wait().unwrap())
+}
+
+/// The clock of the processes a test runs: `src/clock.rs` adds the number
+/// of seconds in this file (read on every call, in debug builds) to their
+/// system time. It starts at 0; [`Clock::advance`] lets time pass at once
+/// for every process started with it, already running or not. Clones
+/// share the file.
+#[derive(Clone)]
+pub struct Clock {
+    dir: Arc<tempfile::TempDir>,
+    /// Serialises the read-change-write of [`Clock::advance`].
+    lock: Arc<Mutex<()>>,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock {
+    /// The environment variable that names the file.
+    pub const ENV: &str = "INFRA_TEST_CLOCK_FILE";
+
+    pub fn new() -> Clock {
+        let c = Clock {
+            dir: Arc::new(tempfile::tempdir().unwrap()),
+            lock: Arc::new(Mutex::new(())),
+        };
+        c.set(0);
+        c
+    }
+
+    pub fn file(&self) -> PathBuf {
+        self.dir.path().join("clock")
+    }
+
+    /// Seconds ahead of the system time.
+    pub fn offset(&self) -> i64 {
+        std::fs::read_to_string(self.file())
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Lets `secs` seconds pass.
+    pub fn advance(&self, secs: i64) {
+        let _held = self.lock.lock().unwrap();
+        self.set(self.offset() + secs);
+    }
+
+    /// Written whole (a new file renamed over the old one): a process
+    /// reading it never sees it empty or half-written.
+    fn set(&self, offset: i64) {
+        let tmp = self.dir.path().join("clock.new");
+        std::fs::write(&tmp, offset.to_string()).unwrap();
+        std::fs::rename(&tmp, self.file()).unwrap();
+    }
+
+    /// Now, in seconds since the Unix epoch, as the processes see it.
+    pub fn now(&self) -> i64 {
+        let system = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        system + self.offset()
+    }
+
+    /// Runs `cmd` on this clock. (It then ignores
+    /// `INFRA_TEST_CLOCK_OFFSET_SECS`: start from an offset with `advance`.)
+    pub fn apply<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        cmd.env(Self::ENV, self.file())
+    }
+}
+
 /// A running `infra server`.
 pub struct Server {
     pub child: Child,
@@ -76,6 +235,9 @@ pub struct Server {
     pub db: Option<String>,
     pub stderr: Arc<Mutex<String>>,
     pub client: reqwest::Client,
+    /// The server's clock (shared with other servers of the test if
+    /// [`ServerOptions::clock`] said so).
+    pub clock: Clock,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -89,6 +251,9 @@ pub struct ServerOptions {
     pub env: Vec<(String, String)>,
     /// The open-files limit (soft and hard) the server starts under.
     pub open_files: Option<u64>,
+    /// Another server's clock, for replicas that must see one time; by
+    /// default each server has a clock of its own.
+    pub clock: Option<Clock>,
 }
 
 impl ServerOptions {
@@ -102,6 +267,7 @@ impl ServerOptions {
             extra_args: Vec::new(),
             env: Vec::new(),
             open_files: None,
+            clock: None,
         }
     }
 }
@@ -160,30 +326,43 @@ impl Server {
                 cmd.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, n, n));
             }
         }
+        let clock = opts.clock.unwrap_or_default();
+        clock.apply(&mut cmd);
         let mut child = cmd.spawn().expect("start infra server");
         let stderr = Arc::new(Mutex::new(String::new()));
+        // The URL, once the start-up banner (which ends with the certificate's
+        // fingerprint) is all in `stderr`.
         let (tx, rx) = std::sync::mpsc::channel();
-        {
+        let reader = {
             let stderr = stderr.clone();
             let pipe = child.stderr.take().unwrap();
             std::thread::spawn(move || {
+                let mut url = None;
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("listening on ").nth(1) {
-                        let _ = tx.send(rest.trim().to_string());
+                    {
+                        let mut s = stderr.lock().unwrap();
+                        s.push_str(&line);
+                        s.push('\n');
                     }
-                    let mut s = stderr.lock().unwrap();
-                    s.push_str(&line);
-                    s.push('\n');
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        url = Some(rest.trim().to_string());
+                    }
+                    if line.starts_with("TLS certificate SHA-256 fingerprint: ")
+                        && let Some(url) = url.take()
+                    {
+                        let _ = tx.send(url);
+                    }
                 }
-            });
-        }
+            })
+        };
         let url = match rx.recv_timeout(Duration::from_secs(60)) {
             // A server on every address is reached, like a person would, on loopback.
             Ok(url) => url.replace("https://0.0.0.0:", "https://127.0.0.1:"),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                std::thread::sleep(Duration::from_millis(200));
+                // Everything it printed, up to the end of the pipe.
+                wait_until_blocking("the server's stderr to end", || reader.is_finished());
                 panic!("infra server did not start:\n{}", stderr.lock().unwrap());
             }
         };
@@ -195,8 +374,15 @@ impl Server {
             db,
             stderr,
             client,
+            clock,
             _tmp: tmp,
         }
+    }
+
+    /// Lets `secs` seconds pass on the server's clock (and on every process
+    /// sharing it), at once.
+    pub fn advance_clock(&self, secs: i64) {
+        self.clock.advance(secs);
     }
 
     pub fn stderr(&self) -> String {
@@ -277,17 +463,8 @@ impl Server {
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("server did not stop on SIGTERM:\n{}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // On a timeout, dropping `self` shows its log.
+        wait_for_exit(&mut self.child, "the server (on SIGTERM)")
     }
 
     /// A user with a password, and a key from logging in as them.
@@ -544,6 +721,8 @@ pub fn free_port() -> u16 {
 /// A person's machine: its own home, config dir and kubeconfig.
 pub struct Machine {
     pub dir: tempfile::TempDir,
+    /// The clock of its commands, when a test shares one with them.
+    clock: Option<Clock>,
 }
 
 impl Default for Machine {
@@ -556,7 +735,14 @@ impl Machine {
     pub fn new() -> Machine {
         Machine {
             dir: tempfile::tempdir().unwrap(),
+            clock: None,
         }
+    }
+
+    /// Runs this machine's commands on `clock` (e.g. a server's), so that
+    /// time a test lets pass passes for them too.
+    pub fn use_clock(&mut self, clock: &Clock) {
+        self.clock = Some(clock.clone());
     }
 
     pub fn home(&self) -> &Path {
@@ -579,6 +765,9 @@ impl Machine {
             .env_remove("INFRA_PASSWORD")
             .env_remove("INFRA_NO_KEYRING")
             .stdin(Stdio::null());
+        if let Some(clock) = &self.clock {
+            clock.apply(&mut c);
+        }
         c
     }
 
@@ -618,6 +807,103 @@ impl Machine {
             }
         }
         out
+    }
+}
+
+/// A command in a pseudo-terminal (util-linux `script`), as a person at a
+/// terminal runs it: the test reads the screen as it comes, and types.
+pub struct Terminal {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    /// Everything shown so far (the command's output and the typing's echo).
+    screen: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Terminal {
+    /// `script` running `program args...`; the caller sets its environment.
+    pub fn command(program: &Path, args: &[&str]) -> Command {
+        let line = std::iter::once(program.display().to_string())
+            .chain(args.iter().map(|a| a.to_string()))
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"]);
+        cmd
+    }
+
+    /// Starts a command made by [`Terminal::command`].
+    pub fn start(mut cmd: Command) -> Terminal {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run script (util-linux)");
+        let screen = Arc::new(Mutex::new(Vec::new()));
+        let collect = |mut pipe: Box<dyn std::io::Read + Send>| {
+            let screen = screen.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    screen.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            })
+        };
+        let readers = vec![
+            collect(Box::new(child.stdout.take().unwrap())),
+            collect(Box::new(child.stderr.take().unwrap())),
+        ];
+        Terminal {
+            stdin: child.stdin.take(),
+            child,
+            screen,
+            readers,
+        }
+    }
+
+    pub fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until `text` is on the screen.
+    pub fn wait_for(&self, text: &str) {
+        wait_until_blocking(format!("{text:?} on the screen"), || {
+            self.screen().contains(text)
+        });
+    }
+
+    /// Types `keys`.
+    pub fn type_keys(&mut self, keys: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("the terminal is open");
+        stdin.write_all(keys.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the command to end (the keyboard stays connected until
+    /// then); returns its exit code and the whole screen.
+    pub fn finish(mut self) -> (i32, String) {
+        let status = wait_for_exit(&mut self.child, "the command in the terminal");
+        self.stdin = None;
+        for r in std::mem::take(&mut self.readers) {
+            wait_until_blocking("the terminal's output to end", || r.is_finished());
+        }
+        (status.code().unwrap_or(-1), self.screen())
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- the terminal:\n{}", self.screen());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
