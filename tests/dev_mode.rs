@@ -400,12 +400,20 @@ fn a_mismatched_issuer_is_refused_at_start() {
     );
 }
 
-/// The README's quickstart, exactly as written, from a clean HOME:
-/// `infra server --dev`, then `infra login localhost:8443` in a terminal
-/// (trust the certificate, sign in in the browser).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_quickstart_works_as_written() {
-    let m = Machine::new();
+/// The quickstart's fixed ports (8443, 8301): one test at a time.
+static QUICKSTART: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `infra server --dev`, then `infra login localhost:8443` in a terminal,
+/// the certificate trusted, up to the browser being opened: the server
+/// (killed on drop), the login's terminal and the sign-in URL.
+async fn quickstart_until_the_browser(
+    m: &Machine,
+) -> (
+    std::process::Child,
+    common::KillOnDrop,
+    common::Terminal,
+    String,
+) {
     let mut server = Command::new(common::bin())
         .args(["server", "--dev"])
         .env("HOME", m.home())
@@ -416,7 +424,7 @@ async fn the_quickstart_works_as_written() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let _server_guard = common::KillOnDrop(server.id());
+    let guard = common::KillOnDrop(server.id());
     let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
     let mut log = String::new();
     for line in lines.by_ref() {
@@ -462,6 +470,17 @@ async fn the_quickstart_works_as_written() {
         url.starts_with("https://127.0.0.1:8443/oidc/authorize"),
         "the browser was opened: {url:?}"
     );
+    (server, guard, login, url)
+}
+
+/// The README's quickstart, exactly as written, from a clean HOME:
+/// `infra server --dev`, then `infra login localhost:8443` in a terminal
+/// (trust the certificate, sign in in the browser).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_works_as_written() {
+    let _one = QUICKSTART.lock().await;
+    let m = Machine::new();
+    let (mut server, _server_guard, login, url) = quickstart_until_the_browser(&m).await;
 
     // The person signs in in a real browser (Chromium, which enforces the
     // pages' Content-Security-Policy as people's browsers do; told to accept
@@ -483,6 +502,14 @@ async fn the_quickstart_works_as_written() {
             .starts_with("http://localhost:8301/"),
         "{report}"
     );
+    // The page says who, once the server took the sign-in.
+    assert!(
+        report["text"]
+            .as_str()
+            .unwrap()
+            .contains("signed in to infra as newcomer@example.com"),
+        "{report}"
+    );
     let (code, screen) = login.finish();
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("SHA-256 fingerprint"), "{screen}");
@@ -492,6 +519,37 @@ async fn the_quickstart_works_as_written() {
     );
     let status: Value = serde_json::from_str(&m.ok(&["status", "--format", "json"])).unwrap();
     assert_eq!(status[0]["status"], "valid");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// The browser says "signed in" only when the server took the sign-in: a
+/// name the server refuses (Kubernetes' reserved `system:`) gets a page
+/// that says it failed, and the CLI says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_says_signed_in_only_after_the_server_took_it() {
+    let _one = QUICKSTART.lock().await;
+    let m = Machine::new();
+    let (mut server, _server_guard, login, url) = quickstart_until_the_browser(&m).await;
+    let report = common::chromium_script(
+        "quickstart_pages.mjs",
+        &[
+            ("SIGNIN_URL", url.as_str()),
+            ("LOGIN", "system:masters"),
+            ("BACK_PREFIX", "http://localhost:8301/"),
+            ("EXPECT", "sign-in failed"),
+        ],
+    )
+    .await;
+    let text = report["text"].as_str().unwrap();
+    assert!(
+        !text.to_lowercase().contains("you are signed in"),
+        "{report}"
+    );
+    assert!(text.contains("infra did not accept it"), "{report}");
+    let (code, screen) = login.finish();
+    assert_ne!(code, 0, "{screen}");
+    assert!(screen.contains("system:"), "the CLI says why: {screen}");
     let _ = server.kill();
     let _ = server.wait();
 }

@@ -138,12 +138,22 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
     let resp = if let Some(why) = device {
         super::device::sign_in(&args, &server, &client, why).await?
     } else {
-        let request = if through_provider {
-            browser_sign_in(&args, &server, &client).await?
+        let (request, browser) = if through_provider {
+            let (request, page) = browser_sign_in(&args, &server, &client).await?;
+            (request, Some(page))
         } else {
-            request
+            (request, None)
         };
-        match client.login(&request).await {
+        let answer = client.login(&request).await;
+        // The browser's page tells how it ended, only now that it has.
+        if let Some(page) = browser {
+            page.finish(match &answer {
+                Ok(r) => crate::login::Outcome::SignedIn(r.name.clone()),
+                Err(e) => crate::login::Outcome::Failed(e.to_string()),
+            })
+            .await;
+        }
+        match answer {
             Ok(r) => r,
             Err(e @ ClientError::Api { status: 401, .. }) => {
                 return Err(AuthNeeded(format!("login to {server} failed: {e}")).into());
@@ -219,12 +229,13 @@ fn note_short_session(server: &str, expires: &str) {
 }
 
 /// Signs in through the server's identity provider in a browser; returns
-/// the login request that carries the code.
+/// the login request that carries the code, and the browser's page waiting
+/// to say how it ended.
 async fn browser_sign_in(
     args: &LoginArgs,
     server: &str,
     client: &Client,
-) -> anyhow::Result<LoginRequest> {
+) -> anyhow::Result<(LoginRequest, crate::login::Pending)> {
     let provider = pick_provider(args, server, client).await?;
     let listeners = crate::login::bind(args.listen_port).await?;
     let attempt = crate::login::Attempt::new(listeners.port);
@@ -254,17 +265,21 @@ async fn browser_sign_in(
     if let Some(sp) = spinner {
         sp.finish_and_clear();
     }
-    match outcome? {
-        crate::login::Callback::Code(code) => Ok(LoginRequest {
-            oidc: Some(crate::api::OidcLogin {
-                provider_id: provider.id,
-                code: code.into(),
-                redirect_url: attempt.redirect_url,
-                code_verifier: attempt.code_verifier.into(),
-                nonce: attempt.nonce,
-            }),
-            ..Default::default()
-        }),
+    let pending = outcome?;
+    match &pending.callback {
+        crate::login::Callback::Code(code) => Ok((
+            LoginRequest {
+                oidc: Some(crate::api::OidcLogin {
+                    provider_id: provider.id,
+                    code: code.clone().into(),
+                    redirect_url: attempt.redirect_url,
+                    code_verifier: attempt.code_verifier.into(),
+                    nonce: attempt.nonce,
+                }),
+                ..Default::default()
+            },
+            pending,
+        )),
         crate::login::Callback::Denied(why) => {
             Err(AuthNeeded(format!("{} did not sign you in: {why}", provider.name)).into())
         }

@@ -74,11 +74,24 @@ pub enum Callback {
     Denied(String),
 }
 
+/// How the sign-in that a callback brought ended, for the page the
+/// browser is waiting for.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The server accepted the code: signed in as this user.
+    SignedIn(String),
+    /// Why it did not work.
+    Failed(String),
+}
+
 struct Shared {
     expected_state: String,
     done: bool,
-    tx: Option<oneshot::Sender<Callback>>,
+    tx: Option<oneshot::Sender<(Callback, Option<oneshot::Sender<Outcome>>)>>,
 }
+
+/// How long the browser's page waits for the server to take the code.
+const OUTCOME_WAIT: Duration = Duration::from_secs(120);
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;\
 padding:0 1rem;color:#222}h1{font-size:1.4rem}";
@@ -119,24 +132,61 @@ async fn callback(
     State(shared): State<Arc<Mutex<Shared>>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> axum::response::Response {
+    let outcome = match received(&shared, &q) {
+        Ok(outcome) => outcome,
+        Err(page) => return page,
+    };
+    // The page says "signed in" only once the server took the code.
+    match tokio::time::timeout(OUTCOME_WAIT, outcome).await {
+        Ok(Ok(Outcome::SignedIn(user))) => page(
+            StatusCode::OK,
+            "Signed in",
+            &format!(
+                "You are signed in to infra as {user}. You can close this tab and go back to \
+                 your terminal."
+            ),
+        ),
+        Ok(Ok(Outcome::Failed(why))) => page(
+            StatusCode::OK,
+            "Sign-in failed",
+            &format!(
+                "Your identity provider signed you in, but infra did not accept it: {why}. \
+                 Your terminal says more."
+            ),
+        ),
+        _ => page(
+            StatusCode::OK,
+            "Sign-in not finished",
+            "infra stopped before it could finish signing you in; see your terminal.",
+        ),
+    }
+}
+
+/// Takes the provider's redirect: a page to show at once, or a code handed
+/// on, with where its outcome will come from.
+#[allow(clippy::result_large_err)]
+fn received(
+    shared: &Mutex<Shared>,
+    q: &HashMap<String, String>,
+) -> Result<oneshot::Receiver<Outcome>, axum::response::Response> {
     let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
     if s.done {
-        return page(
+        return Err(page(
             StatusCode::BAD_REQUEST,
             "Already signed in",
             "This sign-in has already completed. You can close this tab.",
-        );
+        ));
     }
     let state_ok = q
         .get("state")
         .is_some_and(|st| crate::web::ct_eq(st, &s.expected_state));
     if !state_ok {
-        return page(
+        return Err(page(
             StatusCode::BAD_REQUEST,
             "Sign-in link not recognized",
             "This response does not belong to the sign-in that infra is waiting for (its state does \
              not match). infra is still waiting: finish signing in from the link it printed.",
-        );
+        ));
     }
     if let Some(err) = q.get("error") {
         let mut text = err.clone();
@@ -146,34 +196,56 @@ async fn callback(
         }
         s.done = true;
         if let Some(tx) = s.tx.take() {
-            let _ = tx.send(Callback::Denied(text.clone()));
+            let _ = tx.send((Callback::Denied(text.clone()), None));
         }
-        return page(
+        return Err(page(
             StatusCode::OK,
             "Sign-in failed",
             &format!("Your identity provider said: {text}. You can close this tab."),
-        );
+        ));
     }
     let Some(code) = q.get("code").filter(|c| !c.is_empty()) else {
-        return page(
+        return Err(page(
             StatusCode::BAD_REQUEST,
             "No code",
             "The response carries no authorization code.",
-        );
+        ));
     };
     s.done = true;
+    let (otx, orx) = oneshot::channel();
     if let Some(tx) = s.tx.take() {
-        let _ = tx.send(Callback::Code(code.clone()));
+        let _ = tx.send((Callback::Code(code.clone()), Some(otx)));
     }
-    page(
-        StatusCode::OK,
-        "Signed in",
-        "You are signed in to infra. You can close this tab and go back to your terminal.",
-    )
+    Ok(orx)
 }
 
-/// Serves the listeners until the first valid callback; returns it.
-pub async fn wait_for_callback(listeners: Listeners, expected_state: String) -> Callback {
+/// A callback received, its listeners still serving the browser's page
+/// until [`Pending::finish`] says how the sign-in ended.
+pub struct Pending {
+    pub callback: Callback,
+    outcome: Option<oneshot::Sender<Outcome>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Pending {
+    /// Shows the browser how the sign-in ended, then stops listening.
+    pub async fn finish(mut self, outcome: Outcome) {
+        if let Some(tx) = self.outcome.take() {
+            let _ = tx.send(outcome);
+            // Let the browser receive its page.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+    }
+}
+
+/// Serves the listeners until the first valid callback; returns it, with
+/// the listeners still up for the page that tells how it ended.
+pub async fn wait_for_callback(listeners: Listeners, expected_state: String) -> Pending {
     let (tx, rx) = oneshot::channel();
     let shared = Arc::new(Mutex::new(Shared {
         expected_state,
@@ -200,16 +272,15 @@ pub async fn wait_for_callback(listeners: Listeners, expected_state: String) -> 
     if let Some(v6) = listeners.v6 {
         tasks.push(serve(v6));
     }
-    let result = rx
+    let (callback, outcome) = rx
         .await
-        .unwrap_or(Callback::Denied("the listener stopped".into()));
-    // Let the browser receive its page, then stop listening.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        .unwrap_or((Callback::Denied("the listener stopped".into()), None));
+    Pending {
+        callback,
+        outcome,
+        stop: stop_tx,
+        tasks,
     }
-    result
 }
 
 /// Opens the URL in the default browser, keeping whatever the launcher

@@ -13,6 +13,8 @@
 //   LOGIN        the name to type; default "newcomer"
 //   GROUPS       the groups to type; default "" (e.g. "admins")
 //   BACK_PREFIX  where the browser must end up; default "http://localhost:"
+//   EXPECT       what the CLI's page must say (a regular expression,
+//                case-insensitive); default "signed in to infra as"
 //   OUT_DIR      where the screenshots go (created); default a temp dir
 //   CHROMIUM     the browser; default /usr/bin/chromium
 //
@@ -31,6 +33,7 @@ const url = env.SIGNIN_URL;
 const login = env.LOGIN || 'newcomer';
 const groups = env.GROUPS || '';
 const back = env.BACK_PREFIX || 'http://localhost:';
+const expect = new RegExp(env.EXPECT || 'signed in to infra as', 'i');
 const outDir = env.OUT_DIR || mkdtempSync(join(tmpdir(), 'infra-quickstart-'));
 if (!url) {
   console.error('quickstart_pages.mjs: set SIGNIN_URL');
@@ -88,10 +91,10 @@ try {
   ]);
   await page.waitForLoadState('load');
   const text = await page.locator('body').innerText();
-  check(/signed in/i.test(text), `the CLI's page says: ${text}`);
+  check(expect.test(text), `the CLI's page says: ${text}`);
   await shot('2-back-at-the-cli.png');
   check(problems.length === 0, `the browser complained: ${problems.join(' | ')}`);
-  process.stdout.write(`${JSON.stringify({ ok: true, screenshots: shots, final: page.url() })}\n`);
+  process.stdout.write(`${JSON.stringify({ ok: true, screenshots: shots, final: page.url(), text })}\n`);
   await context.close();
   rmSync(profile, { recursive: true, force: true });
   process.exit(0);
