@@ -553,3 +553,36 @@ async fn the_browser_says_signed_in_only_after_the_server_took_it() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// The dev provider is `--dev`'s own: an admin cannot edit it into a broken
+/// state (sign-in would then fail in the CLI while the browser said all
+/// was well) or remove it; other providers stay editable.
+#[tokio::test]
+async fn the_dev_provider_is_read_only() {
+    let s = Server::start_with(dev_options()).await;
+    let m = Machine::new();
+    let out = m.run(&[
+        "login",
+        &s.host(),
+        "--key",
+        common::ADMIN_KEY,
+        "--tls-trusted-fingerprint",
+        &s.fingerprint(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    for args in [
+        &["providers", "edit", "dev", "--client-secret", "X"][..],
+        &["providers", "remove", "dev"][..],
+    ] {
+        let out = m.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("built into `infra server --dev`"),
+            "{args:?}: {err}"
+        );
+    }
+    // It is still there, as it was.
+    let p = s.ok("GET", "/api/providers?name=dev", None, 200).await;
+    assert_eq!(p["items"].as_array().unwrap().len(), 1, "{p}");
+}

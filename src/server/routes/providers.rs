@@ -204,6 +204,7 @@ pub async fn update(
 ) -> ApiResult<Json<Provider>> {
     caller.require_admin()?;
     let cur = state.store.get_provider(&id).await?;
+    built_in(&state, &cur.name, "changed")?;
     let secret = match req.client_secret {
         Some(s) => s,
         None => state.root_key.decrypt(&cur.client_secret_enc)?,
@@ -234,7 +235,20 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
+    built_in(&state, &state.store.get_provider(&id).await?.name, "removed")?;
     let p = state.store.delete_provider(&id).await?;
     audit(&state, &caller, "provider.remove", &p.name, &addr).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The provider `infra server --dev` brings is its own: the server sets it
+/// up at every start, and an edit would only break sign-in until then.
+fn built_in(state: &AppState, name: &str, what: &str) -> ApiResult<()> {
+    if state.dev_idp.is_some() && name == "dev" {
+        return Err(ApiError::bad_request(format!(
+            "the provider dev is built into `infra server --dev` and cannot be {what}; add \
+             your own with `infra providers add NAME --url ISSUER --client-id ID`"
+        )));
+    }
+    Ok(())
 }
