@@ -712,6 +712,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--audit-prune-interval', '--audit-prune-interval', [CompletionResultType]::ParameterName, 'How often old audit entries are removed (by one replica)')
             [CompletionResult]::new('--max-long-polls', '--max-long-polls', [CompletionResultType]::ParameterName, 'Connectors'' long polls one replica holds open at once (one per connector); beyond it, 503 with Retry-After')
             [CompletionResult]::new('--db-max-connections', '--db-max-connections', [CompletionResultType]::ParameterName, 'Database connections per replica [default: 8 for SQLite, 16 for PostgreSQL]')
+            [CompletionResult]::new('--print-admin-key', '--print-admin-key', [CompletionResultType]::ParameterName, 'Print the first start''s admin access key, while it has not been used, and exit')
             [CompletionResult]::new('--dev', '--dev', [CompletionResultType]::ParameterName, 'Development mode: an embedded OpenID provider that signs in anyone (no real security)')
             [CompletionResult]::new('--ephemeral', '--ephemeral', [CompletionResultType]::ParameterName, 'Keep everything in a temporary directory, removed at exit')
             [CompletionResult]::new('--dev-allow-remote', '--dev-allow-remote', [CompletionResultType]::ParameterName, 'Let --dev listen on a non-loopback address (anyone who reaches it can sign in)')

@@ -2633,7 +2633,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__server)
-            opts="-h -V --listen --tls-cert --tls-key --data-dir --db --config --root-key-file --session-expiry --session-inactivity-timeout --url --token-ttl --idp-revalidate-interval --signing-key-rotation --dev --ephemeral --dev-allow-remote --oidc-issuer-url --oidc-issuer-client-id --oidc-issuer-client-secret --oidc-username-claim --oidc-ca-file --oidc-provider-name --oidc-callback-url --device-code-ttl --device-poll-interval --trusted-proxies --proxy-protocol --max-connections --header-read-timeout --metrics-listen --request-timeout --idle-timeout --audit-retention --audit-prune-interval --max-long-polls --db-max-connections --help --version"
+            opts="-h -V --listen --tls-cert --tls-key --data-dir --db --config --root-key-file --session-expiry --session-inactivity-timeout --url --token-ttl --idp-revalidate-interval --signing-key-rotation --print-admin-key --dev --ephemeral --dev-allow-remote --oidc-issuer-url --oidc-issuer-client-id --oidc-issuer-client-secret --oidc-username-claim --oidc-ca-file --oidc-provider-name --oidc-callback-url --device-code-ttl --device-poll-interval --trusted-proxies --proxy-protocol --max-connections --header-read-timeout --metrics-listen --request-timeout --idle-timeout --audit-retention --audit-prune-interval --max-long-polls --db-max-connections --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

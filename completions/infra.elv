@@ -616,6 +616,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --audit-prune-interval 'How often old audit entries are removed (by one replica)'
             cand --max-long-polls 'Connectors'' long polls one replica holds open at once (one per connector); beyond it, 503 with Retry-After'
             cand --db-max-connections 'Database connections per replica [default: 8 for SQLite, 16 for PostgreSQL]'
+            cand --print-admin-key 'Print the first start''s admin access key, while it has not been used, and exit'
             cand --dev 'Development mode: an embedded OpenID provider that signs in anyone (no real security)'
             cand --ephemeral 'Keep everything in a temporary directory, removed at exit'
             cand --dev-allow-remote 'Let --dev listen on a non-loopback address (anyone who reaches it can sign in)'

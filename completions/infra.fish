@@ -340,6 +340,7 @@ complete -c infra -n "__fish_infra_using_subcommand server" -l audit-retention -
 complete -c infra -n "__fish_infra_using_subcommand server" -l audit-prune-interval -d 'How often old audit entries are removed (by one replica)' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l max-long-polls -d 'Connectors\' long polls one replica holds open at once (one per connector); beyond it, 503 with Retry-After' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l db-max-connections -d 'Database connections per replica [default: 8 for SQLite, 16 for PostgreSQL]' -r
+complete -c infra -n "__fish_infra_using_subcommand server" -l print-admin-key -d 'Print the first start\'s admin access key, while it has not been used, and exit'
 complete -c infra -n "__fish_infra_using_subcommand server" -l dev -d 'Development mode: an embedded OpenID provider that signs in anyone (no real security)'
 complete -c infra -n "__fish_infra_using_subcommand server" -l ephemeral -d 'Keep everything in a temporary directory, removed at exit'
 complete -c infra -n "__fish_infra_using_subcommand server" -l dev-allow-remote -d 'Let --dev listen on a non-loopback address (anyone who reaches it can sign in)'

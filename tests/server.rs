@@ -1204,6 +1204,91 @@ async fn first_start_prints_a_one_time_admin_key() {
     drop(s);
 }
 
+/// The admin key of a new server is not lost to a start that fails after
+/// it was made: it is printed only once the server serves, again at every
+/// start until it is used, and `infra server --print-admin-key` reads it
+/// while unused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_key_is_shown_until_it_is_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let key_in = |log: &str| {
+        log.split_whitespace()
+            .find(|w| w.len() == 35 && w.as_bytes()[10] == b'.')
+            .map(String::from)
+    };
+    // A first start that fails late: its provider cannot be reached.
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--oidc-issuer-url",
+            "https://127.0.0.1:9",
+            "--oidc-issuer-client-id",
+            "x",
+            "--oidc-issuer-client-secret",
+            "y",
+        ])
+        .env_remove("INFRA_ADMIN_ACCESS_KEY")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert_eq!(key_in(&log), None, "no key before the server serves: {log}");
+
+    let print = || {
+        std::process::Command::new(common::bin())
+            .args(["server", "--print-admin-key", "--data-dir"])
+            .arg(&data)
+            .env_remove("INFRA_ADMIN_ACCESS_KEY")
+            .output()
+            .unwrap()
+    };
+    let start = || {
+        let mut opts = ServerOptions::new(Backend::Sqlite);
+        opts.admin_key = None;
+        opts.data_dir = Some(data.clone());
+        Server::start_with(opts)
+    };
+    let mut s = start().await;
+    let key = key_in(&s.stderr()).unwrap_or_else(|| panic!("no key in: {}", s.stderr()));
+    s.stop();
+    let mut s = start().await;
+    assert_eq!(
+        key_in(&s.stderr()).as_deref(),
+        Some(key.as_str()),
+        "unused: shown again"
+    );
+    s.stop();
+    let out = print();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), key);
+
+    // Used once: never shown again.
+    let mut s = start().await;
+    let (status, _) = s.call("GET", "/api/users", Some(&key), None).await;
+    assert_eq!(status, 200);
+    s.stop();
+    let mut s = start().await;
+    assert_eq!(key_in(&s.stderr()), None, "{}", s.stderr());
+    s.stop();
+    let out = print();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no unused admin key"),
+        "{out:?}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
 /// The config file declares providers, users, groups, grants and the admin key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_file_bootstraps_the_server() {

@@ -201,11 +201,15 @@ pub async fn run(state: &AppState, config_path: Option<&Path>) -> anyhow::Result
                     provider_id: None,
                 })
                 .await?;
-            eprintln!(
-                "\nThis is a new infra server. The admin access key, shown only this once:\n\n    \
-                 {}\n\nLog in with:  infra login SERVER --key <the key above>\n",
-                key.key.expose_secret()
-            );
+            // Kept (sealed with the root key) until its first use, so a
+            // start that fails after this point does not lose it; printed
+            // once the server serves (`unused_admin_key`).
+            store
+                .set_setting(
+                    UNUSED_ADMIN_KEY,
+                    &state.root_key.encrypt(key.key.expose_secret()),
+                )
+                .await?;
         }
         None => {}
     }
@@ -343,6 +347,44 @@ async fn ensure_grant(
         Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The setting that holds the first start's admin key until it is used.
+const UNUSED_ADMIN_KEY: &str = "unused_admin_key";
+
+/// The admin key the first start made, while nobody has used it yet: what
+/// `infra server` prints once it serves, and `--print-admin-key` prints.
+/// Once used (or revoked), it is forgotten.
+pub async fn unused_admin_key(
+    store: &super::store::Store,
+    root_key: &crypto::RootKey,
+) -> anyhow::Result<Option<SecretString>> {
+    let Some(sealed) = store.get_setting(UNUSED_ADMIN_KEY).await? else {
+        return Ok(None);
+    };
+    let key = root_key.decrypt(&sealed)?;
+    let unused = match crypto::parse_access_key(key.expose_secret()) {
+        Some((id, _)) => match store.get_access_key(id).await {
+            Ok(row) => row.last_used_at.is_none(),
+            Err(super::store::StoreError::NotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        },
+        None => false,
+    };
+    if !unused {
+        store.delete_setting(UNUSED_ADMIN_KEY).await?;
+        return Ok(None);
+    }
+    Ok(Some(key))
+}
+
+/// The start-up lines that show the unused admin key.
+pub fn admin_key_banner(key: &SecretString) -> String {
+    format!(
+        "\nThe admin access key of this new server (shown at each start until it is first \
+         used):\n\n    {}\n\nLog in with:  infra login SERVER --key <the key above>\n",
+        key.expose_secret()
+    )
 }
 
 /// Installs (or refreshes) the admin key the operator chose.

@@ -112,6 +112,10 @@ pub struct ServerArgs {
     #[arg(long, env = "INFRA_SIGNING_KEY_ROTATION", default_value = "24h", value_parser = parse_duration)]
     pub signing_key_rotation: Duration,
 
+    /// Print the first start's admin access key, while it has not been used, and exit
+    #[arg(long, env = "INFRA_PRINT_ADMIN_KEY")]
+    pub print_admin_key: bool,
+
     /// Development mode: an embedded OpenID provider that signs in anyone (no real security)
     #[arg(long, env = "INFRA_DEV")]
     pub dev: bool,
@@ -406,6 +410,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| data_dir.join("root.key"));
     let root_key = crypto::RootKey::load_or_create(&root_key_path)?;
+    if args.print_admin_key {
+        return match bootstrap::unused_admin_key(&store, &root_key).await? {
+            Some(k) => {
+                println!("{}", secrecy::ExposeSecret::expose_secret(&k));
+                Ok(())
+            }
+            None => Err(anyhow::anyhow!(
+                "this server has no unused admin key: it was used (or never made, when \
+                 INFRA_ADMIN_ACCESS_KEY or the config file gives one); log in with an admin's \
+                 key, or set INFRA_ADMIN_ACCESS_KEY to install one"
+            )),
+        };
+    }
     let listener = std::net::TcpListener::bind(args.listen).with_context(|| {
         format!(
             "cannot listen on {}: is another server running there? Choose another with --listen",
@@ -466,6 +483,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         DEFAULT_METRICS_LISTEN,
     )
     .await?;
+    // Every start-up check has passed and the socket is bound: the admin
+    // key can be shown without the risk of a start that fails after it.
+    if let Some(k) = bootstrap::unused_admin_key(&store, &state.root_key).await? {
+        eprintln!("{}", bootstrap::admin_key_banner(&k));
+    }
     eprintln!(
         "infra server {} listening on https://{addr}",
         version::CURRENT

@@ -235,7 +235,11 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    built_in(&state, &state.store.get_provider(&id).await?.name, "removed")?;
+    built_in(
+        &state,
+        &state.store.get_provider(&id).await?.name,
+        "removed",
+    )?;
     let p = state.store.delete_provider(&id).await?;
     audit(&state, &caller, "provider.remove", &p.name, &addr).await?;
     Ok(StatusCode::NO_CONTENT)

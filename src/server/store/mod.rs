@@ -225,6 +225,14 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    pub async fn delete_setting(&self, name: &str) -> Result<()> {
+        sqlx::query("DELETE FROM settings WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_setting(&self, name: &str, value: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO settings (name, value) VALUES ($1, $2) \
