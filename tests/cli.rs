@@ -589,3 +589,41 @@ async fn logout_all_revokes_every_server_key() {
     let status: Value = serde_json::from_str(&m.ok(&["status", "--format", "json"])).unwrap();
     assert_eq!(status, json!([]), "nothing is left");
 }
+
+/// A role that is probably a typo is accepted (it may be a ClusterRole of
+/// the cluster's own) but warned about, with the likely one; Kubernetes'
+/// user-facing roles are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_role_is_warned_about() {
+    let s = Server::start(Backend::Sqlite).await;
+    let m = Machine::new();
+    login_admin(&m, &s);
+    m.ok(&["users", "add", "alice@example.com"]);
+    let out = m.run(&[
+        "grants",
+        "add",
+        "prod",
+        "--user",
+        "alice@example.com",
+        "--role",
+        "eidt",
+    ]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: eidt is not one of Kubernetes' user-facing roles"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean edit?"), "{err}");
+    let out = m.run(&[
+        "grants",
+        "add",
+        "prod",
+        "--user",
+        "alice@example.com",
+        "--role",
+        "edit",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}

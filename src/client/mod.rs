@@ -73,6 +73,15 @@ impl ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// The text of a `Warning: 299 - "text"` header (as Kubernetes sends them),
+/// with control characters dropped: the server's words go to a terminal.
+fn warning_text(header: &str) -> Option<String> {
+    let rest = header.strip_prefix("299 - ")?.trim();
+    let quoted = rest.strip_prefix('"')?.strip_suffix('"')?;
+    let text = quoted.replace("\\\"", "\"").replace("\\\\", "\\");
+    Some(text.chars().filter(|c| !c.is_control()).collect())
+}
+
 /// A connection to one server.
 #[derive(Clone)]
 pub struct Client {
@@ -158,6 +167,11 @@ impl Client {
             req = req.json(b);
         }
         let resp = req.send().await.map_err(|e| self.transport(e))?;
+        for w in resp.headers().get_all(reqwest::header::WARNING) {
+            if let Some(text) = w.to_str().ok().and_then(warning_text) {
+                eprintln!("warning: {text}");
+            }
+        }
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -340,4 +354,20 @@ impl Client {
 /// Percent-encodes a query value.
 pub fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn warning_headers_are_read_as_kubernetes_writes_them() {
+        assert_eq!(
+            super::warning_text(r#"299 - "eidt is \"odd\"""#).as_deref(),
+            Some(r#"eidt is "odd""#)
+        );
+        assert_eq!(super::warning_text("199 - \"other\""), None);
+        assert_eq!(
+            super::warning_text("299 - \"a\u{1b}[31mb\"").as_deref(),
+            Some("a[31mb")
+        );
+    }
 }

@@ -891,9 +891,17 @@ pub async fn add_grant(State(state): State<AppState>, ctx: Ctx, Form(form): F) -
         _ => req.user = Some(id),
     }
     let r = r::grants::create(State(state), me, RemoteAddr(ctx.addr.clone()), ApiJson(req)).await;
-    ctx.after("/ui/grants", r, |(_, Json(g))| {
+    ctx.after("/ui/grants", r, |(_, headers, Json(g))| {
+        // A likely typo in the role is said here as the CLI says it.
+        let warning = headers
+            .get(axum::http::header::WARNING)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("299 - \""))
+            .and_then(|v| v.strip_suffix('"'))
+            .map(|w| format!(" Warning: {}", w.replace("\\\"", "\"")))
+            .unwrap_or_default();
         format!(
-            "Granted {} on {} to {}.",
+            "Granted {} on {} to {}.{warning}",
             g.role, g.destination, g.subject_name
         )
     })

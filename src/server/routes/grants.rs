@@ -272,7 +272,7 @@ pub async fn create(
     caller: Caller,
     RemoteAddr(addr): RemoteAddr,
     ApiJson(req): ApiJson<CreateGrantRequest>,
-) -> ApiResult<(StatusCode, Json<Grant>)> {
+) -> ApiResult<(StatusCode, axum::http::HeaderMap, Json<Grant>)> {
     caller.require_admin()?;
     let subject = match (req.user, req.group, req.identity) {
         (Some(u), None, None) => Subject::User(u),
@@ -313,7 +313,56 @@ pub async fn create(
         g.destination
     );
     audit(&state, &caller, "grant.create", &target, &addr).await?;
-    Ok((StatusCode::CREATED, Json(to_api(g))))
+    let mut headers = axum::http::HeaderMap::new();
+    if let Some(w) = unknown_role_warning(&state, &g).await? {
+        // As Kubernetes does: `Warning: 299 - "text"`, shown by clients.
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("299 - {w:?}")) {
+            headers.insert(axum::http::header::WARNING, v);
+        }
+    }
+    Ok((StatusCode::CREATED, headers, Json(to_api(g))))
+}
+
+/// Kubernetes' user-facing ClusterRoles, which every cluster has.
+const USER_FACING_ROLES: [&str; 4] = ["view", "edit", "admin", "cluster-admin"];
+
+/// A role that is neither one of Kubernetes' user-facing roles nor one the
+/// destination's connector has bound before is likely a typo (`eidt`): the
+/// binding would be made and give nothing.
+async fn unknown_role_warning(state: &AppState, g: &GrantRow) -> ApiResult<Option<String>> {
+    let dest = crate::server::store::base_destination(&g.destination);
+    if dest == INFRA_DESTINATION || USER_FACING_ROLES.contains(&g.role.as_str()) {
+        return Ok(None);
+    }
+    let known = state
+        .store
+        .list_grants(
+            &GrantFilter {
+                destination: Some(dest.to_string()),
+                include_namespaces: true,
+                role: Some(g.role.clone()),
+                ..Default::default()
+            },
+            crate::server::store::PageRequest::all(),
+        )
+        .await?
+        .items
+        .iter()
+        .any(|o| o.id != g.id && o.state == "applied");
+    if known {
+        return Ok(None);
+    }
+    let close = USER_FACING_ROLES
+        .iter()
+        .find(|r| strsim::levenshtein(r, &g.role) <= 2)
+        .map(|r| format!(" (did you mean {r}?)"))
+        .unwrap_or_default();
+    Ok(Some(format!(
+        "{} is not one of Kubernetes' user-facing roles (view, edit, admin, cluster-admin) nor \
+         a role {dest}'s connector has bound{close}; unless a ClusterRole {} exists there, this \
+         grant gives nothing (`infra grants list` shows its state once the connector applied it)",
+        g.role, g.role
+    )))
 }
 
 #[utoipa::path(delete, path = "/api/grants/{id}", tag = "grants", responses((status = 204)))]
