@@ -36,6 +36,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('destinations', 'destinations', [CompletionResultType]::ParameterValue, 'List and remove destinations (clusters)')
             [CompletionResult]::new('keys', 'keys', [CompletionResultType]::ParameterValue, 'Manage access keys')
             [CompletionResult]::new('providers', 'providers', [CompletionResultType]::ParameterValue, 'Manage identity providers (admins)')
+            [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Show the audit log (admins)')
             [CompletionResult]::new('identities', 'identities', [CompletionResultType]::ParameterValue, 'Manage machine identities and their OIDC JWT logins (admins)')
             [CompletionResult]::new('tokens', 'tokens', [CompletionResultType]::ParameterValue, 'Credentials for clusters: kubectl''s exec plugin')
             [CompletionResult]::new('server', 'server', [CompletionResultType]::ParameterValue, 'Run the infra API server')
@@ -511,6 +512,19 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
         'infra;providers;help;help' {
             break
         }
+        'infra;audit' {
+            [CompletionResult]::new('--action', '--action', [CompletionResultType]::ParameterName, 'Only this action (e.g. grant.create, login, destination.register)')
+            [CompletionResult]::new('--actor', '--actor', [CompletionResultType]::ParameterName, 'Only entries by this actor (a user or identity name)')
+            [CompletionResult]::new('--since', '--since', [CompletionResultType]::ParameterName, 'Only entries at or after this time: RFC 3339 or a date (2026-12-01)')
+            [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'At most this many entries, newest first')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'infra;identities' {
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
@@ -785,6 +799,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('destinations', 'destinations', [CompletionResultType]::ParameterValue, 'List and remove destinations (clusters)')
             [CompletionResult]::new('keys', 'keys', [CompletionResultType]::ParameterValue, 'Manage access keys')
             [CompletionResult]::new('providers', 'providers', [CompletionResultType]::ParameterValue, 'Manage identity providers (admins)')
+            [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Show the audit log (admins)')
             [CompletionResult]::new('identities', 'identities', [CompletionResultType]::ParameterValue, 'Manage machine identities and their OIDC JWT logins (admins)')
             [CompletionResult]::new('tokens', 'tokens', [CompletionResultType]::ParameterValue, 'Credentials for clusters: kubectl''s exec plugin')
             [CompletionResult]::new('server', 'server', [CompletionResultType]::ParameterValue, 'Run the infra API server')
@@ -909,6 +924,9 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             break
         }
         'infra;help;providers;remove' {
+            break
+        }
+        'infra;help;audit' {
             break
         }
         'infra;help;identities' {

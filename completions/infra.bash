@@ -16,6 +16,9 @@ _infra() {
             ",$1")
                 cmd="infra"
                 ;;
+            infra,audit)
+                cmd="infra__subcmd__audit"
+                ;;
             infra,completion)
                 cmd="infra__subcmd__completion"
                 ;;
@@ -147,6 +150,9 @@ _infra() {
                 ;;
             infra__subcmd__groups__subcmd__help,removeuser)
                 cmd="infra__subcmd__groups__subcmd__help__subcmd__removeuser"
+                ;;
+            infra__subcmd__help,audit)
+                cmd="infra__subcmd__help__subcmd__audit"
                 ;;
             infra__subcmd__help,completion)
                 cmd="infra__subcmd__help__subcmd__completion"
@@ -455,12 +461,50 @@ _infra() {
 
     case "${cmd}" in
         infra)
-            opts="-h -V --help --version login logout status list use users groups grants destinations keys providers identities tokens server connector completion version help"
+            opts="-h -V --help --version login logout status list use users groups grants destinations keys providers audit identities tokens server connector completion version help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__audit)
+            opts="-h -V --action --actor --since --limit --format --server --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --action)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --actor)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1103,8 +1147,22 @@ _infra() {
             return 0
             ;;
         infra__subcmd__help)
-            opts="login logout status list use users groups grants destinations keys providers identities tokens server connector completion version help"
+            opts="login logout status list use users groups grants destinations keys providers audit identities tokens server connector completion version help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__help__subcmd__audit)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -33,6 +33,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand destinations 'List and remove destinations (clusters)'
             cand keys 'Manage access keys'
             cand providers 'Manage identity providers (admins)'
+            cand audit 'Show the audit log (admins)'
             cand identities 'Manage machine identities and their OIDC JWT logins (admins)'
             cand tokens 'Credentials for clusters: kubectl''s exec plugin'
             cand server 'Run the infra API server'
@@ -442,6 +443,18 @@ set edit:completion:arg-completer[infra] = {|@words|
         }
         &'infra;providers;help;help'= {
         }
+        &'infra;audit'= {
+            cand --action 'Only this action (e.g. grant.create, login, destination.register)'
+            cand --actor 'Only entries by this actor (a user or identity name)'
+            cand --since 'Only entries at or after this time: RFC 3339 or a date (2026-12-01)'
+            cand --limit 'At most this many entries, newest first'
+            cand --format 'Output format'
+            cand --server 'Server to use (default: the one you logged in to last)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'infra;identities'= {
             cand -h 'Print help'
             cand --help 'Print help'
@@ -685,6 +698,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand destinations 'List and remove destinations (clusters)'
             cand keys 'Manage access keys'
             cand providers 'Manage identity providers (admins)'
+            cand audit 'Show the audit log (admins)'
             cand identities 'Manage machine identities and their OIDC JWT logins (admins)'
             cand tokens 'Credentials for clusters: kubectl''s exec plugin'
             cand server 'Run the infra API server'
@@ -777,6 +791,8 @@ set edit:completion:arg-completer[infra] = {|@words|
         &'infra;help;providers;edit'= {
         }
         &'infra;help;providers;remove'= {
+        }
+        &'infra;help;audit'= {
         }
         &'infra;help;identities'= {
             cand add 'Add a machine identity'

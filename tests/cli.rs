@@ -627,3 +627,79 @@ async fn an_unknown_role_is_warned_about() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
 }
+
+/// `infra audit` lists the audit log, newest first, with the API's filters;
+/// `infra keys remove ID` revokes any key an admin may revoke, whoever owns it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_and_keys_removed_by_id() {
+    let s = Server::start(Backend::Sqlite).await;
+    let m = Machine::new();
+    login_admin(&m, &s);
+    m.ok(&["users", "add", "alice@example.com"]);
+    m.ok(&[
+        "grants",
+        "add",
+        "prod",
+        "--user",
+        "alice@example.com",
+        "--role",
+        "view",
+    ]);
+    m.ok(&[
+        "keys",
+        "add",
+        "--user",
+        "alice@example.com",
+        "--name",
+        "laptop",
+    ]);
+    let keys: serde_json::Value = serde_json::from_str(&m.ok(&[
+        "keys",
+        "list",
+        "--user",
+        "alice@example.com",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let id = keys[0]["id"].as_str().unwrap().to_string();
+    // By id, without --user: the admin's own list does not hold it.
+    let out = m.run(&["keys", "remove", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let keys: serde_json::Value = serde_json::from_str(&m.ok(&[
+        "keys",
+        "list",
+        "--user",
+        "alice@example.com",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 0, "{keys}");
+    let out = m.run(&["keys", "remove", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no access key"), "{}", stderr(&out));
+
+    let plain = m.ok(&["audit"]);
+    let newest = plain.lines().next().unwrap();
+    assert!(
+        newest.contains("\tadmin\tkey.remove\t"),
+        "newest first: {plain}"
+    );
+    assert!(plain.contains("grant.create"), "{plain}");
+    let json: serde_json::Value =
+        serde_json::from_str(&m.ok(&["audit", "--action", "grant.create", "--format", "json"]))
+            .unwrap();
+    let events = json.as_array().unwrap();
+    assert_eq!(events.len(), 1, "{json}");
+    assert!(
+        events[0]["target"]
+            .as_str()
+            .unwrap()
+            .contains("alice@example.com"),
+        "{json}"
+    );
+    let one = m.ok(&["audit", "--limit", "1", "--format", "json"]);
+    let one: serde_json::Value = serde_json::from_str(&one).unwrap();
+    assert_eq!(one.as_array().unwrap().len(), 1);
+}

@@ -26,6 +26,7 @@ pub const GROUPS: &[(&str, &[&str])] = &[
             "keys",
             "providers",
             "identities",
+            "audit",
         ],
     ),
     (

@@ -186,6 +186,23 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
                         .await?;
                     eprintln!("Revoked access key {}", k.name);
                 }
+                // An id names one key whoever owns it: the server decides
+                // whether the caller may revoke it (admins: any).
+                None if user.is_none() && looks_like_key_id(&key) => {
+                    match s
+                        .client
+                        .delete(&format!("/api/access-keys/{}", enc(&key)))
+                        .await
+                    {
+                        Ok(()) => eprintln!("Revoked access key {key}"),
+                        Err(e) if e.is_not_found() && force => {}
+                        Err(e) if e.is_not_found() => anyhow::bail!(
+                            "no access key named or with the id {key:?} (use --force to ignore); \
+                             see `infra keys list` (admins: `infra keys list --user NAME`)"
+                        ),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 None if force => {}
                 None => anyhow::bail!(
                     "no access key named {key:?} (use --force to ignore); see `infra keys list`"
@@ -194,4 +211,9 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Access key ids: ten letters or digits.
+fn looks_like_key_id(s: &str) -> bool {
+    s.len() == 10 && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }

@@ -3,8 +3,9 @@
 //! from errors to exit codes. Commands stay thin: parse, call the server
 //! through `client`, render through `output`.
 
+pub mod audit;
 pub mod completion;
-pub mod destinations;
+mod destinations;
 pub mod device;
 pub mod grants;
 pub mod groups;
@@ -124,6 +125,8 @@ pub enum Command {
     /// Manage identity providers (admins)
     #[command(subcommand)]
     Providers(providers::ProvidersCmd),
+    /// Show the audit log (admins)
+    Audit(audit::AuditArgs),
     /// Manage machine identities and their OIDC JWT logins (admins)
     #[command(subcommand)]
     Identities(identities::IdentitiesCmd),
@@ -190,6 +193,7 @@ pub fn main() -> i32 {
         Command::Grants(cmd) => run_async(false, grants::run(cmd)),
         Command::Destinations(cmd) => run_async(false, destinations::run(cmd)),
         Command::Keys(cmd) => run_async(false, keys::run(cmd)),
+        Command::Audit(args) => run_async(false, audit::run(args)),
         Command::Providers(cmd) => run_async(false, providers::run(cmd)),
         Command::Identities(cmd) => run_async(false, identities::run(cmd)),
         Command::Tokens(cmd) => run_async(false, tokens::run(cmd)),

@@ -1,0 +1,88 @@
+//! `infra audit`: the audit log (admins), newest first, filtered as the
+//! API filters it.
+
+use super::output::{self, FormatArg, short_time};
+use super::session::{ServerArg, resolve};
+use crate::api::{AuditEvent, ListResponse};
+use crate::client::enc;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  infra audit\n  infra audit --actor alice@example.com \
+                        --since 2026-12-01\n  infra audit --action grant.create --format json\n  \
+                        infra audit --action login --limit 500"
+)]
+pub struct AuditArgs {
+    /// Only this action (e.g. grant.create, login, destination.register)
+    #[arg(long, env = "INFRA_AUDIT_ACTION")]
+    pub action: Option<String>,
+    /// Only entries by this actor (a user or identity name)
+    #[arg(long, env = "INFRA_AUDIT_ACTOR")]
+    pub actor: Option<String>,
+    /// Only entries at or after this time: RFC 3339 or a date (2026-12-01)
+    #[arg(long, env = "INFRA_AUDIT_SINCE", value_name = "TIME")]
+    pub since: Option<String>,
+    /// At most this many entries, newest first
+    #[arg(long, env = "INFRA_AUDIT_LIMIT", default_value_t = 100)]
+    pub limit: u64,
+    #[command(flatten)]
+    pub format: FormatArg,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
+    let s = resolve(args.server.server.as_deref())?;
+    let mut query = String::new();
+    for (name, value) in [
+        ("action", &args.action),
+        ("actor", &args.actor),
+        ("since", &args.since),
+    ] {
+        if let Some(v) = value {
+            query.push_str(&format!("&{name}={}", enc(v)));
+        }
+    }
+    let per_page = args.limit.clamp(1, crate::api::MAX_PAGE_LIMIT);
+    let mut events: Vec<AuditEvent> = Vec::new();
+    let mut page = 1;
+    while (events.len() as u64) < args.limit {
+        let resp: ListResponse<AuditEvent> = s
+            .client
+            .get(&format!("/api/audit?page={page}&limit={per_page}{query}"))
+            .await?;
+        let last = page >= resp.total_pages;
+        events.extend(resp.items);
+        if last {
+            break;
+        }
+        page += 1;
+    }
+    events.truncate(args.limit as usize);
+    let rows: Vec<_> = events
+        .iter()
+        .map(|e| {
+            let mut detail = e.detail.clone();
+            if e.count > 1 {
+                detail = format!("{}× until {} {detail}", e.count, short_time(&e.last_time));
+            }
+            vec![
+                short_time(&e.time),
+                e.actor.clone(),
+                e.action.clone(),
+                e.target.clone(),
+                e.result.clone(),
+                e.remote_addr.clone(),
+                detail.trim().to_string(),
+            ]
+        })
+        .collect();
+    output::list(
+        args.format.format,
+        &events,
+        &[
+            "TIME", "ACTOR", "ACTION", "TARGET", "RESULT", "FROM", "DETAIL",
+        ],
+        rows,
+    )
+}
