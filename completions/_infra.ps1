@@ -77,7 +77,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             break
         }
         'infra;status' {
-            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -86,7 +86,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
         }
         'infra;list' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
-            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -123,7 +123,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             break
         }
         'infra;users;list' {
-            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -194,7 +194,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             break
         }
         'infra;groups;list' {
-            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -284,7 +284,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--group', '--group', [CompletionResultType]::ParameterName, 'A group, by name')
             [CompletionResult]::new('--identity', '--identity', [CompletionResultType]::ParameterName, 'A machine identity, by name')
             [CompletionResult]::new('--destination', '--destination', [CompletionResultType]::ParameterName, 'Only grants on this destination (and its namespaces)')
-            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -335,7 +335,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             break
         }
         'infra;destinations;list' {
-            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -394,7 +394,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
         }
         'infra;keys;list' {
             [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'Keys of this user (admins)')
-            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
             [CompletionResult]::new('--all', '--all', [CompletionResultType]::ParameterName, 'Everyone''s keys (admins)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -459,7 +459,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             break
         }
         'infra;providers;list' {
-            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -517,7 +517,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--actor', '--actor', [CompletionResultType]::ParameterName, 'Only entries by this actor (a user or identity name)')
             [CompletionResult]::new('--since', '--since', [CompletionResultType]::ParameterName, 'Only entries at or after this time: RFC 3339 or a date (2026-12-01)')
             [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'At most this many entries, newest first')
-            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -546,7 +546,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             break
         }
         'infra;identities;list' {
-            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -593,7 +593,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             break
         }
         'infra;identities;oidc-auth;show' {
-            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -780,7 +780,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
         }
         'infra;version' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
-            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

@@ -498,7 +498,7 @@ _infra() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
                     return 0
                     ;;
                 --server)
@@ -718,7 +718,7 @@ _infra() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
                     return 0
                     ;;
                 --server)
@@ -892,7 +892,7 @@ _infra() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
                     return 0
                     ;;
                 --server)
@@ -1096,7 +1096,7 @@ _infra() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
                     return 0
                     ;;
                 --server)
@@ -1998,7 +1998,7 @@ _infra() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
                     return 0
                     ;;
                 --server)
@@ -2180,7 +2180,7 @@ _infra() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
                     return 0
                     ;;
                 --server)
@@ -2346,7 +2346,7 @@ _infra() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
                     return 0
                     ;;
                 --server)
@@ -2394,7 +2394,7 @@ _infra() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -2658,7 +2658,7 @@ _infra() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
                     return 0
                     ;;
                 --server)
@@ -2840,7 +2840,7 @@ _infra() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -3088,7 +3088,7 @@ _infra() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
                     return 0
                     ;;
                 --server)
@@ -3132,7 +3132,7 @@ _infra() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -71,7 +71,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --version 'Print version'
         }
         &'infra;status'= {
-            cand --format 'Output format'
+            cand --format 'Output format [default: table on a terminal, plain otherwise]'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -79,7 +79,7 @@ set edit:completion:arg-completer[infra] = {|@words|
         }
         &'infra;list'= {
             cand --server 'Server to use (default: the one you logged in to last)'
-            cand --format 'Output format'
+            cand --format 'Output format [default: table on a terminal, plain otherwise]'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -112,7 +112,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --version 'Print version'
         }
         &'infra;users;list'= {
-            cand --format 'Output format'
+            cand --format 'Output format [default: table on a terminal, plain otherwise]'
             cand --server 'Server to use (default: the one you logged in to last)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
@@ -172,7 +172,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --version 'Print version'
         }
         &'infra;groups;list'= {
-            cand --format 'Output format'
+            cand --format 'Output format [default: table on a terminal, plain otherwise]'
             cand --server 'Server to use (default: the one you logged in to last)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
@@ -249,7 +249,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --group 'A group, by name'
             cand --identity 'A machine identity, by name'
             cand --destination 'Only grants on this destination (and its namespaces)'
-            cand --format 'Output format'
+            cand --format 'Output format [default: table on a terminal, plain otherwise]'
             cand --server 'Server to use (default: the one you logged in to last)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
@@ -292,7 +292,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'infra;destinations;list'= {
-            cand --format 'Output format'
+            cand --format 'Output format [default: table on a terminal, plain otherwise]'
             cand --server 'Server to use (default: the one you logged in to last)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
@@ -343,7 +343,7 @@ set edit:completion:arg-completer[infra] = {|@words|
         }
         &'infra;keys;list'= {
             cand --user 'Keys of this user (admins)'
-            cand --format 'Output format'
+            cand --format 'Output format [default: table on a terminal, plain otherwise]'
             cand --server 'Server to use (default: the one you logged in to last)'
             cand --all 'Everyone''s keys (admins)'
             cand -h 'Print help (see more with ''--help'')'
@@ -399,7 +399,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --version 'Print version'
         }
         &'infra;providers;list'= {
-            cand --format 'Output format'
+            cand --format 'Output format [default: table on a terminal, plain otherwise]'
             cand --server 'Server to use (default: the one you logged in to last)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
@@ -448,7 +448,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --actor 'Only entries by this actor (a user or identity name)'
             cand --since 'Only entries at or after this time: RFC 3339 or a date (2026-12-01)'
             cand --limit 'At most this many entries, newest first'
-            cand --format 'Output format'
+            cand --format 'Output format [default: table on a terminal, plain otherwise]'
             cand --server 'Server to use (default: the one you logged in to last)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
@@ -474,7 +474,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --version 'Print version'
         }
         &'infra;identities;list'= {
-            cand --format 'Output format'
+            cand --format 'Output format [default: table on a terminal, plain otherwise]'
             cand --server 'Server to use (default: the one you logged in to last)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
@@ -517,7 +517,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --version 'Print version'
         }
         &'infra;identities;oidc-auth;show'= {
-            cand --format 'Output format'
+            cand --format 'Output format [default: table on a terminal, plain otherwise]'
             cand --server 'Server to use (default: the one you logged in to last)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
@@ -680,7 +680,7 @@ set edit:completion:arg-completer[infra] = {|@words|
         }
         &'infra;version'= {
             cand --server 'Server to use (default: the one you logged in to last)'
-            cand --format 'Output format'
+            cand --format 'Output format [default: table on a terminal, plain otherwise]'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'

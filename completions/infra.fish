@@ -65,13 +65,15 @@ complete -c infra -n "__fish_infra_using_subcommand login" -s V -l version -d 'P
 complete -c infra -n "__fish_infra_using_subcommand logout" -l all -d 'Log out of every server'
 complete -c infra -n "__fish_infra_using_subcommand logout" -s h -l help -d 'Print help'
 complete -c infra -n "__fish_infra_using_subcommand logout" -s V -l version -d 'Print version'
-complete -c infra -n "__fish_infra_using_subcommand status" -l format -d 'Output format' -r -f -a "table\t'A table on a terminal, tab-separated lines otherwise'
+complete -c infra -n "__fish_infra_using_subcommand status" -l format -d 'Output format [default: table on a terminal, plain otherwise]' -r -f -a "table\t'An aligned table with a header, also into a pipe or file'
+plain\t'Tab-separated lines without a header (the default off a terminal)'
 json\t'JSON, for scripts'
 yaml\t'YAML'"
 complete -c infra -n "__fish_infra_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c infra -n "__fish_infra_using_subcommand status" -s V -l version -d 'Print version'
 complete -c infra -n "__fish_infra_using_subcommand list" -l server -d 'Server to use (default: the one you logged in to last)' -r
-complete -c infra -n "__fish_infra_using_subcommand list" -l format -d 'Output format' -r -f -a "table\t'A table on a terminal, tab-separated lines otherwise'
+complete -c infra -n "__fish_infra_using_subcommand list" -l format -d 'Output format [default: table on a terminal, plain otherwise]' -r -f -a "table\t'An aligned table with a header, also into a pipe or file'
+plain\t'Tab-separated lines without a header (the default off a terminal)'
 json\t'JSON, for scripts'
 yaml\t'YAML'"
 complete -c infra -n "__fish_infra_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -90,7 +92,8 @@ complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subco
 complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subcommand_from add" -l password -d 'Set a password (prompted on a terminal, else one line of stdin)'
 complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
-complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subcommand_from list" -l format -d 'Output format' -r -f -a "table\t'A table on a terminal, tab-separated lines otherwise'
+complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subcommand_from list" -l format -d 'Output format [default: table on a terminal, plain otherwise]' -r -f -a "table\t'An aligned table with a header, also into a pipe or file'
+plain\t'Tab-separated lines without a header (the default off a terminal)'
 json\t'JSON, for scripts'
 yaml\t'YAML'"
 complete -c infra -n "__fish_infra_using_subcommand users; and __fish_seen_subcommand_from list" -l server -d 'Server to use (default: the one you logged in to last)' -r
@@ -120,7 +123,8 @@ complete -c infra -n "__fish_infra_using_subcommand groups; and not __fish_seen_
 complete -c infra -n "__fish_infra_using_subcommand groups; and __fish_seen_subcommand_from add" -l server -d 'Server to use (default: the one you logged in to last)' -r
 complete -c infra -n "__fish_infra_using_subcommand groups; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c infra -n "__fish_infra_using_subcommand groups; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
-complete -c infra -n "__fish_infra_using_subcommand groups; and __fish_seen_subcommand_from list" -l format -d 'Output format' -r -f -a "table\t'A table on a terminal, tab-separated lines otherwise'
+complete -c infra -n "__fish_infra_using_subcommand groups; and __fish_seen_subcommand_from list" -l format -d 'Output format [default: table on a terminal, plain otherwise]' -r -f -a "table\t'An aligned table with a header, also into a pipe or file'
+plain\t'Tab-separated lines without a header (the default off a terminal)'
 json\t'JSON, for scripts'
 yaml\t'YAML'"
 complete -c infra -n "__fish_infra_using_subcommand groups; and __fish_seen_subcommand_from list" -l server -d 'Server to use (default: the one you logged in to last)' -r
@@ -161,7 +165,8 @@ complete -c infra -n "__fish_infra_using_subcommand grants; and __fish_seen_subc
 complete -c infra -n "__fish_infra_using_subcommand grants; and __fish_seen_subcommand_from list" -l group -d 'A group, by name' -r
 complete -c infra -n "__fish_infra_using_subcommand grants; and __fish_seen_subcommand_from list" -l identity -d 'A machine identity, by name' -r
 complete -c infra -n "__fish_infra_using_subcommand grants; and __fish_seen_subcommand_from list" -l destination -d 'Only grants on this destination (and its namespaces)' -r
-complete -c infra -n "__fish_infra_using_subcommand grants; and __fish_seen_subcommand_from list" -l format -d 'Output format' -r -f -a "table\t'A table on a terminal, tab-separated lines otherwise'
+complete -c infra -n "__fish_infra_using_subcommand grants; and __fish_seen_subcommand_from list" -l format -d 'Output format [default: table on a terminal, plain otherwise]' -r -f -a "table\t'An aligned table with a header, also into a pipe or file'
+plain\t'Tab-separated lines without a header (the default off a terminal)'
 json\t'JSON, for scripts'
 yaml\t'YAML'"
 complete -c infra -n "__fish_infra_using_subcommand grants; and __fish_seen_subcommand_from list" -l server -d 'Server to use (default: the one you logged in to last)' -r
@@ -184,7 +189,8 @@ complete -c infra -n "__fish_infra_using_subcommand destinations; and not __fish
 complete -c infra -n "__fish_infra_using_subcommand destinations; and not __fish_seen_subcommand_from list remove help" -f -a "list" -d 'List destinations and whether their connectors are connected'
 complete -c infra -n "__fish_infra_using_subcommand destinations; and not __fish_seen_subcommand_from list remove help" -f -a "remove" -d 'Remove a destination'
 complete -c infra -n "__fish_infra_using_subcommand destinations; and not __fish_seen_subcommand_from list remove help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c infra -n "__fish_infra_using_subcommand destinations; and __fish_seen_subcommand_from list" -l format -d 'Output format' -r -f -a "table\t'A table on a terminal, tab-separated lines otherwise'
+complete -c infra -n "__fish_infra_using_subcommand destinations; and __fish_seen_subcommand_from list" -l format -d 'Output format [default: table on a terminal, plain otherwise]' -r -f -a "table\t'An aligned table with a header, also into a pipe or file'
+plain\t'Tab-separated lines without a header (the default off a terminal)'
 json\t'JSON, for scripts'
 yaml\t'YAML'"
 complete -c infra -n "__fish_infra_using_subcommand destinations; and __fish_seen_subcommand_from list" -l server -d 'Server to use (default: the one you logged in to last)' -r
@@ -213,7 +219,8 @@ complete -c infra -n "__fish_infra_using_subcommand keys; and __fish_seen_subcom
 complete -c infra -n "__fish_infra_using_subcommand keys; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c infra -n "__fish_infra_using_subcommand keys; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
 complete -c infra -n "__fish_infra_using_subcommand keys; and __fish_seen_subcommand_from list" -l user -d 'Keys of this user (admins)' -r
-complete -c infra -n "__fish_infra_using_subcommand keys; and __fish_seen_subcommand_from list" -l format -d 'Output format' -r -f -a "table\t'A table on a terminal, tab-separated lines otherwise'
+complete -c infra -n "__fish_infra_using_subcommand keys; and __fish_seen_subcommand_from list" -l format -d 'Output format [default: table on a terminal, plain otherwise]' -r -f -a "table\t'An aligned table with a header, also into a pipe or file'
+plain\t'Tab-separated lines without a header (the default off a terminal)'
 json\t'JSON, for scripts'
 yaml\t'YAML'"
 complete -c infra -n "__fish_infra_using_subcommand keys; and __fish_seen_subcommand_from list" -l server -d 'Server to use (default: the one you logged in to last)' -r
@@ -245,7 +252,8 @@ complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_s
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from add" -l server -d 'Server to use (default: the one you logged in to last)' -r
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
-complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from list" -l format -d 'Output format' -r -f -a "table\t'A table on a terminal, tab-separated lines otherwise'
+complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from list" -l format -d 'Output format [default: table on a terminal, plain otherwise]' -r -f -a "table\t'An aligned table with a header, also into a pipe or file'
+plain\t'Tab-separated lines without a header (the default off a terminal)'
 json\t'JSON, for scripts'
 yaml\t'YAML'"
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from list" -l server -d 'Server to use (default: the one you logged in to last)' -r
@@ -272,7 +280,8 @@ complete -c infra -n "__fish_infra_using_subcommand audit" -l action -d 'Only th
 complete -c infra -n "__fish_infra_using_subcommand audit" -l actor -d 'Only entries by this actor (a user or identity name)' -r
 complete -c infra -n "__fish_infra_using_subcommand audit" -l since -d 'Only entries at or after this time: RFC 3339 or a date (2026-12-01)' -r
 complete -c infra -n "__fish_infra_using_subcommand audit" -l limit -d 'At most this many entries, newest first' -r
-complete -c infra -n "__fish_infra_using_subcommand audit" -l format -d 'Output format' -r -f -a "table\t'A table on a terminal, tab-separated lines otherwise'
+complete -c infra -n "__fish_infra_using_subcommand audit" -l format -d 'Output format [default: table on a terminal, plain otherwise]' -r -f -a "table\t'An aligned table with a header, also into a pipe or file'
+plain\t'Tab-separated lines without a header (the default off a terminal)'
 json\t'JSON, for scripts'
 yaml\t'YAML'"
 complete -c infra -n "__fish_infra_using_subcommand audit" -l server -d 'Server to use (default: the one you logged in to last)' -r
@@ -288,7 +297,8 @@ complete -c infra -n "__fish_infra_using_subcommand identities; and not __fish_s
 complete -c infra -n "__fish_infra_using_subcommand identities; and __fish_seen_subcommand_from add" -l server -d 'Server to use (default: the one you logged in to last)' -r
 complete -c infra -n "__fish_infra_using_subcommand identities; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c infra -n "__fish_infra_using_subcommand identities; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
-complete -c infra -n "__fish_infra_using_subcommand identities; and __fish_seen_subcommand_from list" -l format -d 'Output format' -r -f -a "table\t'A table on a terminal, tab-separated lines otherwise'
+complete -c infra -n "__fish_infra_using_subcommand identities; and __fish_seen_subcommand_from list" -l format -d 'Output format [default: table on a terminal, plain otherwise]' -r -f -a "table\t'An aligned table with a header, also into a pipe or file'
+plain\t'Tab-separated lines without a header (the default off a terminal)'
 json\t'JSON, for scripts'
 yaml\t'YAML'"
 complete -c infra -n "__fish_infra_using_subcommand identities; and __fish_seen_subcommand_from list" -l server -d 'Server to use (default: the one you logged in to last)' -r
@@ -391,7 +401,8 @@ complete -c infra -n "__fish_infra_using_subcommand connector" -s V -l version -
 complete -c infra -n "__fish_infra_using_subcommand completion" -s h -l help -d 'Print help'
 complete -c infra -n "__fish_infra_using_subcommand completion" -s V -l version -d 'Print version'
 complete -c infra -n "__fish_infra_using_subcommand version" -l server -d 'Server to use (default: the one you logged in to last)' -r
-complete -c infra -n "__fish_infra_using_subcommand version" -l format -d 'Output format' -r -f -a "table\t'A table on a terminal, tab-separated lines otherwise'
+complete -c infra -n "__fish_infra_using_subcommand version" -l format -d 'Output format [default: table on a terminal, plain otherwise]' -r -f -a "table\t'An aligned table with a header, also into a pipe or file'
+plain\t'Tab-separated lines without a header (the default off a terminal)'
 json\t'JSON, for scripts'
 yaml\t'YAML'"
 complete -c infra -n "__fish_infra_using_subcommand version" -s h -l help -d 'Print help (see more with \'--help\')'

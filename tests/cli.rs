@@ -703,3 +703,33 @@ async fn audit_log_and_keys_removed_by_id() {
     let one: serde_json::Value = serde_json::from_str(&one).unwrap();
     assert_eq!(one.as_array().unwrap().len(), 1);
 }
+
+/// `--server` and `--format` work before the command as after it, and
+/// `--format table` is a table with its header also into a pipe, while the
+/// default off a terminal stays plain lines for scripts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_flags_and_tables_into_a_pipe() {
+    let s = Server::start(Backend::Sqlite).await;
+    let m = Machine::new();
+    login_admin(&m, &s);
+    m.ok(&["users", "add", "alice@example.com"]);
+    let before: serde_json::Value =
+        serde_json::from_str(&m.ok(&["--server", &s.host(), "--format", "json", "users", "list"]))
+            .unwrap();
+    let after: serde_json::Value =
+        serde_json::from_str(&m.ok(&["users", "list", "--server", &s.host(), "--format=json"]))
+            .unwrap();
+    assert_eq!(before, after);
+    assert!(before.to_string().contains("alice@example.com"), "{before}");
+
+    let table = m.ok(&["users", "list", "--format", "table"]);
+    let header = table.lines().next().unwrap();
+    assert!(header.starts_with("NAME"), "a header into a pipe: {table}");
+    assert!(!table.contains('\t'), "aligned, not tab-separated: {table}");
+    let plain = m.ok(&["users", "list"]);
+    assert!(!plain.contains("NAME"), "{plain}");
+    assert!(
+        plain.lines().any(|l| l.starts_with("alice@example.com\t")),
+        "{plain}"
+    );
+}

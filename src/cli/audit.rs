@@ -78,7 +78,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
         })
         .collect();
     output::list(
-        args.format.format,
+        args.format.format(),
         &events,
         &[
             "TIME", "ACTOR", "ACTION", "TARGET", "RESULT", "FROM", "DETAIL",

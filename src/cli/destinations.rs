@@ -66,7 +66,7 @@ pub async fn run(cmd: DestinationsCmd) -> anyhow::Result<()> {
                 })
                 .collect();
             output::list(
-                format.format,
+                format.format(),
                 &list,
                 &["NAME", "URL", "STATUS", "LAST SEEN"],
                 rows,

@@ -200,7 +200,7 @@ pub async fn run(cmd: GrantsCmd) -> anyhow::Result<()> {
             if states {
                 headers.push("STATE");
             }
-            output::list(format.format, &grants, &headers, rows)?;
+            output::list(format.format(), &grants, &headers, rows)?;
         }
         GrantsCmd::Remove {
             destination,

@@ -82,7 +82,7 @@ pub async fn run(cmd: GroupsCmd) -> anyhow::Result<()> {
                 .iter()
                 .map(|g| vec![g.name.clone(), g.id.clone(), g.total_users.to_string()])
                 .collect();
-            output::list(format.format, &groups, &["NAME", "ID", "USERS"], rows)?;
+            output::list(format.format(), &groups, &["NAME", "ID", "USERS"], rows)?;
         }
         GroupsCmd::Remove {
             name,

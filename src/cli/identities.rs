@@ -227,7 +227,7 @@ pub async fn run(cmd: IdentitiesCmd) -> anyhow::Result<()> {
                 .iter()
                 .map(|i| vec![i.name.clone(), i.id.clone(), short_time(&i.created)])
                 .collect();
-            output::list(format.format, &list, &["NAME", "ID", "CREATED"], rows)?;
+            output::list(format.format(), &list, &["NAME", "ID", "CREATED"], rows)?;
         }
         IdentitiesCmd::Remove {
             name,
@@ -330,8 +330,8 @@ async fn oidc_auth(cmd: OidcAuthCmd) -> anyhow::Result<()> {
                 ),
                 Err(e) => return Err(e.into()),
             };
-            match format.format {
-                Format::Table => show(&c)?,
+            match format.format() {
+                Format::Table | Format::Plain => show(&c)?,
                 f => output::data(f, &c)?,
             }
         }

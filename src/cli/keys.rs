@@ -157,7 +157,7 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
                 })
                 .collect();
             output::list(
-                format.format,
+                format.format(),
                 &keys,
                 &["NAME", "ID", "USER", "EXPIRES", "INACTIVITY", "LAST USED"],
                 rows,

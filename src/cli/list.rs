@@ -193,11 +193,11 @@ pub fn no_grants(server: &str) -> String {
 pub async fn run(args: ListArgs) -> anyhow::Result<()> {
     let session = super::session::resolve(args.server.server.as_deref())?;
     let listing = fetch(&session, &local_contexts()).await?;
-    if listing.rows.is_empty() && args.format.format == Format::Table {
+    if listing.rows.is_empty() && matches!(args.format.format(), Format::Table | Format::Plain) {
         eprintln!("{}", no_grants(&listing.server));
         return Ok(());
     }
-    print(args.format.format, &listing.rows)
+    print(args.format.format(), &listing.rows)
 }
 
 #[cfg(test)]

@@ -162,8 +162,52 @@ pub fn command() -> clap::Command {
 /// Parses the process arguments with [`command`].
 fn parse() -> Result<Cli, clap::Error> {
     let mut cmd = command();
-    let mut matches = cmd.try_get_matches_from_mut(std::env::args_os())?;
+    let args = hoist_global_flags(std::env::args_os().collect());
+    let mut matches = cmd.try_get_matches_from_mut(args)?;
     Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd))
+}
+
+/// The flags that work before the command as well as after it.
+const GLOBAL_FLAGS: [&str; 2] = ["--server", "--format"];
+
+/// `infra --server S list` as `infra list --server S`: the flags of
+/// [`GLOBAL_FLAGS`] given before the command move behind it (before any
+/// `--`), where each command that takes them defines them.
+fn hoist_global_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut front = Vec::new();
+    let mut hoisted = Vec::new();
+    let mut rest = args.into_iter();
+    if let Some(program) = rest.next() {
+        front.push(program);
+    }
+    let mut rest = rest.peekable();
+    while let Some(a) = rest.peek() {
+        let text = a.to_string_lossy();
+        if GLOBAL_FLAGS.contains(&text.as_ref()) {
+            hoisted.extend(rest.next());
+            hoisted.extend(rest.next());
+        } else if GLOBAL_FLAGS
+            .iter()
+            .any(|f| text.starts_with(&format!("{f}=")))
+        {
+            hoisted.extend(rest.next());
+        } else if text.starts_with('-') {
+            front.extend(rest.next());
+        } else {
+            break;
+        }
+    }
+    let mut tail: Vec<_> = rest.collect();
+    if hoisted.is_empty() {
+        front.append(&mut tail);
+        return front;
+    }
+    let dashes = tail.iter().position(|a| a == "--").unwrap_or(tail.len());
+    let after: Vec<_> = tail.split_off(dashes);
+    front.extend(tail);
+    front.extend(hoisted);
+    front.extend(after);
+    front
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -322,6 +366,33 @@ fn upgrade_hint(message: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn global_flags_move_behind_the_command() {
+        let h = |args: &[&str]| -> Vec<String> {
+            super::hoist_global_flags(args.iter().map(|a| a.into()).collect())
+                .into_iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            h(&["infra", "--server", "s.example", "grants", "list"]),
+            ["infra", "grants", "list", "--server", "s.example"]
+        );
+        assert_eq!(
+            h(&["infra", "--format=json", "list"]),
+            ["infra", "list", "--format=json"]
+        );
+        assert_eq!(
+            h(&["infra", "--server", "s", "x", "--", "--server"]),
+            ["infra", "x", "--server", "s", "--", "--server"]
+        );
+        assert_eq!(
+            h(&["infra", "list", "--server", "s"]),
+            ["infra", "list", "--server", "s"]
+        );
+        assert_eq!(h(&["infra", "--help"]), ["infra", "--help"]);
+    }
+
     use super::*;
     use crate::api::version::{self, Skew};
 

@@ -1,17 +1,19 @@
 //! stdout is data, stderr is talk. Lists render as an aligned table on a
 //! terminal, as tab-separated lines without a header otherwise (stable for
-//! scripts), or as JSON / YAML with `--format`.
+//! scripts), or as `--format` says: `table` (also into a pipe), `plain`,
+//! `json`, `yaml`.
 
 use std::io::{IsTerminal, Write};
 
 use clap::ValueEnum;
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// A table on a terminal, tab-separated lines otherwise
-    #[default]
+    /// An aligned table with a header, also into a pipe or file
     Table,
+    /// Tab-separated lines without a header (the default off a terminal)
+    Plain,
     /// JSON, for scripts
     Json,
     /// YAML
@@ -21,9 +23,33 @@ pub enum Format {
 /// `--format` for every list.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FormatArg {
-    /// Output format
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    /// Output format [default: table on a terminal, plain otherwise]
+    #[arg(
+        long = "format",
+        value_enum,
+        value_name = "FORMAT",
+        env = "INFRA_FORMAT"
+    )]
+    pub chosen: Option<Format>,
+}
+
+impl FormatArg {
+    /// The format asked for, else a table on a terminal and plain lines
+    /// otherwise.
+    pub fn format(&self) -> Format {
+        self.chosen.unwrap_or_else(Format::default_here)
+    }
+}
+
+impl Format {
+    /// A table on a terminal, plain lines otherwise.
+    pub fn default_here() -> Format {
+        if stdout_is_tty() {
+            Format::Table
+        } else {
+            Format::Plain
+        }
+    }
 }
 
 pub fn stdout_is_tty() -> bool {
@@ -59,19 +85,24 @@ pub fn list<T: Serialize>(
 ) -> anyhow::Result<()> {
     match format {
         Format::Table => table(headers, rows.into_iter().collect()),
+        Format::Plain => plain(rows.into_iter().collect()),
         _ => data(format, &items),
     }
 }
 
+/// Tab-separated lines without a header: stable for scripts.
+pub fn plain(rows: Vec<Vec<String>>) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for row in rows {
+        writeln!(out, "{}", row.join("\t"))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// An aligned table under `headers`; `(none)` on stderr when empty.
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    if !stdout_is_tty() {
-        for row in rows {
-            writeln!(out, "{}", row.join("\t"))?;
-        }
-        out.flush()?;
-        return Ok(());
-    }
     if rows.is_empty() {
         drop(out);
         eprintln!("(none)");

@@ -168,7 +168,7 @@ pub async fn run(cmd: ProvidersCmd) -> anyhow::Result<()> {
                 })
                 .collect();
             output::list(
-                format.format,
+                format.format(),
                 &list,
                 &["NAME", "KIND", "URL", "CLIENT ID"],
                 rows,

@@ -65,13 +65,14 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             status,
         });
     }
-    match args.format.format {
-        Format::Table => {
+    let format = args.format.format();
+    match format {
+        Format::Table | Format::Plain => {
             if all.is_empty() {
                 eprintln!("You are not logged in to any infra server. Run `infra login SERVER`.");
                 return Ok(());
             }
-            let tty = output::stdout_is_tty();
+            let tty = format == Format::Table;
             let mut out = String::new();
             for s in &all {
                 let mark = if s.current { "* " } else { "  " };

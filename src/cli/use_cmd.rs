@@ -86,7 +86,7 @@ async fn pick(server: Option<&str>) -> anyhow::Result<()> {
         anyhow::bail!("{}", list::no_grants(&listing.server));
     }
     if !tui::terminal::interactive() {
-        list::print(Format::Table, &listing.rows)?;
+        list::print(Format::default_here(), &listing.rows)?;
         return Err(Usage(
             "which one? run `infra use DEST[.NAMESPACE]` with a name from the list above \
              (on a terminal, `infra use` alone opens a picker)"

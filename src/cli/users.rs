@@ -111,7 +111,7 @@ pub async fn run(cmd: UsersCmd) -> anyhow::Result<()> {
                 ]
             });
             output::list(
-                format.format,
+                format.format(),
                 &users,
                 &["NAME", "ID", "PASSWORD", "LAST SEEN"],
                 rows.collect::<Vec<_>>(),

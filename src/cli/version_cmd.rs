@@ -63,8 +63,8 @@ pub async fn run(args: VersionArgs) -> anyhow::Result<()> {
             }
         }
     }
-    match args.format.format {
-        Format::Table => {
+    match args.format.format() {
+        Format::Table | Format::Plain => {
             let mut text = format!("Client: {}", v.client_version);
             if let (Some(server), Some(version)) = (&v.server, &v.server_version) {
                 text.push_str(&format!("\nServer: {version} ({server})"));
