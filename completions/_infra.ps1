@@ -28,6 +28,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Log in to an infra server')
             [CompletionResult]::new('logout', 'logout', [CompletionResultType]::ParameterValue, 'Log out: revoke the access key and forget it on this machine')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show where you are logged in and whether each key still works')
+            [CompletionResult]::new('whoami', 'whoami', [CompletionResultType]::ParameterValue, 'Show whom you are logged in as, and your access to a destination')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the clusters and namespaces you can reach, with your roles')
             [CompletionResult]::new('use', 'use', [CompletionResultType]::ParameterValue, 'Switch kubectl to a cluster (or a namespace in it) you can reach')
             [CompletionResult]::new('users', 'users', [CompletionResultType]::ParameterValue, 'Manage users (admins)')
@@ -38,6 +39,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('providers', 'providers', [CompletionResultType]::ParameterValue, 'Manage identity providers (admins)')
             [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Show the audit log (admins)')
             [CompletionResult]::new('identities', 'identities', [CompletionResultType]::ParameterValue, 'Manage machine identities and their OIDC JWT logins (admins)')
+            [CompletionResult]::new('access', 'access', [CompletionResultType]::ParameterValue, 'Explain access: who may do what where, and why')
             [CompletionResult]::new('tokens', 'tokens', [CompletionResultType]::ParameterValue, 'Credentials for clusters: kubectl''s exec plugin')
             [CompletionResult]::new('server', 'server', [CompletionResultType]::ParameterValue, 'Run the infra API server')
             [CompletionResult]::new('connector', 'connector', [CompletionResultType]::ParameterValue, 'Run the connector next to a cluster''s API server')
@@ -78,6 +80,16 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
         }
         'infra;status' {
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'infra;whoami' {
+            [CompletionResult]::new('--destination', '--destination', [CompletionResultType]::ParameterName, 'Explain your access to this destination (DEST or DEST.NAMESPACE)')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -664,6 +676,35 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
         'infra;identities;help;help' {
             break
         }
+        'infra;access' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('explain', 'explain', [CompletionResultType]::ParameterValue, 'Explain a user''s access to a destination: groups, grants, RBAC bindings')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'infra;access;explain' {
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'infra;access;help' {
+            [CompletionResult]::new('explain', 'explain', [CompletionResultType]::ParameterValue, 'Explain a user''s access to a destination: groups, grants, RBAC bindings')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'infra;access;help;explain' {
+            break
+        }
+        'infra;access;help;help' {
+            break
+        }
         'infra;tokens' {
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
@@ -791,6 +832,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Log in to an infra server')
             [CompletionResult]::new('logout', 'logout', [CompletionResultType]::ParameterValue, 'Log out: revoke the access key and forget it on this machine')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show where you are logged in and whether each key still works')
+            [CompletionResult]::new('whoami', 'whoami', [CompletionResultType]::ParameterValue, 'Show whom you are logged in as, and your access to a destination')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the clusters and namespaces you can reach, with your roles')
             [CompletionResult]::new('use', 'use', [CompletionResultType]::ParameterValue, 'Switch kubectl to a cluster (or a namespace in it) you can reach')
             [CompletionResult]::new('users', 'users', [CompletionResultType]::ParameterValue, 'Manage users (admins)')
@@ -801,6 +843,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('providers', 'providers', [CompletionResultType]::ParameterValue, 'Manage identity providers (admins)')
             [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Show the audit log (admins)')
             [CompletionResult]::new('identities', 'identities', [CompletionResultType]::ParameterValue, 'Manage machine identities and their OIDC JWT logins (admins)')
+            [CompletionResult]::new('access', 'access', [CompletionResultType]::ParameterValue, 'Explain access: who may do what where, and why')
             [CompletionResult]::new('tokens', 'tokens', [CompletionResultType]::ParameterValue, 'Credentials for clusters: kubectl''s exec plugin')
             [CompletionResult]::new('server', 'server', [CompletionResultType]::ParameterValue, 'Run the infra API server')
             [CompletionResult]::new('connector', 'connector', [CompletionResultType]::ParameterValue, 'Run the connector next to a cluster''s API server')
@@ -816,6 +859,9 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             break
         }
         'infra;help;status' {
+            break
+        }
+        'infra;help;whoami' {
             break
         }
         'infra;help;list' {
@@ -958,6 +1004,13 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             break
         }
         'infra;help;identities;oidc-auth;remove' {
+            break
+        }
+        'infra;help;access' {
+            [CompletionResult]::new('explain', 'explain', [CompletionResultType]::ParameterValue, 'Explain a user''s access to a destination: groups, grants, RBAC bindings')
+            break
+        }
+        'infra;help;access;explain' {
             break
         }
         'infra;help;tokens' {

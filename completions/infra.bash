@@ -16,6 +16,9 @@ _infra() {
             ",$1")
                 cmd="infra"
                 ;;
+            infra,access)
+                cmd="infra__subcmd__access"
+                ;;
             infra,audit)
                 cmd="infra__subcmd__audit"
                 ;;
@@ -72,6 +75,21 @@ _infra() {
                 ;;
             infra,version)
                 cmd="infra__subcmd__version"
+                ;;
+            infra,whoami)
+                cmd="infra__subcmd__whoami"
+                ;;
+            infra__subcmd__access,explain)
+                cmd="infra__subcmd__access__subcmd__explain"
+                ;;
+            infra__subcmd__access,help)
+                cmd="infra__subcmd__access__subcmd__help"
+                ;;
+            infra__subcmd__access__subcmd__help,explain)
+                cmd="infra__subcmd__access__subcmd__help__subcmd__explain"
+                ;;
+            infra__subcmd__access__subcmd__help,help)
+                cmd="infra__subcmd__access__subcmd__help__subcmd__help"
                 ;;
             infra__subcmd__destinations,help)
                 cmd="infra__subcmd__destinations__subcmd__help"
@@ -151,6 +169,9 @@ _infra() {
             infra__subcmd__groups__subcmd__help,removeuser)
                 cmd="infra__subcmd__groups__subcmd__help__subcmd__removeuser"
                 ;;
+            infra__subcmd__help,access)
+                cmd="infra__subcmd__help__subcmd__access"
+                ;;
             infra__subcmd__help,audit)
                 cmd="infra__subcmd__help__subcmd__audit"
                 ;;
@@ -207,6 +228,12 @@ _infra() {
                 ;;
             infra__subcmd__help,version)
                 cmd="infra__subcmd__help__subcmd__version"
+                ;;
+            infra__subcmd__help,whoami)
+                cmd="infra__subcmd__help__subcmd__whoami"
+                ;;
+            infra__subcmd__help__subcmd__access,explain)
+                cmd="infra__subcmd__help__subcmd__access__subcmd__explain"
                 ;;
             infra__subcmd__help__subcmd__destinations,list)
                 cmd="infra__subcmd__help__subcmd__destinations__subcmd__list"
@@ -461,8 +488,86 @@ _infra() {
 
     case "${cmd}" in
         infra)
-            opts="-h -V --help --version login logout status list use users groups grants destinations keys providers audit identities tokens server connector completion version help"
+            opts="-h -V --help --version login logout status whoami list use users groups grants destinations keys providers audit identities access tokens server connector completion version help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__access)
+            opts="-h -V --help --version explain help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__access__subcmd__explain)
+            opts="-h -V --format --server --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__access__subcmd__help)
+            opts="explain help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__access__subcmd__help__subcmd__explain)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__access__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1147,8 +1252,36 @@ _infra() {
             return 0
             ;;
         infra__subcmd__help)
-            opts="login logout status list use users groups grants destinations keys providers audit identities tokens server connector completion version help"
+            opts="login logout status whoami list use users groups grants destinations keys providers audit identities access tokens server connector completion version help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__help__subcmd__access)
+            opts="explain"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__help__subcmd__access__subcmd__explain)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1819,6 +1952,20 @@ _infra() {
             return 0
             ;;
         infra__subcmd__help__subcmd__version)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__help__subcmd__whoami)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -3133,6 +3280,32 @@ _infra() {
                     ;;
                 --format)
                     COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__whoami)
+            opts="-h -V --destination --format --server --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --destination)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

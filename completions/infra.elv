@@ -25,6 +25,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand login 'Log in to an infra server'
             cand logout 'Log out: revoke the access key and forget it on this machine'
             cand status 'Show where you are logged in and whether each key still works'
+            cand whoami 'Show whom you are logged in as, and your access to a destination'
             cand list 'List the clusters and namespaces you can reach, with your roles'
             cand use 'Switch kubectl to a cluster (or a namespace in it) you can reach'
             cand users 'Manage users (admins)'
@@ -35,6 +36,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand providers 'Manage identity providers (admins)'
             cand audit 'Show the audit log (admins)'
             cand identities 'Manage machine identities and their OIDC JWT logins (admins)'
+            cand access 'Explain access: who may do what where, and why'
             cand tokens 'Credentials for clusters: kubectl''s exec plugin'
             cand server 'Run the infra API server'
             cand connector 'Run the connector next to a cluster''s API server'
@@ -72,6 +74,15 @@ set edit:completion:arg-completer[infra] = {|@words|
         }
         &'infra;status'= {
             cand --format 'Output format [default: table on a terminal, plain otherwise]'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'infra;whoami'= {
+            cand --destination 'Explain your access to this destination (DEST or DEST.NAMESPACE)'
+            cand --format 'Output format [default: table on a terminal, plain otherwise]'
+            cand --server 'Server to use (default: the one you logged in to last)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -572,6 +583,30 @@ set edit:completion:arg-completer[infra] = {|@words|
         }
         &'infra;identities;help;help'= {
         }
+        &'infra;access'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand explain 'Explain a user''s access to a destination: groups, grants, RBAC bindings'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'infra;access;explain'= {
+            cand --format 'Output format [default: table on a terminal, plain otherwise]'
+            cand --server 'Server to use (default: the one you logged in to last)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'infra;access;help'= {
+            cand explain 'Explain a user''s access to a destination: groups, grants, RBAC bindings'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'infra;access;help;explain'= {
+        }
+        &'infra;access;help;help'= {
+        }
         &'infra;tokens'= {
             cand -h 'Print help'
             cand --help 'Print help'
@@ -690,6 +725,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand login 'Log in to an infra server'
             cand logout 'Log out: revoke the access key and forget it on this machine'
             cand status 'Show where you are logged in and whether each key still works'
+            cand whoami 'Show whom you are logged in as, and your access to a destination'
             cand list 'List the clusters and namespaces you can reach, with your roles'
             cand use 'Switch kubectl to a cluster (or a namespace in it) you can reach'
             cand users 'Manage users (admins)'
@@ -700,6 +736,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand providers 'Manage identity providers (admins)'
             cand audit 'Show the audit log (admins)'
             cand identities 'Manage machine identities and their OIDC JWT logins (admins)'
+            cand access 'Explain access: who may do what where, and why'
             cand tokens 'Credentials for clusters: kubectl''s exec plugin'
             cand server 'Run the infra API server'
             cand connector 'Run the connector next to a cluster''s API server'
@@ -712,6 +749,8 @@ set edit:completion:arg-completer[infra] = {|@words|
         &'infra;help;logout'= {
         }
         &'infra;help;status'= {
+        }
+        &'infra;help;whoami'= {
         }
         &'infra;help;list'= {
         }
@@ -816,6 +855,11 @@ set edit:completion:arg-completer[infra] = {|@words|
         &'infra;help;identities;oidc-auth;show'= {
         }
         &'infra;help;identities;oidc-auth;remove'= {
+        }
+        &'infra;help;access'= {
+            cand explain 'Explain a user''s access to a destination: groups, grants, RBAC bindings'
+        }
+        &'infra;help;access;explain'= {
         }
         &'infra;help;tokens'= {
             cand create 'Print a credential for a cluster (kubectl runs this; see `infra login`)'

@@ -427,6 +427,56 @@ async fn access_review(
     axum::Json(review).into_response()
 }
 
+/// SelfSubjectReview (`kubectl auth whoami`), answered as the API server
+/// does: with the user it authenticated, which for an impersonated request
+/// is the one the Impersonate-* headers name (plus `system:authenticated`).
+/// kubectl sends the (empty) review as protobuf; the answer is JSON, which
+/// its Accept header allows too.
+async fn self_subject_review(State(s): State<StandIn>, headers: HeaderMap) -> Response {
+    if let Err(r) = admit(&s, "selfsubjectreviews", &headers) {
+        return *r;
+    }
+    let mut review = json!({
+        "kind": "SelfSubjectReview",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"creationTimestamp": null},
+    });
+    let all = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
+    };
+    let Some(user) = all("impersonate-user").into_iter().next() else {
+        // Not impersonated: the connector itself.
+        review["status"] =
+            json!({"userInfo": {"username": "system:serviceaccount:infra:connector"}});
+        return (StatusCode::CREATED, axum::Json(review)).into_response();
+    };
+    let mut groups = all("impersonate-group");
+    if !groups.iter().any(|g| g == "system:authenticated") {
+        groups.push("system:authenticated".into());
+    }
+    let mut extra = serde_json::Map::new();
+    for (name, value) in &headers {
+        if let Some(key) = name.as_str().strip_prefix("impersonate-extra-") {
+            let key = key.replace("%2f", "/").replace("%2F", "/");
+            let list = extra.entry(key).or_insert_with(|| json!([]));
+            list.as_array_mut()
+                .unwrap()
+                .push(json!(value.to_str().unwrap_or("")));
+        }
+    }
+    let mut info = json!({"username": user, "groups": groups, "extra": extra});
+    if let Some(uid) = all("impersonate-uid").into_iter().next() {
+        info["uid"] = json!(uid);
+    }
+    review["status"] = json!({"userInfo": info});
+    (StatusCode::CREATED, axum::Json(review)).into_response()
+}
+
 async fn delete_binding(s: StandIn, headers: HeaderMap, ns: String, name: String) -> Response {
     if let Err(r) = admit(&s, "rbac delete", &headers) {
         return *r;
@@ -500,6 +550,10 @@ async fn start_standin_with(mtls: bool) -> Running {
         .route(
             "/apis/authorization.k8s.io/v1/subjectaccessreviews",
             axum::routing::post(access_review),
+        )
+        .route(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            axum::routing::post(self_subject_review),
         )
         .route(
             &format!("{RBAC}/clusterrolebindings"),
@@ -2230,4 +2284,65 @@ async fn heartbeats_do_not_fetch_the_signing_keys_again_while_they_are_fresh() {
         seen().await > first
     })
     .await;
+}
+
+/// `kubectl auth whoami` through the connector shows the user and groups
+/// that `infra access explain` says the cluster sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_auth_whoami_matches_access_explain() {
+    let (s, k, c, key) = setup(&[]).await;
+    let token = mint(&s, &key, "prod").await;
+    let out = kubectl(&c, &token, &["auth", "whoami", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let review: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(review["kind"], "SelfSubjectReview", "{review}");
+    let info = &review["status"]["userInfo"];
+    let seen = seen_last(&k, "selfsubjectreviews");
+    assert_eq!(header_values(&seen, "impersonate-user"), ["alice"]);
+
+    let m = common::Machine::new();
+    let login = m.run(&[
+        "login",
+        &s.host(),
+        "--key",
+        common::ADMIN_KEY,
+        "--tls-trusted-fingerprint",
+        &s.fingerprint(),
+    ]);
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let explained: Value =
+        serde_json::from_str(&m.ok(&["access", "explain", "alice", "prod", "--format", "json"]))
+            .unwrap();
+    let effective = &explained["effective"];
+    assert_eq!(info["username"], effective["user"], "{review}\n{explained}");
+    let mut seen_groups: Vec<String> = info["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap().to_string())
+        .filter(|g| g != "system:authenticated")
+        .collect();
+    seen_groups.sort();
+    let mut said: Vec<String> = effective["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap().to_string())
+        .collect();
+    said.sort();
+    assert_eq!(seen_groups, said, "{review}\n{explained}");
+    assert_eq!(said, ["sre"]);
+    assert_eq!(
+        effective["roles"],
+        json!([{"roles": ["view"]}]),
+        "{explained}"
+    );
 }

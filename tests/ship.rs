@@ -367,7 +367,9 @@ fn help_groups_the_commands_like_kubectl() {
         };
         assert_eq!(
             section("Core commands"),
-            ["login", "logout", "status", "list", "use", "tokens"],
+            [
+                "login", "logout", "status", "whoami", "list", "use", "tokens"
+            ],
             "{help}"
         );
         assert_eq!(
@@ -376,6 +378,7 @@ fn help_groups_the_commands_like_kubectl() {
                 "users",
                 "groups",
                 "grants",
+                "access",
                 "destinations",
                 "keys",
                 "providers",

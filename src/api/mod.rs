@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub mod certs;
+pub mod rbac;
 pub mod version;
 
 /// Clock skew allowed on a token's `exp`, `nbf` and `iat`, by the server
@@ -361,6 +362,117 @@ pub struct GrantQuery {
 
 /// The response header carrying the grants' change counter.
 pub const LAST_UPDATE_INDEX_HEADER: &str = "Last-Update-Index";
+
+// ---------------------------------------------------------------- access explained
+
+/// `GET /api/access/explain`: whose access, where.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessExplainQuery {
+    /// A user's name or id; absent: the caller.
+    pub user: Option<String>,
+    /// `DEST` or `DEST.NAMESPACE`.
+    pub destination: String,
+}
+
+/// Why a user may do what on a destination: their groups and where each
+/// membership came from, every grant that applies there with the RBAC
+/// binding the connector makes for it, and what the cluster sees.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessExplanation {
+    /// `user` or `identity`.
+    pub kind: String,
+    pub id: String,
+    pub name: String,
+    /// As asked: `DEST` or `DEST.NAMESPACE`.
+    pub destination: String,
+    /// Whether a connector registered the destination.
+    pub registered: bool,
+    pub connected: bool,
+    /// Every group the user is in (all of them ride in the cluster token).
+    pub groups: Vec<GroupMembership>,
+    /// The grants that apply on the destination: on `DEST` itself, and on
+    /// `DEST.NS` (only those on the namespace asked when one is).
+    pub grants: Vec<ExplainedGrant>,
+    pub effective: EffectiveAccess,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupMembership {
+    pub id: String,
+    pub name: String,
+    /// `admin` (added by an admin) or `provider` (synced from an identity
+    /// provider's groups claim).
+    pub source: String,
+    /// The provider that asserted the membership.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "providerID"
+    )]
+    pub provider_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_name: Option<String>,
+    /// Kubernetes reserves `system:` names: such a group never reaches a cluster.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub withheld: bool,
+}
+
+/// A grant as `GET /api/grants` shows it (state and, when grants carry it,
+/// `maxAuthAge` included), and how it reaches the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExplainedGrant {
+    #[serde(flatten)]
+    pub grant: Grant,
+    /// The group the grant reaches the user through (absent: held directly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via_group: Option<String>,
+    /// The namespace it is scoped to (absent: cluster-wide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The binding the connector makes for it (absent: none is made, as for
+    /// a `system:` name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<RbacBinding>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RbacBinding {
+    /// `ClusterRoleBinding` or `RoleBinding`.
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The ClusterRole bound.
+    pub role: String,
+    /// `User` or `Group`.
+    pub subject_kind: String,
+    pub subject: String,
+}
+
+/// What the cluster sees: the connector impersonates `user` with `groups`
+/// (the cluster token's name and groups; Kubernetes adds
+/// `system:authenticated`), and the roles the bindings give, per namespace.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveAccess {
+    pub user: String,
+    pub groups: Vec<String>,
+    pub roles: Vec<NamespaceRoles>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceRoles {
+    /// Absent: every namespace (a cluster-wide grant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub roles: Vec<String>,
+}
 
 // ---------------------------------------------------------------- destinations
 

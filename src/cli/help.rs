@@ -14,7 +14,9 @@ use clap::Command;
 pub const GROUPS: &[(&str, &[&str])] = &[
     (
         "Core commands",
-        &["login", "logout", "status", "list", "use", "tokens"],
+        &[
+            "login", "logout", "status", "whoami", "list", "use", "tokens",
+        ],
     ),
     (
         "Management commands",
@@ -22,6 +24,7 @@ pub const GROUPS: &[(&str, &[&str])] = &[
             "users",
             "groups",
             "grants",
+            "access",
             "destinations",
             "keys",
             "providers",

@@ -3,6 +3,7 @@
 //! from errors to exit codes. Commands stay thin: parse, call the server
 //! through `client`, render through `output`.
 
+pub mod access;
 pub mod audit;
 pub mod completion;
 mod destinations;
@@ -86,6 +87,8 @@ pub enum Command {
     Logout(logout::LogoutArgs),
     /// Show where you are logged in and whether each key still works
     Status(status::StatusArgs),
+    /// Show whom you are logged in as, and your access to a destination
+    Whoami(access::WhoamiArgs),
     /// List the clusters and namespaces you can reach, with your roles
     #[command(
         after_help = "STATUS is connected, disconnected (its connector has not reported in \
@@ -130,6 +133,9 @@ pub enum Command {
     /// Manage machine identities and their OIDC JWT logins (admins)
     #[command(subcommand)]
     Identities(identities::IdentitiesCmd),
+    /// Explain access: who may do what where, and why
+    #[command(subcommand)]
+    Access(access::AccessCmd),
     /// Credentials for clusters: kubectl's exec plugin
     #[command(subcommand)]
     Tokens(tokens::TokensCmd),
@@ -230,6 +236,8 @@ pub fn main() -> i32 {
         Command::Login(args) => run_async(false, login::run(args)),
         Command::Logout(args) => run_async(false, logout::run(args)),
         Command::Status(args) => run_async(false, status::run(args)),
+        Command::Whoami(args) => run_async(false, access::whoami(args)),
+        Command::Access(cmd) => run_async(false, access::run(cmd)),
         Command::List(args) => run_async(false, list::run(args)),
         Command::Use(args) => run_async(false, use_cmd::run(args)),
         Command::Users(cmd) => run_async(false, users::run(cmd)),

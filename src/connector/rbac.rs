@@ -23,7 +23,6 @@ use std::time::Duration;
 use anyhow::Context;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
-use sha2::{Digest, Sha256};
 
 use super::upstream::TokenFile;
 use crate::api::{Grant, GrantStateReport, GrantStatesRequest};
@@ -64,24 +63,19 @@ pub fn wanted(destination: &str, grants: &[Grant]) -> Vec<Wanted> {
         .iter()
         .filter(|g| !crate::api::is_reserved_name(&g.subject_name))
     {
-        let (dest, ns) = match g.destination.split_once('.') {
-            Some((d, n)) => (d, Some(n.to_string())),
-            None => (g.destination.as_str(), None),
-        };
+        let (dest, ns) = crate::api::rbac::split_destination(&g.destination);
         if dest != destination {
             continue;
         }
-        let kind = if g.group.is_some() { "Group" } else { "User" };
-        let digest = Sha256::digest(
-            format!(
-                "{destination}\0{}\0{}\0{kind}\0{}",
-                ns.as_deref().unwrap_or(""),
-                g.role,
-                g.subject_name
-            )
-            .as_bytes(),
+        let ns = ns.map(str::to_string);
+        let kind = crate::api::rbac::subject_kind(g.group.is_some());
+        let name = crate::api::rbac::binding_name(
+            destination,
+            ns.as_deref(),
+            &g.role,
+            kind,
+            &g.subject_name,
         );
-        let name = format!("infra-{}", &hex::encode(digest)[..16]);
         by_name
             .entry(format!("{}/{name}", ns.as_deref().unwrap_or("")))
             .or_insert_with(|| Wanted {
@@ -671,6 +665,11 @@ mod tests {
         );
         assert_eq!(rb.grants, ["2", "4"], "one binding for both grants");
         assert!(crb.name.starts_with("infra-") && crb.name.len() == 22);
+        // The name the server shows in `infra access explain`.
+        assert_eq!(
+            crb.name,
+            crate::api::rbac::binding_name("prod", None, "view", "User", "alice@example.com")
+        );
         // Stable names: the same grants give the same bindings.
         assert_eq!(wanted("prod", &g), w);
         // Another destination on the same cluster gets other names.

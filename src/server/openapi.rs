@@ -6,7 +6,8 @@ use utoipa::OpenApi;
 
 use super::device;
 use super::routes::{
-    access_keys, audit, auth, destinations, grants, groups, identities, providers, tokens, users,
+    access, access_keys, audit, auth, destinations, grants, groups, identities, providers, tokens,
+    users,
 };
 
 #[derive(OpenApi)]
@@ -62,6 +63,7 @@ use super::routes::{
         providers::remove,
         audit::list,
         tokens::create,
+        access::explain,
     ),
     components(schemas(crate::api::ErrorResponse, crate::api::FieldError))
 )]

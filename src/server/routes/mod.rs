@@ -1,6 +1,7 @@
 //! The `/api` routes, one file per resource. `api_routes` is the single
 //! table the router is built from; the OpenAPI test walks it too.
 
+pub mod access;
 pub mod access_keys;
 pub mod audit;
 pub mod auth;
@@ -163,6 +164,7 @@ pub fn api_routes() -> Vec<Route> {
         ),
         route("/api/audit", &["get"], get(audit::list)),
         route("/api/tokens", &["post"], post(tokens::create)),
+        route("/api/access/explain", &["get"], get(access::explain)),
     ]
 }
 

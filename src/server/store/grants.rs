@@ -73,7 +73,7 @@ pub struct GrantFilter {
     pub role: Option<String>,
 }
 
-const SELECT: &str = "SELECT gr.id, gr.subject_kind, gr.subject_id, gr.destination, gr.role, \
+pub(super) const SELECT: &str = "SELECT gr.id, gr.subject_kind, gr.subject_id, gr.destination, gr.role, \
      gr.created_at, gr.created_by, gr.state, gr.state_message, \
      COALESCE(u.name, g.name, i.name, '') AS subject_name \
      FROM grants gr \

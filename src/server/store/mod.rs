@@ -13,6 +13,7 @@
 //! same data, and each wakes its own long polls on the other's changes
 //! (`changes`).
 
+mod access;
 mod access_keys;
 mod audit;
 mod changes;
@@ -27,6 +28,7 @@ mod rate_limits;
 mod signing_keys;
 mod users;
 
+pub use access::MembershipRow;
 pub use access_keys::{AccessKeyRow, NewAccessKey};
 pub use audit::{AuditEntry, AuditRow};
 pub use changes::{ChangeFeed, base_destination};
