@@ -288,6 +288,7 @@ pub(crate) async fn finish_provider_sign_in(
         &state.callback_url,
         &a.verifier,
         &a.nonce,
+        false,
     )
     .await
     {
@@ -301,6 +302,7 @@ pub(crate) async fn finish_provider_sign_in(
         &signed_in.user.name,
         signed_in.session_expires_at,
         Some(&provider.id),
+        signed_in.auth_time,
     )
     .await
     {
