@@ -284,11 +284,13 @@ pub(crate) async fn finish_provider_sign_in(
         state,
         addr,
         &provider,
-        code,
-        &state.callback_url,
-        &a.verifier,
-        &a.nonce,
-        false,
+        crate::server::routes::auth::ProviderAnswer {
+            code,
+            redirect_url: &state.callback_url,
+            code_verifier: &a.verifier,
+            nonce: &a.nonce,
+            reauth: false,
+        },
     )
     .await
     {

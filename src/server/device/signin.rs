@@ -216,11 +216,13 @@ pub(super) async fn finish_signin(
         state,
         addr,
         &provider,
-        auth_code,
-        &state.callback_url,
-        verifier.expose_secret(),
-        nonce.expose_secret(),
-        code.reauth != 0,
+        auth::ProviderAnswer {
+            code: auth_code,
+            redirect_url: &state.callback_url,
+            code_verifier: verifier.expose_secret(),
+            nonce: nonce.expose_secret(),
+            reauth: code.reauth != 0,
+        },
     )
     .await
     {

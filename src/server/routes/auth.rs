@@ -184,11 +184,13 @@ async fn oidc_login(
         state,
         addr,
         &provider,
-        o.code.expose_secret(),
-        &o.redirect_url,
-        o.code_verifier.expose_secret(),
-        &o.nonce,
-        o.reauth,
+        ProviderAnswer {
+            code: o.code.expose_secret(),
+            redirect_url: &o.redirect_url,
+            code_verifier: o.code_verifier.expose_secret(),
+            nonce: &o.nonce,
+            reauth: o.reauth,
+        },
     )
     .await?;
     let resp = issue_login_key(
@@ -246,6 +248,17 @@ pub(crate) struct SignedIn {
     pub auth_time: Option<i64>,
 }
 
+/// What came back from the provider's redirect, and what the sign-in asked
+/// of it: the code, the redirect URI it was issued for, the PKCE verifier
+/// and nonce, and whether a new authentication was asked for (`max_age=0`).
+pub(crate) struct ProviderAnswer<'a> {
+    pub code: &'a str,
+    pub redirect_url: &'a str,
+    pub code_verifier: &'a str,
+    pub nonce: &'a str,
+    pub reauth: bool,
+}
+
 /// How recent `auth_time` must be after a sign-in that asked the provider
 /// to authenticate the person again (`max_age=0`): the round trip through
 /// the browser, plus the clock leeway.
@@ -291,12 +304,15 @@ pub(crate) async fn sign_in_with_provider(
     state: &AppState,
     addr: &str,
     provider: &store::ProviderRow,
-    code: &str,
-    redirect_url: &str,
-    code_verifier: &str,
-    nonce: &str,
-    reauth: bool,
+    answer: ProviderAnswer<'_>,
 ) -> ApiResult<SignedIn> {
+    let ProviderAnswer {
+        code,
+        redirect_url,
+        code_verifier,
+        nonce,
+        reauth,
+    } = answer;
     let target = format!("oidc:{}", provider.id);
     let attempt = Attempt::person(addr, Account::None);
     ratelimit::check(state, &attempt).await?;
