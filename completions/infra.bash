@@ -870,7 +870,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__grants__subcmd__add)
-            opts="-h -V --user --group --identity --role --force --server --help --version"
+            opts="-h -V --user --group --identity --role --max-auth-age --force --server --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -889,6 +889,10 @@ _infra() {
                     return 0
                     ;;
                 --role)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-auth-age)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2552,7 +2556,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__login)
-            opts="-h -V --key --user --tls-trusted-fingerprint --tls-trusted-cert --skip-tls-verify --provider --no-browser --device --listen-port --timeout --method --machine-identity-id --oidc-jwt --silent --plain --help --version"
+            opts="-h -V --key --user --tls-trusted-fingerprint --tls-trusted-cert --skip-tls-verify --provider --no-browser --device --reauth --listen-port --timeout --method --machine-identity-id --oidc-jwt --silent --plain --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -60,6 +60,7 @@ complete -c infra -n "__fish_infra_using_subcommand login" -l oidc-jwt -d 'With 
 complete -c infra -n "__fish_infra_using_subcommand login" -l skip-tls-verify -d 'Do not verify the server\'s certificate (unsafe)'
 complete -c infra -n "__fish_infra_using_subcommand login" -l no-browser -d 'Print the sign-in URL instead of opening a browser'
 complete -c infra -n "__fish_infra_using_subcommand login" -l device -d 'Sign in on another device (a phone, a laptop) with a code: for machines without a browser'
+complete -c infra -n "__fish_infra_using_subcommand login" -l reauth -d 'Ask the identity provider to authenticate you again, even if it still holds a session: for grants that ask for a recent sign-in (--max-auth-age)'
 complete -c infra -n "__fish_infra_using_subcommand login" -l silent -d 'With --method=oidc-auth: print nothing on stderr when it works'
 complete -c infra -n "__fish_infra_using_subcommand login" -l plain -d 'With --method=oidc-auth: print only the access token on stdout and keep it nowhere'
 complete -c infra -n "__fish_infra_using_subcommand login" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -167,6 +168,7 @@ complete -c infra -n "__fish_infra_using_subcommand grants; and __fish_seen_subc
 complete -c infra -n "__fish_infra_using_subcommand grants; and __fish_seen_subcommand_from add" -l group -d 'A group, by name' -r
 complete -c infra -n "__fish_infra_using_subcommand grants; and __fish_seen_subcommand_from add" -l identity -d 'A machine identity, by name' -r
 complete -c infra -n "__fish_infra_using_subcommand grants; and __fish_seen_subcommand_from add" -l role -d 'The role, e.g. view, edit, admin, cluster-admin' -r
+complete -c infra -n "__fish_infra_using_subcommand grants; and __fish_seen_subcommand_from add" -l max-auth-age -d 'Ask for a sign-in at the identity provider within this long (e.g. 15m, at most 24h) before issuing a cluster token under this grant; `infra login SERVER --reauth` signs in again' -r
 complete -c infra -n "__fish_infra_using_subcommand grants; and __fish_seen_subcommand_from add" -l server -d 'Server to use (default: the one you logged in to last)' -r
 complete -c infra -n "__fish_infra_using_subcommand grants; and __fish_seen_subcommand_from add" -l force -d 'Succeed if the grant already exists'
 complete -c infra -n "__fish_infra_using_subcommand grants; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'

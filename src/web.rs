@@ -60,6 +60,9 @@ pub struct Attempt {
     pub nonce: String,
     pub code_verifier: String,
     pub redirect_url: String,
+    /// Ask the provider to authenticate the person again, whatever session
+    /// it holds (`max_age=0`, `prompt=login`), for a fresh `auth_time`.
+    pub reauth: bool,
 }
 
 impl Attempt {
@@ -75,6 +78,7 @@ impl Attempt {
             nonce: random_token(),
             code_verifier: random_token(),
             redirect_url,
+            reauth: false,
         }
     }
 
@@ -100,7 +104,13 @@ impl Attempt {
                 .append_pair("code_challenge_method", "S256");
             // Providers that follow oidc-provider grant offline_access (a
             // refresh token, for the server's re-checks) only with consent.
-            if scopes.iter().any(|s| s == "offline_access") {
+            let consent = scopes.iter().any(|s| s == "offline_access");
+            if self.reauth {
+                // A new authentication, which the ID token's auth_time
+                // then shows (OpenID Connect Core §3.1.2.1).
+                q.append_pair("max_age", "0");
+                q.append_pair("prompt", if consent { "login consent" } else { "login" });
+            } else if consent {
                 q.append_pair("prompt", "consent");
             }
         }

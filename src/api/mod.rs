@@ -48,7 +48,18 @@ pub struct ErrorResponse {
     pub message: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub field_errors: Vec<FieldError>,
+    /// What a client may act on, beyond the status: [`REAUTH_REQUIRED`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
+
+/// The [`ErrorResponse::reason`] of a cluster token refused because a grant
+/// asks for a more recent sign-in at the identity provider than the
+/// session's (`infra login SERVER --reauth`).
+pub const REAUTH_REQUIRED: &str = "reauth_required";
+
+/// The longest `maxAuthAge` a grant may ask for.
+pub const MAX_AUTH_AGE_LIMIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -118,6 +129,23 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         .map_err(|e| format!("{e}: use a duration such as 30m, 72h or 30d"))
 }
 
+/// A duration in whole seconds as [`parse_duration`] reads it back, short:
+/// `15m`, `1h30m`, `90s`.
+pub fn format_duration_secs(secs: u64) -> String {
+    if secs == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut left = secs;
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if left >= size {
+            out.push_str(&format!("{}{unit}", left / size));
+            left %= size;
+        }
+    }
+    out
+}
+
 // ---------------------------------------------------------------- login
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -154,6 +182,11 @@ pub struct OidcLogin {
     #[schema(value_type = String)]
     pub code_verifier: SecretString,
     pub nonce: String,
+    /// The sign-in asked the provider to authenticate the person again
+    /// (`max_age=0`, `prompt=login`): the server then refuses an ID token
+    /// whose `auth_time` is not recent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reauth: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -308,6 +341,11 @@ pub struct Grant {
     /// Why a grant is pending, e.g. `namespace web does not exist`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_message: Option<String>,
+    /// How recently the person must have signed in at the identity
+    /// provider for a cluster token under this grant, e.g. `15m` (absent:
+    /// no bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_auth_age: Option<String>,
 }
 
 /// `POST /api/grants/states`: a connector says where the grants on its
@@ -341,6 +379,11 @@ pub struct CreateGrantRequest {
     pub identity: Option<String>,
     pub destination: String,
     pub role: String,
+    /// Ask for a sign-in at the identity provider within this duration
+    /// (e.g. `15m`, at most 24h) before a cluster token is issued under
+    /// this grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_auth_age: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
@@ -873,6 +916,10 @@ pub struct DeviceAuthorizationRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub provider_id: Option<String>,
+    /// Ask the provider to authenticate the person again (`max_age=0`,
+    /// `prompt=login`), as `infra login --reauth` does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reauth: bool,
 }
 
 /// RFC 8628's device authorization response, in the API's camelCase.
@@ -958,6 +1005,20 @@ pub struct DeviceStatusResponse {
 mod tests {
     use super::*;
 
+    #[test]
+    fn durations_print_short_and_read_back() {
+        for (secs, text) in [
+            (900, "15m"),
+            (5400, "1h30m"),
+            (90, "1m30s"),
+            (86_400, "1d"),
+            (0, "0s"),
+        ] {
+            assert_eq!(format_duration_secs(secs), text);
+            assert_eq!(parse_duration(text).unwrap().as_secs(), secs);
+        }
+    }
+
     const SECRET: &str = "Sup3rS3cretV4lue";
 
     /// Every request and response that carries a secret: `Debug` (a log
@@ -983,6 +1044,7 @@ mod tests {
                 redirect_url: "http://localhost:8301".into(),
                 code_verifier: s(),
                 nonce: "n".into(),
+                reauth: false,
             }),
             dbg_json(&LoginResponse {
                 user_id: "u".into(),

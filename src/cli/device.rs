@@ -84,6 +84,7 @@ pub async fn sign_in(
             "/api/device",
             &DeviceAuthorizationRequest {
                 provider_id: Some(provider.id.clone()),
+                reauth: args.reauth,
             },
         )
         .await?;

@@ -31,6 +31,7 @@ pub enum GrantsCmd {
     #[command(
         after_help = "Examples:\n  infra grants add prod --user alice@example.com --role view\n  \
                             infra grants add prod.web --group sre --role edit\n  \
+                            infra grants add prod --group sre --role admin --max-auth-age 15m\n  \
                             infra grants add infra --user bob@example.com --role admin"
     )]
     Add {
@@ -41,6 +42,10 @@ pub enum GrantsCmd {
         /// The role, e.g. view, edit, admin, cluster-admin
         #[arg(long)]
         role: String,
+        /// Ask for a sign-in at the identity provider within this long (e.g. 15m, at most 24h)
+        /// before issuing a cluster token under this grant; `infra login SERVER --reauth` signs in again
+        #[arg(long, value_name = "DURATION", value_parser = crate::api::parse_duration)]
+        max_auth_age: Option<std::time::Duration>,
         /// Succeed if the grant already exists
         #[arg(long)]
         force: bool,
@@ -133,9 +138,18 @@ pub async fn run(cmd: GrantsCmd) -> anyhow::Result<()> {
             destination,
             subject,
             role,
+            max_auth_age,
             force,
             server,
         } => {
+            if let Some(d) = max_auth_age {
+                if d.as_secs() == 0 {
+                    return Err(Usage("--max-auth-age must be at least 1s, e.g. 15m".into()).into());
+                }
+                if d > api::MAX_AUTH_AGE_LIMIT {
+                    return Err(Usage("--max-auth-age must be at most 24h".into()).into());
+                }
+            }
             let s = resolve(server.server.as_deref())?;
             let (kind, id) = subject_id(&s.client, &subject).await?.ok_or_else(|| {
                 Usage("name who gets the grant: --user, --group or --identity".into())
@@ -143,6 +157,7 @@ pub async fn run(cmd: GrantsCmd) -> anyhow::Result<()> {
             let mut req = api::CreateGrantRequest {
                 destination: destination.clone(),
                 role: role.clone(),
+                max_auth_age: max_auth_age.map(|d| api::format_duration_secs(d.as_secs())),
                 ..Default::default()
             };
             match kind {
@@ -152,10 +167,14 @@ pub async fn run(cmd: GrantsCmd) -> anyhow::Result<()> {
             }
             match s.client.post::<_, Grant>("/api/grants", &req).await {
                 Ok(g) => eprintln!(
-                    "Granted {} {} on {}",
+                    "Granted {} {} on {}{}",
                     subject_label(&g),
                     g.role,
-                    g.destination
+                    g.destination,
+                    g.max_auth_age
+                        .as_deref()
+                        .map(|a| format!(" (asks for a sign-in within {a})"))
+                        .unwrap_or_default()
                 ),
                 Err(e) if force && e.status() == Some(409) => {}
                 Err(e) => return Err(e.into()),
@@ -186,10 +205,15 @@ pub async fn run(cmd: GrantsCmd) -> anyhow::Result<()> {
             let grants: Vec<Grant> = s.client.list_all(&path).await?;
             // Where grants stand on their clusters, once a connector said so.
             let states = grants.iter().any(|g| g.state.is_some());
+            // How recent a sign-in grants ask for, where any asks.
+            let ages = grants.iter().any(|g| g.max_auth_age.is_some());
             let rows: Vec<_> = grants
                 .iter()
                 .map(|g| {
                     let mut row = vec![subject_label(g), g.role.clone(), g.destination.clone()];
+                    if ages {
+                        row.push(g.max_auth_age.clone().unwrap_or_else(|| "-".into()));
+                    }
                     if states {
                         row.push(grant_state(g));
                     }
@@ -197,6 +221,9 @@ pub async fn run(cmd: GrantsCmd) -> anyhow::Result<()> {
                 })
                 .collect();
             let mut headers = vec!["SUBJECT", "ROLE", "DESTINATION"];
+            if ages {
+                headers.push("MAX AUTH AGE");
+            }
             if states {
                 headers.push("STATE");
             }

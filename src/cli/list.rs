@@ -220,6 +220,7 @@ mod tests {
             created_by: String::new(),
             state: None,
             state_message: None,
+            max_auth_age: None,
         }
     }
 

@@ -62,6 +62,11 @@ pub struct LoginArgs {
     #[arg(long, conflicts_with_all = ["key", "user", "no_browser", "method"])]
     pub device: bool,
 
+    /// Ask the identity provider to authenticate you again, even if it still holds a session:
+    /// for grants that ask for a recent sign-in (--max-auth-age)
+    #[arg(long, conflicts_with_all = ["key", "user", "method"])]
+    pub reauth: bool,
+
     /// Local port for the provider's redirect (register http://localhost:PORT with it)
     #[arg(long, value_name = "PORT", default_value_t = crate::login::DEFAULT_PORT, env = "INFRA_LOGIN_PORT")]
     pub listen_port: u16,
@@ -238,7 +243,8 @@ async fn browser_sign_in(
 ) -> anyhow::Result<(LoginRequest, crate::login::Pending)> {
     let provider = pick_provider(args, server, client).await?;
     let listeners = crate::login::bind(args.listen_port).await?;
-    let attempt = crate::login::Attempt::new(listeners.port);
+    let mut attempt = crate::login::Attempt::new(listeners.port);
+    attempt.reauth = args.reauth;
     let auth_url =
         attempt.authorization_url(&provider.auth_url, &provider.client_id, &provider.scopes)?;
     let opened = !args.no_browser && crate::login::open_browser(&auth_url);
@@ -275,6 +281,7 @@ async fn browser_sign_in(
                     redirect_url: attempt.redirect_url,
                     code_verifier: attempt.code_verifier.into(),
                     nonce: attempt.nonce,
+                    reauth: attempt.reauth,
                 }),
                 ..Default::default()
             },

@@ -189,6 +189,7 @@ impl Client {
                 self.base
             ),
             field_errors: Vec::new(),
+            reason: None,
         });
         Err(ClientError::Api {
             status: status.as_u16(),

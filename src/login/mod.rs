@@ -330,6 +330,30 @@ mod tests {
         assert_eq!(q["nonce"], a.nonce);
         assert_eq!(q["prompt"], "consent");
         assert_eq!(q["scope"], "openid email offline_access");
+        assert!(!q.contains_key("max_age"));
+    }
+
+    #[test]
+    fn reauth_asks_for_a_new_authentication() {
+        let mut a = Attempt::new(8301);
+        a.reauth = true;
+        let query = |scopes: &[&str]| -> HashMap<String, String> {
+            let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+            let u = a
+                .authorization_url("https://idp.example/auth", "cid", &scopes)
+                .unwrap();
+            url::Url::parse(&u)
+                .unwrap()
+                .query_pairs()
+                .into_owned()
+                .collect()
+        };
+        let q = query(&["openid", "offline_access"]);
+        assert_eq!(q["max_age"], "0");
+        assert_eq!(q["prompt"], "login consent");
+        let q = query(&["openid"]);
+        assert_eq!(q["max_age"], "0");
+        assert_eq!(q["prompt"], "login");
     }
 
     #[test]

@@ -199,6 +199,7 @@ pub async fn run(state: &AppState, config_path: Option<&Path>) -> anyhow::Result
                     inactivity_timeout: BOOTSTRAP_KEY_LIFETIME,
                     destination: None,
                     provider_id: None,
+                    auth_time: None,
                 })
                 .await?;
             // Kept (sealed with the root key) until its first use, so a
@@ -341,7 +342,7 @@ async fn ensure_grant(
 ) -> anyhow::Result<()> {
     match state
         .store
-        .create_grant(subject, destination, role, created_by)
+        .create_grant(subject, destination, role, None, created_by)
         .await
     {
         Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
@@ -418,6 +419,7 @@ async fn install_admin_key(state: &AppState, admin: &str, key: &str) -> anyhow::
             inactivity_timeout: BOOTSTRAP_KEY_LIFETIME,
             destination: None,
             provider_id: None,
+            auth_time: None,
         })
         .await;
     match res {

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub message: String,
     pub field_errors: Vec<FieldError>,
     pub retry_after: Option<u64>,
+    /// [`ErrorResponse::reason`].
+    pub reason: Option<&'static str>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -24,6 +26,7 @@ impl ApiError {
             message: message.into(),
             field_errors: Vec::new(),
             retry_after: None,
+            reason: None,
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -56,6 +59,7 @@ impl ApiError {
                 errors: vec![error],
             }],
             retry_after: None,
+            reason: None,
         }
     }
 }
@@ -82,6 +86,7 @@ impl IntoResponse for ApiError {
             code: self.status.as_u16(),
             message: self.message,
             field_errors: self.field_errors,
+            reason: self.reason.map(String::from),
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after

@@ -186,6 +186,9 @@ pub struct Caller {
     pub key_provider_id: Option<String>,
     /// The one destination a connector key serves.
     pub key_destination: Option<String>,
+    /// When the person last authenticated at the provider for the sign-in
+    /// the key stands on (Unix seconds), if they did.
+    pub key_auth_time: Option<i64>,
 }
 
 impl Caller {
@@ -303,6 +306,7 @@ impl AppState {
             machine_token: false,
             key_provider_id: row.provider_id,
             key_destination: row.destination,
+            key_auth_time: row.auth_time,
         })
     }
 }

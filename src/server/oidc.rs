@@ -188,6 +188,9 @@ pub struct ProviderIdentity {
     /// The ID token's `exp` (Unix seconds): how long a session without a
     /// refresh token may last.
     pub id_token_expires_at: i64,
+    /// The ID token's `auth_time` (Unix seconds): when the person last
+    /// authenticated at the provider; `None` when the provider did not say.
+    pub auth_time: Option<i64>,
     /// Every claim of the ID token and, where it lacks one, of UserInfo.
     claims: serde_json::Map<String, serde_json::Value>,
 }
@@ -378,9 +381,13 @@ pub async fn exchange_code(
                     .unwrap_or_else(chrono::Utc::now)
                     - chrono::Duration::seconds(CLOCK_LEEWAY_SECS as i64)
             });
-        id_token
-            .claims(&verifier, &nonce)
-            .map(|c| (c.subject().clone(), c.expiration().timestamp()))
+        id_token.claims(&verifier, &nonce).map(|c| {
+            (
+                c.subject().clone(),
+                c.expiration().timestamp(),
+                c.auth_time().map(|t| t.timestamp()),
+            )
+        })
     };
     let verified = match verify(&client) {
         // The provider may have rotated its keys since we fetched them.
@@ -392,7 +399,7 @@ pub async fn exchange_code(
         }
         other => other,
     };
-    let (subject, id_token_expires_at) =
+    let (subject, id_token_expires_at, auth_time) =
         verified.map_err(|e| OidcError::Rejected(format!("the ID token is not valid: {e}")))?;
     let id_claims = verified_payload(&id_token.to_string()).unwrap_or_default();
 
@@ -462,6 +469,7 @@ pub async fn exchange_code(
             .refresh_token()
             .map(|r| SecretString::from(r.secret().to_string())),
         id_token_expires_at,
+        auth_time,
         claims: all,
     })
 }

@@ -40,6 +40,9 @@ pub struct Minted<'a> {
     pub subject: &'a str,
     pub name: &'a str,
     pub groups: Vec<String>,
+    /// The token expires no later than this (Unix seconds): the end of the
+    /// window a grant gives a sign-in.
+    pub not_after: Option<i64>,
 }
 
 struct CachedKey {
@@ -159,7 +162,10 @@ impl Signer {
     ) -> anyhow::Result<(String, i64)> {
         let (kid, key) = self.current(store, root).await?;
         let now = store::now();
-        let exp = now + self.ttl.as_secs() as i64;
+        let mut exp = now + self.ttl.as_secs() as i64;
+        if let Some(limit) = who.not_after {
+            exp = exp.min(limit.max(now));
+        }
         let claims = Claims {
             iss: who.issuer.to_string(),
             aud: who.audience.to_string(),

@@ -608,6 +608,9 @@ impl Drop for OidcProvider {
 /// stopping at the redirect back to the CLI.
 pub struct Browser {
     client: reqwest::Client,
+    /// How many times the provider showed its login form (rather than
+    /// going on with the session it holds).
+    login_forms: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Browser {
@@ -619,18 +622,26 @@ impl Default for Browser {
 impl Browser {
     /// A browser with its own HTTP client (e.g. one that trusts a private CA).
     pub fn with_client(client: reqwest::Client) -> Browser {
-        Browser { client }
+        Browser {
+            client,
+            login_forms: Default::default(),
+        }
+    }
+
+    /// How many login forms the provider showed this browser so far.
+    pub fn login_forms_shown(&self) -> usize {
+        self.login_forms.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn new() -> Browser {
-        Browser {
-            client: reqwest::Client::builder()
+        Browser::with_client(
+            reqwest::Client::builder()
                 .cookie_store(true)
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
-        }
+        )
     }
 
     /// Signs in as `login` and returns the URL the provider redirects to
@@ -667,6 +678,8 @@ impl Browser {
                 continue;
             };
             let form: Vec<(&str, &str)> = if body.contains("name=\"login\"") {
+                self.login_forms
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 vec![
                     ("prompt", "login"),
                     ("login", name),

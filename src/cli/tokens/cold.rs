@@ -3,7 +3,8 @@
 //! re-read under it, and else a token minted with `POST /api/tokens`, saved
 //! with its lifetime in local time and printed. It never opens a browser
 //! nor prompts: when the session is gone it says to run `infra login
-//! SERVER` and exits with code 4.
+//! SERVER` and exits with code 4, and so it does (with `--reauth`) when a
+//! grant asks for a more recent sign-in than the session's.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use serde::Deserialize;
 use super::CreateArgs;
 use super::credential::{api_from_env, exec_credential, print, rfc3339};
 use super::warm::margin_from_env;
-use crate::api::{CreateTokenRequest, CreateTokenResponse};
+use crate::api::{CreateTokenRequest, CreateTokenResponse, REAUTH_REQUIRED};
 use crate::cli::session::{account, trust_of};
 use crate::cli::{AuthNeeded, Usage};
 use crate::client::{Client, ClientError, Trust};
@@ -226,6 +227,15 @@ async fn mint(
                 login()
             ))
             .into());
+        }
+        Err(ClientError::Api {
+            status: 403, body, ..
+        }) if body.reason.as_deref() == Some(REAUTH_REQUIRED) => {
+            // A grant asks for a more recent sign-in at the provider: only
+            // the person can give one, so say how (never a browser from here).
+            let msg = first_line(&body.message);
+            let msg = msg.split(": run 'infra login").next().unwrap_or(msg);
+            return Err(AuthNeeded(format!("{msg}: run 'infra login {server} --reauth'")).into());
         }
         Err(ClientError::Api {
             status: 403, body, ..

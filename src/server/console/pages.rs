@@ -284,10 +284,13 @@ pub(crate) async fn finish_provider_sign_in(
         state,
         addr,
         &provider,
-        code,
-        &state.callback_url,
-        &a.verifier,
-        &a.nonce,
+        crate::server::routes::auth::ProviderAnswer {
+            code,
+            redirect_url: &state.callback_url,
+            code_verifier: &a.verifier,
+            nonce: &a.nonce,
+            reauth: false,
+        },
     )
     .await
     {
@@ -301,6 +304,7 @@ pub(crate) async fn finish_provider_sign_in(
         &signed_in.user.name,
         signed_in.session_expires_at,
         Some(&provider.id),
+        signed_in.auth_time,
     )
     .await
     {

@@ -57,6 +57,7 @@ pub async fn create(
             poll_interval: interval,
             created_at_ms: now_ms,
             expires_at: now + ttl,
+            reauth: req.reauth,
         };
         match state.store.create_device_code(&new).await {
             Ok(()) => break,
@@ -293,6 +294,7 @@ pub(super) async fn approved(
         &user.name,
         cap,
         Some(&code.provider_id),
+        code.auth_time,
     )
     .await?;
     state.store.touch_user(&user.id).await?;

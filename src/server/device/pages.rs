@@ -347,7 +347,7 @@ pub(super) async fn decide(
     let user_id = signin.user_id.clone().unwrap_or_default();
     if !state
         .store
-        .advance_device_signin(&signin.id, "authenticated", "done", None)
+        .advance_device_signin(&signin.id, "authenticated", "done", None, None)
         .await?
     {
         return Err(ApiError::new(
@@ -357,7 +357,7 @@ pub(super) async fn decide(
     }
     if !state
         .store
-        .decide_device_code(&code.id, approve, &user_id, store::now())
+        .decide_device_code(&code.id, approve, &user_id, signin.auth_time, store::now())
         .await?
     {
         // Someone else answered first, or it just expired.

@@ -115,6 +115,7 @@ pub(super) async fn begin_signin(
         nonce,
         code_verifier: verifier,
         redirect_url: state.callback_url.clone(),
+        reauth: code.reauth != 0,
     };
     let scopes: Vec<String> = provider
         .scopes
@@ -180,7 +181,7 @@ pub(super) async fn finish_signin(
     }
     if !state
         .store
-        .advance_device_signin(&signin.id, "started", "exchanging", None)
+        .advance_device_signin(&signin.id, "started", "exchanging", None, None)
         .await?
     {
         return Err(unknown());
@@ -215,19 +216,28 @@ pub(super) async fn finish_signin(
         state,
         addr,
         &provider,
-        auth_code,
-        &state.callback_url,
-        verifier.expose_secret(),
-        nonce.expose_secret(),
+        auth::ProviderAnswer {
+            code: auth_code,
+            redirect_url: &state.callback_url,
+            code_verifier: verifier.expose_secret(),
+            nonce: nonce.expose_secret(),
+            reauth: code.reauth != 0,
+        },
     )
     .await
     {
-        Ok(signed_in) => signed_in.user,
+        Ok(signed_in) => signed_in,
         Err(e) => return Err(fail(e).await),
     };
     state
         .store
-        .advance_device_signin(&signin.id, "exchanging", "authenticated", Some(&user.id))
+        .advance_device_signin(
+            &signin.id,
+            "exchanging",
+            "authenticated",
+            Some(&user.user.id),
+            user.auth_time,
+        )
         .await?;
     // A fresh URL without the code, so a reload asks nothing of the provider.
     Ok(see_other(
@@ -240,7 +250,7 @@ pub(super) async fn finish_signin(
 pub(super) async fn mark_failed(state: &AppState, id: &str, e: ApiError) -> ApiError {
     if let Err(db) = state
         .store
-        .advance_device_signin(id, "exchanging", "failed", None)
+        .advance_device_signin(id, "exchanging", "failed", None, None)
         .await
     {
         tracing::warn!("cannot mark a device sign-in as failed: {db}");

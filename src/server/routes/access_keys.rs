@@ -210,6 +210,8 @@ pub async fn create(
             inactivity_timeout: inactivity.as_secs() as i64,
             destination: destination.as_deref(),
             provider_id: provider_id.as_deref(),
+            // The same sign-in, so the same moment of authentication.
+            auth_time: provider_id.as_ref().and(caller.key_auth_time),
         })
         .await?;
     let target = match &destination {

@@ -89,7 +89,8 @@ pub async fn login(
                     user.name
                 )));
             }
-            let resp = issue_login_key(&state, "user", &user.id, &user.name, None, None).await?;
+            let resp =
+                issue_login_key(&state, "user", &user.id, &user.name, None, None, None).await?;
             state.store.touch_user(&user.id).await?;
             ratelimit::succeeded(&state.store, &attempt).await?;
             succeed(&state, "password", &user.name, &addr).await?;
@@ -118,6 +119,8 @@ pub async fn login(
                 &row.owner_name,
                 Some(row.expires_at),
                 row.provider_id.as_deref(),
+                // The same sign-in, traded for a new key: not a new one.
+                row.provider_id.as_ref().and(row.auth_time),
             )
             .await?;
             ratelimit::succeeded(&state.store, &attempt).await?;
@@ -181,10 +184,13 @@ async fn oidc_login(
         state,
         addr,
         &provider,
-        o.code.expose_secret(),
-        &o.redirect_url,
-        o.code_verifier.expose_secret(),
-        &o.nonce,
+        ProviderAnswer {
+            code: o.code.expose_secret(),
+            redirect_url: &o.redirect_url,
+            code_verifier: o.code_verifier.expose_secret(),
+            nonce: &o.nonce,
+            reauth: o.reauth,
+        },
     )
     .await?;
     let resp = issue_login_key(
@@ -194,6 +200,7 @@ async fn oidc_login(
         &signed_in.user.name,
         signed_in.session_expires_at,
         Some(&provider.id),
+        signed_in.auth_time,
     )
     .await?;
     succeed(state, "oidc", &signed_in.user.name, addr).await?;
@@ -236,6 +243,49 @@ pub fn check_loopback_redirect(redirect: &str) -> ApiResult<()> {
 pub(crate) struct SignedIn {
     pub user: store::UserRow,
     pub session_expires_at: Option<i64>,
+    /// When the person authenticated at the provider (the ID token's
+    /// `auth_time`), if it said.
+    pub auth_time: Option<i64>,
+}
+
+/// What came back from the provider's redirect, and what the sign-in asked
+/// of it: the code, the redirect URI it was issued for, the PKCE verifier
+/// and nonce, and whether a new authentication was asked for (`max_age=0`).
+pub(crate) struct ProviderAnswer<'a> {
+    pub code: &'a str,
+    pub redirect_url: &'a str,
+    pub code_verifier: &'a str,
+    pub nonce: &'a str,
+    pub reauth: bool,
+}
+
+/// How recent `auth_time` must be after a sign-in that asked the provider
+/// to authenticate the person again (`max_age=0`): the round trip through
+/// the browser, plus the clock leeway.
+pub(crate) const REAUTH_FRESH_SECS: i64 = 300;
+
+/// After a sign-in that asked for a new authentication: why the provider's
+/// `auth_time` does not show one, if it does not. A provider that ignores
+/// `max_age` must not pass an old sign-in off as a new one.
+pub(crate) fn stale_reauth(auth_time: Option<i64>, now: i64) -> Option<String> {
+    let leeway = crate::server::issuers::CLOCK_LEEWAY_SECS as i64;
+    match auth_time {
+        None => Some(
+            "it was asked to authenticate you again (max_age=0) but its ID token carries no \
+             auth_time"
+                .into(),
+        ),
+        Some(t) if now - t > REAUTH_FRESH_SECS + leeway => Some(format!(
+            "it was asked to authenticate you again (max_age=0) but says you last did {} ago; \
+             the provider may not honour max_age",
+            crate::api::format_duration_secs((now - t) as u64)
+        )),
+        Some(t) if t - now > leeway => Some(
+            "its ID token says you authenticated in the future (auth_time); check the clocks"
+                .into(),
+        ),
+        Some(_) => None,
+    }
 }
 
 /// Exchanges an authorization code at the provider (with its PKCE
@@ -254,11 +304,15 @@ pub(crate) async fn sign_in_with_provider(
     state: &AppState,
     addr: &str,
     provider: &store::ProviderRow,
-    code: &str,
-    redirect_url: &str,
-    code_verifier: &str,
-    nonce: &str,
+    answer: ProviderAnswer<'_>,
 ) -> ApiResult<SignedIn> {
+    let ProviderAnswer {
+        code,
+        redirect_url,
+        code_verifier,
+        nonce,
+        reauth,
+    } = answer;
     let target = format!("oidc:{}", provider.id);
     let attempt = Attempt::person(addr, Account::None);
     ratelimit::check(state, &attempt).await?;
@@ -287,6 +341,13 @@ pub(crate) async fn sign_in_with_provider(
             ));
         }
     };
+    if reauth && let Some(why) = stale_reauth(id.auth_time, store::now()) {
+        fail(state, &attempt, "oidc", &target, &why).await?;
+        return Err(ApiError::unauthorized(format!(
+            "sign-in with {} refused: {why}",
+            provider.name
+        )));
+    }
     let session_expires_at = match id.refresh_token {
         Some(_) => None,
         None => Some(id.id_token_expires_at),
@@ -359,6 +420,7 @@ pub(crate) async fn sign_in_with_provider(
     Ok(SignedIn {
         user,
         session_expires_at,
+        auth_time: id.auth_time,
     })
 }
 
@@ -488,7 +550,7 @@ async fn conflict(
 /// A new session key for the owner, lasting the session expiry (and never
 /// longer than `cap`: the key it was exchanged for, or the ID token of a
 /// sign-in that brought no refresh token). `provider_id`: the provider
-/// session it stands on.
+/// session it stands on; `auth_time`: when the person authenticated there.
 pub(crate) async fn issue_login_key(
     state: &AppState,
     owner_kind: &str,
@@ -496,6 +558,7 @@ pub(crate) async fn issue_login_key(
     owner_name: &str,
     cap: Option<i64>,
     provider_id: Option<&str>,
+    auth_time: Option<i64>,
 ) -> ApiResult<LoginResponse> {
     let now = store::now();
     let mut expires_at = now + state.session_expiry.as_secs() as i64;
@@ -516,6 +579,7 @@ pub(crate) async fn issue_login_key(
             inactivity_timeout: state.session_inactivity_timeout.as_secs() as i64,
             destination: None,
             provider_id,
+            auth_time,
         })
         .await?;
     Ok(LoginResponse {
@@ -573,4 +637,20 @@ pub(crate) async fn succeed(
         })
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stale_reauth;
+
+    #[test]
+    fn a_reauth_needs_a_recent_auth_time() {
+        let now = 1_800_000_000;
+        assert!(stale_reauth(Some(now - 10), now).is_none());
+        assert!(stale_reauth(Some(now - 300), now).is_none());
+        let old = stale_reauth(Some(now - 3600), now).unwrap();
+        assert!(old.contains("max_age") && old.contains("1h"), "{old}");
+        assert!(stale_reauth(None, now).unwrap().contains("no auth_time"));
+        assert!(stale_reauth(Some(now + 3600), now).is_some());
+    }
 }

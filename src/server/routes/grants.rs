@@ -36,7 +36,29 @@ pub fn to_api(g: GrantRow) -> Grant {
         created_by: g.created_by,
         state: Some(g.state).filter(|s| !s.is_empty()),
         state_message: Some(g.state_message).filter(|s| !s.is_empty()),
+        max_auth_age: g
+            .max_auth_age_secs
+            .map(|s| crate::api::format_duration_secs(s.max(0) as u64)),
     }
+}
+
+/// `maxAuthAge`: a positive duration of at most a day, in whole seconds.
+pub fn check_max_auth_age(value: Option<&str>) -> ApiResult<Option<i64>> {
+    let Some(v) = value else { return Ok(None) };
+    let d = crate::api::parse_duration(v).map_err(|e| ApiError::field("maxAuthAge", e))?;
+    if d.as_secs() == 0 {
+        return Err(ApiError::field(
+            "maxAuthAge",
+            "must be at least one second, e.g. 15m",
+        ));
+    }
+    if d > crate::api::MAX_AUTH_AGE_LIMIT {
+        return Err(ApiError::field(
+            "maxAuthAge",
+            "must be at most 24h: a sign-in older than a day is no recent one",
+        ));
+    }
+    Ok(Some(d.as_secs() as i64))
 }
 
 #[utoipa::path(post, path = "/api/grants/states", tag = "grants",
@@ -301,17 +323,43 @@ pub async fn create(
         Err(e) => return Err(e.into()),
     }
     check_destination_and_role(&req.destination, &req.role)?;
+    let max_auth_age = check_max_auth_age(req.max_auth_age.as_deref())?;
+    if max_auth_age.is_some() && req.destination == INFRA_DESTINATION {
+        return Err(ApiError::field(
+            "maxAuthAge",
+            "applies to cluster tokens, and the infra destination issues none",
+        ));
+    }
+    if max_auth_age.is_some() && matches!(subject, Subject::Identity(_)) {
+        return Err(ApiError::field(
+            "maxAuthAge",
+            "machine identities never sign in at an identity provider; give it to user or \
+             group grants",
+        ));
+    }
     let g = state
         .store
-        .create_grant(&subject, &req.destination, &req.role, &caller.name)
+        .create_grant(
+            &subject,
+            &req.destination,
+            &req.role,
+            max_auth_age,
+            &caller.name,
+        )
         .await?;
-    let target = format!(
+    let mut target = format!(
         "{} {} {} on {}",
         g.subject.kind(),
         g.subject_name,
         g.role,
         g.destination
     );
+    if let Some(secs) = g.max_auth_age_secs {
+        target.push_str(&format!(
+            " (sign-in within {})",
+            crate::api::format_duration_secs(secs.max(0) as u64)
+        ));
+    }
     audit(&state, &caller, "grant.create", &target, &addr).await?;
     let mut headers = axum::http::HeaderMap::new();
     if let Some(w) = unknown_role_warning(&state, &g).await? {

@@ -461,6 +461,7 @@ pub async fn oidc_auth_login(
                 inactivity_timeout: cfg.access_token_max_ttl,
                 destination: None,
                 provider_id: None,
+                auth_time: None,
             },
             login_at: now,
             ttl: cfg.access_token_ttl,

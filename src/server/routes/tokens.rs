@@ -7,7 +7,9 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::api::{CreateTokenRequest, CreateTokenResponse, INFRA_DESTINATION, is_reserved_name};
+use crate::api::{
+    CreateTokenRequest, CreateTokenResponse, INFRA_DESTINATION, REAUTH_REQUIRED, is_reserved_name,
+};
 use crate::server::AppState;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, Caller};
@@ -34,10 +36,11 @@ pub async fn create(
     }
     let grants = state.store.grants_of(&caller.subject).await?;
     let prefix = format!("{dest}.");
-    if !grants
+    let applying: Vec<_> = grants
         .iter()
-        .any(|g| g.destination == dest || g.destination.starts_with(&prefix))
-    {
+        .filter(|g| g.destination == dest || g.destination.starts_with(&prefix))
+        .collect();
+    if applying.is_empty() {
         return Err(ApiError::forbidden(format!(
             "you have no grant on {dest}; ask an admin (`infra grants add {dest} --user {} --role view`)",
             caller.name
@@ -51,6 +54,13 @@ pub async fn create(
             caller.name
         )));
     }
+    // The strictest bound on how recent the sign-in must be, of every grant
+    // the token would carry onto the cluster.
+    let max_auth_age = applying.iter().filter_map(|g| g.max_auth_age_secs).min();
+    let not_after = match max_auth_age {
+        Some(max_age) => Some(check_recent_sign_in(&state, &caller, dest, max_age)?),
+        None => None,
+    };
     let groups = match &caller.subject {
         Subject::User(uid) => {
             if let Err(refused) =
@@ -82,6 +92,7 @@ pub async fn create(
                 subject: caller.subject.id(),
                 name: &caller.name,
                 groups,
+                not_after,
             },
         )
         .await?;
@@ -93,6 +104,38 @@ pub async fn create(
             expires: ts(exp),
         }),
     ))
+}
+
+/// Whether the caller's session stands on a sign-in at the provider within
+/// `max_age` seconds (a grant's `maxAuthAge`); if so, until when it counts
+/// as recent. Refused with 403 and reason [`REAUTH_REQUIRED`], so the exec
+/// plugin can tell the person to sign in again (and never does so itself).
+fn check_recent_sign_in(
+    state: &AppState,
+    caller: &Caller,
+    dest: &str,
+    max_age: i64,
+) -> ApiResult<i64> {
+    let host = state.public_url.trim_start_matches("https://");
+    let window = crate::api::format_duration_secs(max_age.max(0) as u64);
+    let refuse = |message: String| {
+        let mut e = ApiError::forbidden(message);
+        e.reason = Some(REAUTH_REQUIRED);
+        e
+    };
+    let now = crate::server::store::now();
+    match caller.key_auth_time {
+        // A session made with a password, an access key of an admin's, or a
+        // provider that did not say when the person authenticated.
+        None => Err(refuse(format!(
+            "{dest} asks for a sign-in within {window} through your identity provider, and this \
+             session does not show one: run 'infra login {host} --reauth'"
+        ))),
+        Some(t) if now - t > max_age => Err(refuse(format!(
+            "{dest} asks for a sign-in within {window}: run 'infra login {host} --reauth'"
+        ))),
+        Some(t) => Ok(t + max_age),
+    }
 }
 
 fn refused_error(state: &AppState, r: Refused) -> ApiError {

@@ -22,6 +22,10 @@ pub struct AccessKeyRow {
     pub destination: Option<String>,
     /// The provider whose session the key stands on.
     pub provider_id: Option<String>,
+    /// When the person last authenticated at the provider for the sign-in
+    /// the key stands on (Unix seconds); `None`: not through a provider, or
+    /// the provider did not say.
+    pub auth_time: Option<i64>,
 }
 
 pub struct NewAccessKey<'a> {
@@ -36,11 +40,13 @@ pub struct NewAccessKey<'a> {
     pub destination: Option<&'a str>,
     /// For a user's key: the provider session it stands on.
     pub provider_id: Option<&'a str>,
+    /// When the person authenticated at the provider (see [`AccessKeyRow::auth_time`]).
+    pub auth_time: Option<i64>,
 }
 
 const SELECT: &str = "SELECT k.id, k.name, k.owner_kind, k.owner_id, k.secret_hash, k.created_at, \
      k.expires_at, k.inactivity_timeout, k.inactivity_deadline, k.last_used_at, \
-     k.destination, k.provider_id, \
+     k.destination, k.provider_id, k.auth_time, \
      COALESCE(u.name, i.name, '') AS owner_name FROM access_keys k \
      LEFT JOIN users u ON k.owner_kind = 'user' AND u.id = k.owner_id \
      LEFT JOIN identities i ON k.owner_kind = 'identity' AND i.id = k.owner_id";
@@ -50,8 +56,8 @@ impl Store {
         let t = now();
         sqlx::query(
             "INSERT INTO access_keys (id, name, owner_kind, owner_id, secret_hash, created_at, \
-             expires_at, inactivity_timeout, inactivity_deadline, destination, provider_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             expires_at, inactivity_timeout, inactivity_deadline, destination, provider_id, auth_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(k.id)
         .bind(k.name)
@@ -64,6 +70,7 @@ impl Store {
         .bind((t + k.inactivity_timeout).min(k.expires_at))
         .bind(k.destination)
         .bind(k.provider_id)
+        .bind(k.auth_time)
         .execute(self.pool())
         .await
         .map_err(|e| {

@@ -28,6 +28,10 @@ pub struct DeviceCodeRow {
     pub created_at_ms: i64,
     /// Unix seconds.
     pub expires_at: i64,
+    /// 1: the device asked for a new authentication at the provider.
+    pub reauth: i64,
+    /// The approving sign-in's `auth_time` at the provider, if it said.
+    pub auth_time: Option<i64>,
 }
 
 pub struct NewDeviceCode<'a> {
@@ -39,6 +43,7 @@ pub struct NewDeviceCode<'a> {
     pub poll_interval: i64,
     pub created_at_ms: i64,
     pub expires_at: i64,
+    pub reauth: bool,
 }
 
 /// One browser's sign-in at the provider for a device code.
@@ -54,6 +59,8 @@ pub struct DeviceSigninRow {
     pub user_id: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The provider's `auth_time` for this sign-in, once authenticated.
+    pub auth_time: Option<i64>,
 }
 
 pub struct NewDeviceSignin<'a> {
@@ -68,10 +75,10 @@ pub struct NewDeviceSignin<'a> {
 }
 
 const CODE_COLUMNS: &str = "id, device_code_hash, user_code, provider_id, status, client_addr, \
-     poll_interval, last_poll_ms, user_id, created_at_ms, expires_at";
+     poll_interval, last_poll_ms, user_id, created_at_ms, expires_at, reauth, auth_time";
 
 const SIGNIN_COLUMNS: &str = "id, device_code_id, binding_hash, nonce_enc, verifier_enc, status, \
-     user_id, created_at, expires_at";
+     user_id, created_at, expires_at, auth_time";
 
 impl Store {
     /// Stores a new device code; a `Conflict` means its user code (or,
@@ -79,8 +86,8 @@ impl Store {
     pub async fn create_device_code(&self, c: &NewDeviceCode<'_>) -> Result<()> {
         sqlx::query(
             "INSERT INTO device_codes (id, device_code_hash, user_code, provider_id, status, \
-             client_addr, poll_interval, last_poll_ms, created_at_ms, expires_at) \
-             VALUES ($1, $2, $3, $4, 'pending', $5, $6, 0, $7, $8)",
+             client_addr, poll_interval, last_poll_ms, created_at_ms, expires_at, reauth) \
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6, 0, $7, $8, $9)",
         )
         .bind(c.id)
         .bind(c.device_code_hash)
@@ -90,6 +97,7 @@ impl Store {
         .bind(c.poll_interval)
         .bind(c.created_at_ms)
         .bind(c.expires_at)
+        .bind(i64::from(c.reauth))
         .execute(self.pool())
         .await
         .map_err(|e| conflict(e, || "the user code is taken".to_string()))?;
@@ -141,23 +149,26 @@ impl Store {
         Ok(())
     }
 
-    /// Approves or denies a pending, unexpired code for `user_id`; false
-    /// when it was not pending (any more) or has expired.
+    /// Approves or denies a pending, unexpired code for `user_id` (who
+    /// authenticated at the provider at `auth_time`); false when it was not
+    /// pending (any more) or has expired.
     pub async fn decide_device_code(
         &self,
         id: &str,
         approve: bool,
         user_id: &str,
+        auth_time: Option<i64>,
         now: i64,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE device_codes SET status = $1, user_id = $2, decided_at = $3 \
+            "UPDATE device_codes SET status = $1, user_id = $2, decided_at = $3, auth_time = $5 \
              WHERE id = $4 AND status = 'pending' AND expires_at > $3",
         )
         .bind(if approve { "approved" } else { "denied" })
         .bind(user_id)
         .bind(now)
         .bind(id)
+        .bind(auth_time)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -229,23 +240,25 @@ impl Store {
             .await?)
     }
 
-    /// Moves a sign-in from `from` to `to` (setting the user when given);
-    /// true for the one caller that did it.
+    /// Moves a sign-in from `from` to `to` (setting the user and the
+    /// provider's `auth_time` when given); true for the one caller that did it.
     pub async fn advance_device_signin(
         &self,
         id: &str,
         from: &str,
         to: &str,
         user_id: Option<&str>,
+        auth_time: Option<i64>,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE device_signins SET status = $1, user_id = COALESCE($2, user_id) \
-             WHERE id = $3 AND status = $4",
+            "UPDATE device_signins SET status = $1, user_id = COALESCE($2, user_id), \
+             auth_time = COALESCE($5, auth_time) WHERE id = $3 AND status = $4",
         )
         .bind(to)
         .bind(user_id)
         .bind(id)
         .bind(from)
+        .bind(auth_time)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)

@@ -58,6 +58,9 @@ pub struct GrantRow {
     /// As the destination's connector last said: '', `applied` or `pending`.
     pub state: String,
     pub state_message: String,
+    /// The person must have signed in at the provider within this many
+    /// seconds for a cluster token under this grant; `None`: no bound.
+    pub max_auth_age_secs: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -74,7 +77,7 @@ pub struct GrantFilter {
 }
 
 pub(super) const SELECT: &str = "SELECT gr.id, gr.subject_kind, gr.subject_id, gr.destination, gr.role, \
-     gr.created_at, gr.created_by, gr.state, gr.state_message, \
+     gr.created_at, gr.created_by, gr.state, gr.state_message, gr.max_auth_age_secs, \
      COALESCE(u.name, g.name, i.name, '') AS subject_name \
      FROM grants gr \
      LEFT JOIN users u ON gr.subject_kind = 'user' AND u.id = gr.subject_id \
@@ -130,12 +133,13 @@ impl Store {
         subject: &Subject,
         destination: &str,
         role: &str,
+        max_auth_age_secs: Option<i64>,
         created_by: &str,
     ) -> Result<GrantRow> {
         let id = new_id();
         sqlx::query(
-            "INSERT INTO grants (id, subject_kind, subject_id, destination, role, created_at, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO grants (id, subject_kind, subject_id, destination, role, created_at, \
+             created_by, max_auth_age_secs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&id)
         .bind(subject.kind())
@@ -144,11 +148,15 @@ impl Store {
         .bind(role)
         .bind(now())
         .bind(created_by)
+        .bind(max_auth_age_secs)
         .execute(self.pool())
         .await
         .map_err(|e| {
             conflict(e, || {
-                format!("this {} already has role {role:?} on {destination:?}", subject.kind())
+                format!(
+                    "this {} already has role {role:?} on {destination:?}",
+                    subject.kind()
+                )
             })
         })?;
         self.record_change(&[destination.to_string()]).await?;
