@@ -49,10 +49,11 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             break
         }
         'infra;login' {
-            [CompletionResult]::new('--key', '--key', [CompletionResultType]::ParameterName, 'Log in with an access key')
+            [CompletionResult]::new('--key', '--key', [CompletionResultType]::ParameterName, 'Log in with an access key (`-`: read it from standard input)')
+            [CompletionResult]::new('--access-key-file', '--access-key-file', [CompletionResultType]::ParameterName, 'Log in with the access key in this file (`-`: standard input): kept out of `ps`')
             [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'Log in as a local user (password prompted, or INFRA_PASSWORD)')
-            [CompletionResult]::new('--tls-trusted-fingerprint', '--tls-trusted-fingerprint', [CompletionResultType]::ParameterName, 'Trust the server''s certificate with this SHA-256 fingerprint')
-            [CompletionResult]::new('--tls-trusted-cert', '--tls-trusted-cert', [CompletionResultType]::ParameterName, 'Trust the server''s certificate (or its CA) from this PEM file')
+            [CompletionResult]::new('--tls-trusted-fingerprint', '--tls-trusted-fingerprint', [CompletionResultType]::ParameterName, 'Trust the server''s certificate with this SHA-256 fingerprint (or INFRA_TLS_TRUSTED_FINGERPRINT)')
+            [CompletionResult]::new('--tls-trusted-cert', '--tls-trusted-cert', [CompletionResultType]::ParameterName, 'Trust the server''s certificate (or its CA) from this PEM file (or INFRA_TLS_TRUSTED_CERT)')
             [CompletionResult]::new('--provider', '--provider', [CompletionResultType]::ParameterName, 'Sign in with this identity provider (when the server has several)')
             [CompletionResult]::new('--listen-port', '--listen-port', [CompletionResultType]::ParameterName, 'Local port for the provider''s redirect (register http://localhost:PORT with it)')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long to wait for the browser sign-in')
@@ -80,6 +81,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             break
         }
         'infra;status' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -783,6 +785,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
         'infra;connector' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The infra server''s URL (https://infra.example.com)')
             [CompletionResult]::new('--access-key', '--access-key', [CompletionResultType]::ParameterName, 'A connector access key (`infra keys add --connector`)')
+            [CompletionResult]::new('--access-key-file', '--access-key-file', [CompletionResultType]::ParameterName, 'Read the connector access key from this file instead (kept out of `ps` and the environment)')
             [CompletionResult]::new('--name', '--name', [CompletionResultType]::ParameterName, 'The destination name users see (e.g. prod)')
             [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Address to serve on [default: 0.0.0.0:8443]')
             [CompletionResult]::new('--endpoint', '--endpoint', [CompletionResultType]::ParameterName, 'HOST:PORT users reach this connector at (written into their kubeconfig)')

@@ -632,7 +632,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__connector)
-            opts="-h -V --server --access-key --name --listen --endpoint --ca-cert --ca-key --data-dir --kubeconfig --context --kube-api --kube-token-file --kube-ca-file --server-ca-file --server-trusted-fingerprint --server-skip-tls-verify --sync-rbac --config --heartbeat --rbac-poll --rbac-resync --leeway --metrics-listen --trusted-proxies --proxy-protocol --max-connections --header-read-timeout --help --version"
+            opts="-h -V --server --access-key --access-key-file --name --listen --endpoint --ca-cert --ca-key --data-dir --kubeconfig --context --kube-api --kube-token-file --kube-ca-file --server-ca-file --server-trusted-fingerprint --server-skip-tls-verify --sync-rbac --config --heartbeat --rbac-poll --rbac-resync --leeway --metrics-listen --trusted-proxies --proxy-protocol --max-connections --header-read-timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -643,6 +643,10 @@ _infra() {
                     return 0
                     ;;
                 --access-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --access-key-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2556,13 +2560,17 @@ _infra() {
             return 0
             ;;
         infra__subcmd__login)
-            opts="-h -V --key --user --tls-trusted-fingerprint --tls-trusted-cert --skip-tls-verify --provider --no-browser --device --reauth --listen-port --timeout --method --machine-identity-id --oidc-jwt --silent --plain --help --version"
+            opts="-h -V --key --access-key-file --user --tls-trusted-fingerprint --tls-trusted-cert --skip-tls-verify --provider --no-browser --device --reauth --listen-port --timeout --method --machine-identity-id --oidc-jwt --silent --plain --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --access-key-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2984,12 +2992,16 @@ _infra() {
             return 0
             ;;
         infra__subcmd__status)
-            opts="-h -V --format --help --version"
+            opts="-h -V --server --format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
                     return 0

@@ -45,10 +45,11 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'infra;login'= {
-            cand --key 'Log in with an access key'
+            cand --key 'Log in with an access key (`-`: read it from standard input)'
+            cand --access-key-file 'Log in with the access key in this file (`-`: standard input): kept out of `ps`'
             cand --user 'Log in as a local user (password prompted, or INFRA_PASSWORD)'
-            cand --tls-trusted-fingerprint 'Trust the server''s certificate with this SHA-256 fingerprint'
-            cand --tls-trusted-cert 'Trust the server''s certificate (or its CA) from this PEM file'
+            cand --tls-trusted-fingerprint 'Trust the server''s certificate with this SHA-256 fingerprint (or INFRA_TLS_TRUSTED_FINGERPRINT)'
+            cand --tls-trusted-cert 'Trust the server''s certificate (or its CA) from this PEM file (or INFRA_TLS_TRUSTED_CERT)'
             cand --provider 'Sign in with this identity provider (when the server has several)'
             cand --listen-port 'Local port for the provider''s redirect (register http://localhost:PORT with it)'
             cand --timeout 'How long to wait for the browser sign-in'
@@ -74,6 +75,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --version 'Print version'
         }
         &'infra;status'= {
+            cand --server 'Server to use (default: the one you logged in to last)'
             cand --format 'Output format [default: table on a terminal, plain otherwise]'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
@@ -679,6 +681,7 @@ set edit:completion:arg-completer[infra] = {|@words|
         &'infra;connector'= {
             cand --server 'The infra server''s URL (https://infra.example.com)'
             cand --access-key 'A connector access key (`infra keys add --connector`)'
+            cand --access-key-file 'Read the connector access key from this file instead (kept out of `ps` and the environment)'
             cand --name 'The destination name users see (e.g. prod)'
             cand --listen 'Address to serve on [default: 0.0.0.0:8443]'
             cand --endpoint 'HOST:PORT users reach this connector at (written into their kubeconfig)'

@@ -47,10 +47,11 @@ complete -c infra -n "__fish_infra_needs_command" -f -a "connector" -d 'Run the 
 complete -c infra -n "__fish_infra_needs_command" -f -a "completion" -d 'Print the completion script for a shell'
 complete -c infra -n "__fish_infra_needs_command" -f -a "version" -d 'Print the CLI\'s version and the server\'s'
 complete -c infra -n "__fish_infra_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c infra -n "__fish_infra_using_subcommand login" -l key -d 'Log in with an access key' -r
+complete -c infra -n "__fish_infra_using_subcommand login" -l key -d 'Log in with an access key (`-`: read it from standard input)' -r
+complete -c infra -n "__fish_infra_using_subcommand login" -l access-key-file -d 'Log in with the access key in this file (`-`: standard input): kept out of `ps`' -r -F
 complete -c infra -n "__fish_infra_using_subcommand login" -l user -d 'Log in as a local user (password prompted, or INFRA_PASSWORD)' -r
-complete -c infra -n "__fish_infra_using_subcommand login" -l tls-trusted-fingerprint -d 'Trust the server\'s certificate with this SHA-256 fingerprint' -r
-complete -c infra -n "__fish_infra_using_subcommand login" -l tls-trusted-cert -d 'Trust the server\'s certificate (or its CA) from this PEM file' -r -F
+complete -c infra -n "__fish_infra_using_subcommand login" -l tls-trusted-fingerprint -d 'Trust the server\'s certificate with this SHA-256 fingerprint (or INFRA_TLS_TRUSTED_FINGERPRINT)' -r
+complete -c infra -n "__fish_infra_using_subcommand login" -l tls-trusted-cert -d 'Trust the server\'s certificate (or its CA) from this PEM file (or INFRA_TLS_TRUSTED_CERT)' -r -F
 complete -c infra -n "__fish_infra_using_subcommand login" -l provider -d 'Sign in with this identity provider (when the server has several)' -r
 complete -c infra -n "__fish_infra_using_subcommand login" -l listen-port -d 'Local port for the provider\'s redirect (register http://localhost:PORT with it)' -r
 complete -c infra -n "__fish_infra_using_subcommand login" -l timeout -d 'How long to wait for the browser sign-in' -r
@@ -68,6 +69,7 @@ complete -c infra -n "__fish_infra_using_subcommand login" -s V -l version -d 'P
 complete -c infra -n "__fish_infra_using_subcommand logout" -l all -d 'Log out of every server'
 complete -c infra -n "__fish_infra_using_subcommand logout" -s h -l help -d 'Print help'
 complete -c infra -n "__fish_infra_using_subcommand logout" -s V -l version -d 'Print version'
+complete -c infra -n "__fish_infra_using_subcommand status" -l server -d 'Server to use (default: the one you logged in to last)' -r
 complete -c infra -n "__fish_infra_using_subcommand status" -l format -d 'Output format [default: table on a terminal, plain otherwise]' -r -f -a "table\t'An aligned table with a header, also into a pipe or file'
 plain\t'Tab-separated lines without a header (the default off a terminal)'
 json\t'JSON, for scripts'
@@ -395,6 +397,7 @@ complete -c infra -n "__fish_infra_using_subcommand server" -s h -l help -d 'Pri
 complete -c infra -n "__fish_infra_using_subcommand server" -s V -l version -d 'Print version'
 complete -c infra -n "__fish_infra_using_subcommand connector" -l server -d 'The infra server\'s URL (https://infra.example.com)' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l access-key -d 'A connector access key (`infra keys add --connector`)' -r
+complete -c infra -n "__fish_infra_using_subcommand connector" -l access-key-file -d 'Read the connector access key from this file instead (kept out of `ps` and the environment)' -r -F
 complete -c infra -n "__fish_infra_using_subcommand connector" -l name -d 'The destination name users see (e.g. prod)' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l listen -d 'Address to serve on [default: 0.0.0.0:8443]' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l endpoint -d 'HOST:PORT users reach this connector at (written into their kubeconfig)' -r

@@ -96,6 +96,22 @@ pub struct VersionResponse {
     pub version: String,
 }
 
+/// `GET /api/whoami`: who the access key of the request belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WhoAmIResponse {
+    /// The user's (or machine identity's) id.
+    pub id: String,
+    pub name: String,
+    /// `user` or `identity`.
+    pub kind: String,
+    /// The id of the access key the request was made with.
+    #[serde(rename = "keyID")]
+    pub key_id: String,
+    /// When that key expires, RFC 3339.
+    pub expires: String,
+}
+
 // ---------------------------------------------------------------- names
 
 /// Kubernetes reserves names that start with `system:` for itself (the

@@ -488,8 +488,9 @@ pub async fn machine_login(args: &LoginArgs) -> anyhow::Result<()> {
                     .into(),
             )
         })?;
-    let existing = Config::load()?.find(&server).cloned();
-    let trust = decide_trust(args, &server, existing.as_ref()).await?;
+    let config = Config::load()?;
+    let existing = config.find(&server).cloned();
+    let trust = decide_trust(args, &server, config.trust_entry(&server).as_ref()).await?;
     let client = Client::new(&url, &trust, None)?;
     let req = api::OidcAuthLoginRequest {
         identity_id: identity.to_string(),

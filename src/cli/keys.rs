@@ -134,10 +134,7 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
                     enc(&user_id(&s.client, u).await?)
                 ),
                 (None, true) => "/api/access-keys".to_string(),
-                (None, false) => match me(&s) {
-                    id if !id.is_empty() => format!("/api/access-keys?userID={}", enc(&id)),
-                    _ => "/api/access-keys".to_string(),
-                },
+                (None, false) => format!("/api/access-keys?userID={}", enc(&me(&s).await?)),
             };
             let keys: Vec<AccessKey> = s.client.list_all(&path).await?;
             let rows: Vec<_> = keys
@@ -172,7 +169,7 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
             let s = resolve(server.server.as_deref())?;
             let owner = match &user {
                 Some(u) => Some(user_id(&s.client, u).await?),
-                None => Some(me(&s)).filter(|m| !m.is_empty()),
+                None => Some(me(&s).await?),
             };
             let path = match &owner {
                 Some(o) => format!("/api/access-keys?userID={}", enc(o)),

@@ -6,7 +6,6 @@
 
 use serde::Serialize;
 
-use super::AuthNeeded;
 use super::output::{self, Format, FormatArg};
 use super::session::{ServerArg, Session};
 use crate::api::{Destination, Grant, INFRA_DESTINATION};
@@ -131,24 +130,18 @@ pub fn local_contexts() -> Contexts {
 /// Fetches the user's grants (with those through groups) and the
 /// destinations, and builds the list.
 pub async fn fetch(session: &Session, contexts: &Contexts) -> anyhow::Result<Listing> {
-    let Some(entry) = &session.entry else {
-        return Err(AuthNeeded(format!(
-            "to list what you can reach, infra needs to know who you are on {s}: run `infra login {s}`",
-            s = session.server
-        ))
-        .into());
-    };
+    let me = session.me().await?;
     let grants: Vec<Grant> = session
         .client
         .list_all(&format!(
             "/api/grants?user={}&showInherited=true",
-            crate::client::enc(&entry.user_id)
+            crate::client::enc(&me.id)
         ))
         .await?;
     let destinations: Vec<Destination> = session.client.list_all("/api/destinations").await?;
     Ok(Listing {
         server: session.server.clone(),
-        user_id: entry.user_id.clone(),
+        user_id: me.id.clone(),
         rows: rows(&grants, &destinations, contexts, &session.server),
     })
 }

@@ -25,7 +25,7 @@ pub struct LoginArgs {
     #[arg(env = "INFRA_SERVER", value_name = "SERVER")]
     pub server: Option<String>,
 
-    /// Log in with an access key
+    /// Log in with an access key (`-`: read it from standard input)
     #[arg(
         long,
         env = "INFRA_ACCESS_KEY",
@@ -34,15 +34,19 @@ pub struct LoginArgs {
     )]
     pub key: Option<SecretString>,
 
+    /// Log in with the access key in this file (`-`: standard input): kept out of `ps`
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["key", "user"])]
+    pub access_key_file: Option<PathBuf>,
+
     /// Log in as a local user (password prompted, or INFRA_PASSWORD)
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
 
-    /// Trust the server's certificate with this SHA-256 fingerprint
+    /// Trust the server's certificate with this SHA-256 fingerprint (or INFRA_TLS_TRUSTED_FINGERPRINT)
     #[arg(long, value_name = "SHA256", conflicts_with_all = ["tls_trusted_cert", "skip_tls_verify"])]
     pub tls_trusted_fingerprint: Option<String>,
 
-    /// Trust the server's certificate (or its CA) from this PEM file
+    /// Trust the server's certificate (or its CA) from this PEM file (or INFRA_TLS_TRUSTED_CERT)
     #[arg(long, value_name = "FILE", conflicts_with = "skip_tls_verify")]
     pub tls_trusted_cert: Option<PathBuf>,
 
@@ -51,15 +55,15 @@ pub struct LoginArgs {
     pub skip_tls_verify: bool,
 
     /// Sign in with this identity provider (when the server has several)
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["key", "user"])]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["key", "access_key_file", "user"])]
     pub provider: Option<String>,
 
     /// Print the sign-in URL instead of opening a browser
-    #[arg(long, conflicts_with_all = ["key", "user"])]
+    #[arg(long, conflicts_with_all = ["key", "access_key_file", "user"])]
     pub no_browser: bool,
 
     /// Sign in on another device (a phone, a laptop) with a code: for machines without a browser
-    #[arg(long, conflicts_with_all = ["key", "user", "no_browser", "method"])]
+    #[arg(long, conflicts_with_all = ["key", "access_key_file", "user", "no_browser", "method"])]
     pub device: bool,
 
     /// Ask the identity provider to authenticate you again, even if it still holds a session:
@@ -116,9 +120,20 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
         Usage("which server? run `infra login SERVER` (or set INFRA_SERVER)".into())
     })?;
     let (server, url) = canonical_server(&input).map_err(|e| Usage(format!("{input:?}: {e}")))?;
-    let existing = Config::load()?.find(&server).cloned();
+    let config = Config::load()?;
+    let existing = config.find(&server).cloned();
+    let known = config.trust_entry(&server);
 
-    let request = if let Some(key) = &args.key {
+    let key = match (&args.key, &args.access_key_file) {
+        (Some(k), _) if k.expose_secret().trim() == "-" => Some(credentials::read_key_from(
+            std::path::Path::new("-"),
+            "--key -",
+        )?),
+        (Some(k), _) => Some(k.clone()),
+        (None, Some(path)) => Some(credentials::read_key_from(path, "--access-key-file")?),
+        (None, None) => None,
+    };
+    let request = if let Some(key) = &key {
         LoginRequest {
             access_key: Some(key.expose_secret().trim().into()),
             ..Default::default()
@@ -136,7 +151,7 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<()> {
         LoginRequest::default()
     };
 
-    let trust = decide_trust(&args, &server, existing.as_ref()).await?;
+    let trust = decide_trust(&args, &server, known.as_ref()).await?;
     let client = Client::new(&url, &trust, None)?;
     let through_provider = request.access_key.is_none() && request.password_credentials.is_none();
     let device = super::device::wanted(&args).filter(|_| through_provider);

@@ -57,7 +57,9 @@ pub async fn run(args: LogoutArgs) -> anyhow::Result<()> {
         credentials::delete_key(&acct)?;
         remove_kubeconfig(&server).await?;
         update_config(|config| {
-            config.remove(&server);
+            // The certificate trusted for the server stays pinned: it is the
+            // server's, not the session's.
+            config.log_out(&server);
             if config.current.as_deref() == Some(server.as_str()) || config.current.is_none() {
                 config.current = config.servers.first().map(|s| s.server.clone());
             }

@@ -38,11 +38,8 @@ pub(super) async fn group_id(c: &Client, name: &str) -> anyhow::Result<Option<St
     Ok(c.group_by_name(name).await?.map(|g| g.id))
 }
 
-/// The id of the user this machine is logged in as on `s`'s server (empty
-/// with `INFRA_ACCESS_KEY` and no login).
-pub(super) fn me(s: &Session) -> String {
-    s.entry
-        .as_ref()
-        .map(|e| e.user_id.clone())
-        .unwrap_or_default()
+/// The id of the user (or machine identity) the session's key belongs to:
+/// with `INFRA_ACCESS_KEY`, the server says whose it is.
+pub(super) async fn me(s: &Session) -> anyhow::Result<String> {
+    Ok(s.me().await?.id)
 }

@@ -77,7 +77,8 @@ pub struct Cli {
 pub enum Command {
     /// Log in to an infra server
     #[command(after_help = "Examples:\n  infra login infra.example.com\n  \
-                            infra login infra.example.com --key $KEY\n  \
+                            infra login infra.example.com --access-key-file ~/infra.key\n  \
+                            infra login infra.example.com --key - < ~/infra.key\n  \
                             infra login localhost:8443 --user admin@example.com\n  \
                             infra login infra.example.com --method=oidc-auth \\\n    \
                             --machine-identity-id deploy --oidc-jwt $JWT")]
@@ -148,7 +149,10 @@ pub enum Command {
     Server(crate::server::ServerArgs),
     /// Run the connector next to a cluster's API server
     #[command(
-        after_help = "Example:\n  infra connector --server https://infra.example.com --access-key $KEY \\\n    --name prod --endpoint prod-connector.example.com:443"
+        after_help = "Example:\n  infra connector --server https://infra.example.com \\\n    --access-key-file /run/secrets/infra-connector.key \\\n    --name prod --endpoint prod-connector.example.com:443\n\n\
+                      The key can also come from INFRA_CONNECTOR_ACCESS_KEY_FILE (a file's path) \
+                      or INFRA_CONNECTOR_ACCESS_KEY (the key itself; visible to anyone who can \
+                      read the process's environment)."
     )]
     Connector(crate::connector::ConnectorArgs),
     /// Print the completion script for a shell
@@ -285,7 +289,12 @@ fn run_async(server: bool, fut: impl std::future::Future<Output = anyhow::Result
             return exit::ERROR;
         }
     };
-    let result = rt.block_on(fut);
+    let result = rt.block_on(async {
+        match fut.await {
+            Err(e) => Err(trust::explain_untrusted(e).await),
+            ok => ok,
+        }
+    });
     // Don't wait for stray blocking tasks (a hung keyring call, say).
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {

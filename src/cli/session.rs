@@ -58,7 +58,61 @@ pub fn trust_of(entry: &ServerEntry) -> Trust {
     }
 }
 
+/// Trust given in the environment, for machines with no config file (CI):
+/// `INFRA_TLS_TRUSTED_FINGERPRINT` (SHA-256, as `infra login` shows it) or
+/// `INFRA_TLS_TRUSTED_CERT` (a PEM file's path, or the PEM text itself).
+/// When set, it wins over the trust remembered for the server.
+pub fn env_trust() -> anyhow::Result<Option<Trust>> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if let Some(fp) = var(ENV_FINGERPRINT) {
+        let fp = crate::client::tls::normalize_fingerprint(&fp).ok_or_else(|| {
+            super::Usage(format!(
+                "{ENV_FINGERPRINT} must be a SHA-256 fingerprint: 64 hex digits, colons optional"
+            ))
+        })?;
+        return Ok(Some(Trust::Fingerprint(fp)));
+    }
+    if let Some(v) = var(ENV_CERT) {
+        if v.contains("-----BEGIN") {
+            return Ok(Some(Trust::Cert(v)));
+        }
+        let pem = std::fs::read_to_string(v.trim()).map_err(|e| {
+            super::Usage(format!(
+                "{ENV_CERT}: cannot read the certificate {}: {e} (give a PEM file's path or the PEM text)",
+                v.trim()
+            ))
+        })?;
+        return Ok(Some(Trust::Cert(pem)));
+    }
+    Ok(None)
+}
+
+pub const ENV_FINGERPRINT: &str = "INFRA_TLS_TRUSTED_FINGERPRINT";
+pub const ENV_CERT: &str = "INFRA_TLS_TRUSTED_CERT";
+
+/// How a server is trusted: the environment's trust, else the entry's,
+/// else the system's roots.
+pub fn trust_for(entry: Option<&ServerEntry>) -> anyhow::Result<Trust> {
+    Ok(match (env_trust()?, entry) {
+        (Some(t), _) => t,
+        (None, Some(e)) => trust_of(e),
+        (None, None) => Trust::System,
+    })
+}
+
+/// Who a key belongs to, as the server says (`GET /api/whoami`) or as the
+/// config file remembers it from the login.
+#[derive(Debug, Clone)]
+pub struct Me {
+    pub id: String,
+    pub name: String,
+}
+
 /// Resolves the server and key for a command, or says how to log in.
+///
+/// `INFRA_ACCESS_KEY`, when set, is the key, whatever the config file says;
+/// whose it is then comes from the server ([`Session::me`]), never from the
+/// config file's user.
 pub fn resolve(server: Option<&str>) -> anyhow::Result<Session> {
     let config = Config::load()?;
     let chosen = match server {
@@ -73,22 +127,17 @@ pub fn resolve(server: Option<&str>) -> anyhow::Result<Session> {
     };
     let _ = HINT_SERVER.set(chosen.clone());
     let entry = config.find(&chosen).cloned();
-    let (url, trust, hint, acct) = match &entry {
-        Some(e) => (
-            e.url.clone(),
-            trust_of(e),
-            e.key_store,
-            account(&e.user_name, &e.server),
-        ),
-        None => {
-            let (_, url) = canonical_server(&chosen).map_err(super::Usage)?;
-            (url, Trust::System, KeyStore::Keyring, chosen.clone())
-        }
+    let url = match &entry {
+        Some(e) => e.url.clone(),
+        None => canonical_server(&chosen).map_err(super::Usage)?.1,
     };
-    let found = if entry.is_some() || std::env::var_os("INFRA_ACCESS_KEY").is_some() {
-        credentials::load_key(&acct, hint)?
-    } else {
-        None
+    // A server logged out of keeps its pinned certificate: an
+    // INFRA_ACCESS_KEY for it is checked against that too.
+    let trust = trust_for(config.trust_entry(&chosen).as_ref())?;
+    let found = match (credentials::access_key_from_env(), &entry) {
+        (Some(k), _) => Some((k, KeyStore::Environment)),
+        (None, Some(e)) => credentials::load_key(&account(&e.user_name, &e.server), e.key_store)?,
+        (None, None) => None,
     };
     let Some((key, key_store)) = found else {
         return Err(AuthNeeded(format!(
@@ -106,6 +155,27 @@ pub fn resolve(server: Option<&str>) -> anyhow::Result<Session> {
         client,
         key_store,
     })
+}
+
+impl Session {
+    /// Whose key this session uses: the login's user for a key this
+    /// machine keeps, else (`INFRA_ACCESS_KEY`) whoever the server says.
+    pub async fn me(&self) -> anyhow::Result<Me> {
+        if self.key_store != KeyStore::Environment
+            && let Some(e) = &self.entry
+            && !e.user_id.is_empty()
+        {
+            return Ok(Me {
+                id: e.user_id.clone(),
+                name: e.user_name.clone(),
+            });
+        }
+        let w = self.client.whoami().await?;
+        Ok(Me {
+            id: w.id,
+            name: w.name,
+        })
+    }
 }
 
 /// Reads a secret: prompted without echo on a terminal, else from `env`

@@ -124,7 +124,7 @@ pub async fn run(cmd: UsersCmd) -> anyhow::Result<()> {
                     anyhow::anyhow!("no user named {name:?}; see `infra users list`")
                 })?;
             // Changing one's own password takes the current one.
-            let current_password = if user.id == me(&s) && user.has_password {
+            let current_password = if user.has_password && user.id == me(&s).await? {
                 Some(read_secret("Current password: ", None)?)
             } else {
                 None

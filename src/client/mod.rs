@@ -32,6 +32,10 @@ pub enum ClientError {
         pinned: String,
         seen: String,
     },
+    /// The server's certificate is not vouched for by the trusted roots
+    /// (the system's, or the certificate given to trust).
+    #[error("cannot reach {server}: its TLS certificate is not trusted ({reason})")]
+    Untrusted { server: String, reason: String },
     /// The server could not be reached, or answered with something that is
     /// not the infra API.
     #[error("{0}")]
@@ -89,6 +93,8 @@ pub struct Client {
     base: String,
     key: Option<SecretString>,
     pinned: Option<(String, Arc<Mutex<Option<String>>>)>,
+    /// Certificates are checked against roots (not pinned, not skipped).
+    verifying: bool,
 }
 
 impl Client {
@@ -133,6 +139,7 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             key,
             pinned,
+            verifying: matches!(trust, Trust::System | Trust::Cert(_)),
         })
     }
 
@@ -208,6 +215,14 @@ impl Client {
                     seen,
                 };
             }
+        }
+        if self.verifying
+            && let Some(reason) = certificate_error(&e)
+        {
+            return ClientError::Untrusted {
+                server: self.base.clone(),
+                reason,
+            };
         }
         let mut msg = format!("cannot reach {}: {e}", self.base);
         let mut src = std::error::Error::source(&e);
@@ -312,6 +327,11 @@ impl Client {
         self.post("/api/login", req).await
     }
 
+    /// Who the key belongs to.
+    pub async fn whoami(&self) -> Result<api::WhoAmIResponse> {
+        self.get("/api/whoami").await
+    }
+
     pub async fn logout(&self) -> Result<()> {
         self.send::<()>(Method::POST, "/api/logout", None)
             .await
@@ -350,6 +370,29 @@ impl Client {
             .await?;
         Ok(list.items.into_iter().next())
     }
+}
+
+/// Why the TLS handshake refused the server's certificate, when it did.
+fn certificate_error(e: &reqwest::Error) -> Option<String> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        let tls = s.downcast_ref::<rustls::Error>().or_else(|| {
+            s.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(t @ rustls::Error::InvalidCertificate(_)) = tls {
+            return Some(t.to_string());
+        }
+        // hyper wraps the handshake's error in ways a downcast does not
+        // always see through; rustls's own words are unmistakable.
+        let text = s.to_string();
+        if let Some(i) = text.find("invalid peer certificate") {
+            return Some(text[i..].to_string());
+        }
+        src = s.source();
+    }
+    None
 }
 
 /// Percent-encodes a query value.

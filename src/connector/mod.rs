@@ -49,6 +49,14 @@ pub struct ConnectorArgs {
         hide_env_values = true
     )]
     pub access_key: Option<SecretString>,
+    /// Read the connector access key from this file instead (kept out of `ps` and the environment)
+    #[arg(
+        long,
+        env = "INFRA_CONNECTOR_ACCESS_KEY_FILE",
+        value_name = "FILE",
+        conflicts_with = "access_key"
+    )]
+    pub access_key_file: Option<PathBuf>,
     /// The destination name users see (e.g. prod)
     #[arg(long, env = "INFRA_CONNECTOR_NAME", value_name = "NAME")]
     pub name: Option<String>,
@@ -148,6 +156,7 @@ pub struct ConnectorArgs {
 struct FileConfig {
     server: Option<String>,
     access_key: Option<SecretString>,
+    access_key_file: Option<PathBuf>,
     name: Option<String>,
     listen: Option<SocketAddr>,
     endpoint: Option<String>,
@@ -184,6 +193,7 @@ impl ConnectorArgs {
         fill!(
             server,
             access_key,
+            access_key_file,
             name,
             listen,
             endpoint,
@@ -478,11 +488,15 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     } else {
         format!("https://{server}")
     };
-    let key = required(
-        args.access_key.clone(),
-        "--access-key",
-        "a connector access key",
-    )?;
+    let key = match (&args.access_key, &args.access_key_file) {
+        (Some(k), _) => k.clone(),
+        (None, Some(path)) => crate::local::credentials::read_key_from(path, "--access-key-file")?,
+        (None, None) => required(
+            None,
+            "--access-key-file or --access-key",
+            "a connector access key",
+        )?,
+    };
     // The key's id (before the dot) is not secret; it says which key this is.
     let key_id = secrecy::ExposeSecret::expose_secret(&key)
         .split('.')

@@ -97,6 +97,19 @@ pub struct ServerEntry {
     pub skip_tls_verify: bool,
 }
 
+/// The certificate trusted for a server this machine is not logged in to
+/// (any more): it belongs to the server, not to a session, so a logout
+/// keeps it and the next login does not ask again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PinnedServer {
+    pub server: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_cert: Option<String>,
+}
+
 /// The whole config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -105,6 +118,9 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current: Option<String>,
     pub servers: Vec<ServerEntry>,
+    /// Trust kept for servers logged out of (see [`PinnedServer`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pinned: Vec<PinnedServer>,
 }
 
 const HEADER: &str =
@@ -172,12 +188,50 @@ impl Config {
         self.servers.iter_mut().find(|s| s.server == server)
     }
 
-    /// Replaces the entry with the same `server`, or appends it.
+    /// Replaces the entry with the same `server`, or appends it. The entry
+    /// holds the server's trust from now on: a kept pin goes.
     pub fn upsert(&mut self, entry: ServerEntry) {
+        self.pinned.retain(|p| p.server != entry.server);
         match self.find_mut(&entry.server) {
             Some(existing) => *existing = entry,
             None => self.servers.push(entry),
         }
+    }
+
+    /// The entry for `server`, or, when this machine is not logged in there
+    /// but kept the server's trust at a logout, an entry holding only that
+    /// trust (no user, no key): for deciding how to trust the server.
+    pub fn trust_entry(&self, server: &str) -> Option<ServerEntry> {
+        if let Some(e) = self.find(server) {
+            return Some(e.clone());
+        }
+        let p = self.pinned.iter().find(|p| p.server == server)?;
+        Some(ServerEntry {
+            server: p.server.clone(),
+            url: String::new(),
+            user_id: String::new(),
+            user_name: String::new(),
+            expires: None,
+            key_store: KeyStore::default(),
+            trusted_fingerprint: p.trusted_fingerprint.clone(),
+            trusted_cert: p.trusted_cert.clone(),
+            skip_tls_verify: false,
+        })
+    }
+
+    /// Removes the session of `server` (as [`Config::remove`]) but keeps
+    /// the certificate it trusted, pinned, for the next login.
+    pub fn log_out(&mut self, server: &str) -> Option<ServerEntry> {
+        let old = self.remove(server)?;
+        if old.trusted_fingerprint.is_some() || old.trusted_cert.is_some() {
+            self.pinned.retain(|p| p.server != server);
+            self.pinned.push(PinnedServer {
+                server: server.to_string(),
+                trusted_fingerprint: old.trusted_fingerprint.clone(),
+                trusted_cert: old.trusted_cert.clone(),
+            });
+        }
+        Some(old)
     }
 
     /// Removes and returns the entry for `server`; clears `current` when it

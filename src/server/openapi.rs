@@ -18,6 +18,7 @@ use super::routes::{
     ),
     paths(
         auth::version,
+        auth::whoami,
         auth::login,
         auth::logout,
         device::api::create,

@@ -16,7 +16,7 @@ use super::CreateArgs;
 use super::credential::{api_from_env, exec_credential, print, rfc3339};
 use super::warm::margin_from_env;
 use crate::api::{CreateTokenRequest, CreateTokenResponse, REAUTH_REQUIRED};
-use crate::cli::session::{account, trust_of};
+use crate::cli::session::{account, trust_for};
 use crate::cli::{AuthNeeded, Usage};
 use crate::client::{Client, ClientError, Trust};
 use crate::local::config::{Config, canonical_server, config_dir};
@@ -181,10 +181,8 @@ async fn mint(
 ) -> anyhow::Result<Cached> {
     let login = || format!("run `infra login {server}`");
     let entry = config.find(server);
-    let (url, trust) = match entry {
-        Some(e) => (e.url.clone(), trust_of(e)),
-        None => (default_url.to_string(), Trust::System),
-    };
+    let url = entry.map_or_else(|| default_url.to_string(), |e| e.url.clone());
+    let trust = trust_for(config.trust_entry(server).as_ref())?;
     let key = match (env_key, entry) {
         (Some(k), _) => k,
         (None, Some(e)) => {

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use secrecy::ExposeSecret;
 
-use crate::api::{LoginRequest, LoginResponse, VersionResponse, version};
+use crate::api::{LoginRequest, LoginResponse, VersionResponse, WhoAmIResponse, version};
 use crate::server::AppState;
 use crate::server::crypto;
 use crate::server::error::{ApiError, ApiResult};
@@ -27,6 +27,18 @@ const MAX_NAME_LEN: usize = 256;
 pub async fn version() -> Json<VersionResponse> {
     Json(VersionResponse {
         version: version::CURRENT.to_string(),
+    })
+}
+
+#[utoipa::path(get, path = "/api/whoami", tag = "auth",
+    responses((status = 200, body = WhoAmIResponse), (status = 401, body = crate::api::ErrorResponse)))]
+pub async fn whoami(caller: Caller) -> Json<WhoAmIResponse> {
+    Json(WhoAmIResponse {
+        id: caller.subject.id().to_string(),
+        name: caller.name.clone(),
+        kind: caller.subject.kind().to_string(),
+        key_id: caller.key_id.clone(),
+        expires: super::ts(caller.key_expires_at),
     })
 }
 

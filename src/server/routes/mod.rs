@@ -56,6 +56,7 @@ fn versioned_by_path(
 pub fn api_routes() -> Vec<Route> {
     vec![
         route("/api/version", &["get"], get(auth::version)),
+        route("/api/whoami", &["get"], get(auth::whoami)),
         route("/api/login", &["post"], post(auth::login)),
         route("/api/logout", &["post"], post(auth::logout)),
         route("/api/device", &["post"], post(super::device::create)),
