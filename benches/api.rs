@@ -1,12 +1,18 @@
-//! Requests per second of the API's two busiest calls, on SQLite and on
+//! Requests per second of the API's busiest calls, on SQLite and on
 //! PostgreSQL: `POST /api/login` with an access key (a key exchange: one
-//! verification and one insert) and an authenticated `GET /api/grants`.
+//! verification and one insert), an authenticated `GET /api/grants`, and
+//! `POST /api/tokens` (what kubectl's exec plugin asks for on a cache miss:
+//! a cluster token for a user holding a few grants, directly and through
+//! groups).
 //!
 //! Run it through tests/run.sh, which starts the PostgreSQL it needs:
 //!
 //!     INFRA_TEST_CMD='cargo bench --bench api' INFRA_TEST_NO_LINT=1 tests/run.sh
 //!
-//! Knobs: BENCH_SECONDS (default 5 per case), BENCH_CONCURRENCY (default 16).
+//! Knobs: BENCH_SECONDS (default 5 per case), BENCH_CONCURRENCY (default 16),
+//! BENCH_ONLY (run only the cases whose name holds this text: `login`,
+//! `grants`, `tokens`, `sqlite`, `postgres`), BENCH_INFRA_BIN (the server
+//! binary to run, default this build's: to compare two builds).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +27,8 @@ struct Server {
     url: String,
     _dir: tempfile::TempDir,
     client: reqwest::Client,
+    /// HTTP/1.1 only, a connection per concurrent client.
+    http1: reqwest::Client,
 }
 
 impl Drop for Server {
@@ -32,7 +40,9 @@ impl Drop for Server {
 
 async fn start(db: Option<String>) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_infra"));
+    let bin =
+        std::env::var("BENCH_INFRA_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_infra").into());
+    let mut cmd = Command::new(bin);
     cmd.args([
         "server",
         "--listen",
@@ -63,9 +73,16 @@ async fn start(db: Option<String>) -> Server {
         .recv_timeout(Duration::from_secs(60))
         .expect("server start");
     let pem = std::fs::read(dir.path().join("tls.crt")).unwrap();
+    let cert = reqwest::Certificate::from_pem(&pem).unwrap();
     let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .add_root_certificate(cert.clone())
         .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    let http1 = reqwest::Client::builder()
+        .add_root_certificate(cert)
+        .pool_max_idle_per_host(64)
+        .http1_only()
         .build()
         .unwrap();
     Server {
@@ -73,6 +90,7 @@ async fn start(db: Option<String>) -> Server {
         url,
         _dir: dir,
         client,
+        http1,
     }
 }
 
@@ -104,7 +122,9 @@ where
 {
     let make = Arc::new(make);
     let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(std::sync::Mutex::new(
+        std::collections::BTreeMap::<u16, u64>::new(),
+    ));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -119,7 +139,7 @@ where
                 if (200..300).contains(&status) {
                     done.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    failed.fetch_add(1, Ordering::Relaxed);
+                    *failed.lock().unwrap().entry(status).or_default() += 1;
                 }
             }
             lat
@@ -130,7 +150,11 @@ where
         lat.extend(t.await.unwrap());
     }
     let elapsed = start.elapsed().as_secs_f64();
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "some requests failed");
+    let failed = failed.lock().unwrap();
+    assert!(
+        failed.is_empty(),
+        "some requests failed (status: count; 0 is no response): {failed:?}"
+    );
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     (
@@ -140,7 +164,18 @@ where
     )
 }
 
+/// Whether the case `name` runs, by BENCH_ONLY.
+fn wanted(name: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| name.contains(&only))
+}
+
 async fn bench(label: &str, db: Option<String>, concurrency: usize, secs: u64) {
+    if !["login", "grants", "tokens"]
+        .iter()
+        .any(|c| wanted(&format!("{label} {c}")))
+    {
+        return;
+    }
     let s = Arc::new(start(db).await);
     let version = env!("CARGO_PKG_VERSION");
     // A user with grants to read, through a group as well.
@@ -167,6 +202,34 @@ async fn bench(label: &str, db: Option<String>, concurrency: usize, secs: u64) {
         .await
         .unwrap();
     }
+    // Two groups the user is in, one with a grant of its own.
+    for (g, grant) in [("bench-team", Some("prod")), ("bench-oncall", None)] {
+        let group: serde_json::Value = post("/api/groups", serde_json::json!({"name": g}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let gid = group["id"].as_str().unwrap().to_string();
+        let r = s
+            .client
+            .patch(format!("{}/api/groups/{gid}/users", s.url))
+            .header("Infra-Version", version)
+            .bearer_auth(KEY)
+            .json(&serde_json::json!({"usersToAdd": [uid]}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        if let Some(d) = grant {
+            post(
+                "/api/grants",
+                serde_json::json!({"group": gid, "destination": d, "role": "view"}),
+            )
+            .await
+            .unwrap();
+        }
+    }
     let key: serde_json::Value = post(
         "/api/access-keys",
         serde_json::json!({"userID": uid, "name": "bench"}),
@@ -178,43 +241,77 @@ async fn bench(label: &str, db: Option<String>, concurrency: usize, secs: u64) {
     .unwrap();
     let user_key = Arc::new(key["accessKey"].as_str().unwrap().to_string());
 
-    let (s1, k1) = (s.clone(), user_key.clone());
-    let (rps, p50, p99) = load(concurrency, secs, move || {
-        let (s, k) = (s1.clone(), k1.clone());
-        async move {
-            s.client
-                .post(format!("{}/api/login", s.url))
-                .header("Infra-Version", version)
-                .json(&serde_json::json!({"accessKey": *k}))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        }
-    })
-    .await;
-    println!(
-        "{label:<10} POST /api/login (access key)  {rps:>8.0} req/s   p50 {p50:>8.2?}   p99 {p99:>8.2?}"
-    );
+    if wanted(&format!("{label} login")) {
+        let (s1, k1) = (s.clone(), user_key.clone());
+        let (rps, p50, p99) = load(concurrency, secs, move || {
+            let (s, k) = (s1.clone(), k1.clone());
+            async move {
+                s.client
+                    .post(format!("{}/api/login", s.url))
+                    .header("Infra-Version", version)
+                    .json(&serde_json::json!({"accessKey": *k}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        })
+        .await;
+        println!(
+            "{label:<10} POST /api/login (access key)  {rps:>8.0} req/s   p50 {p50:>8.2?}   p99 {p99:>8.2?}"
+        );
+    }
 
-    let (s2, k2) = (s.clone(), user_key.clone());
-    let (rps, p50, p99) = load(concurrency, secs, move || {
-        let (s, k) = (s2.clone(), k2.clone());
-        async move {
-            s.client
-                .get(format!("{}/api/grants", s.url))
-                .header("Infra-Version", version)
-                .bearer_auth(&*k)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        }
-    })
-    .await;
-    println!(
-        "{label:<10} GET /api/grants (authed)      {rps:>8.0} req/s   p50 {p50:>8.2?}   p99 {p99:>8.2?}"
-    );
+    if wanted(&format!("{label} grants")) {
+        let (s2, k2) = (s.clone(), user_key.clone());
+        let (rps, p50, p99) = load(concurrency, secs, move || {
+            let (s, k) = (s2.clone(), k2.clone());
+            async move {
+                s.client
+                    .get(format!("{}/api/grants", s.url))
+                    .header("Infra-Version", version)
+                    .bearer_auth(&*k)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        })
+        .await;
+        println!(
+            "{label:<10} GET /api/grants (authed)      {rps:>8.0} req/s   p50 {p50:>8.2?}   p99 {p99:>8.2?}"
+        );
+    }
+
+    // Each `infra tokens create` of kubectl's exec plugin is a process of
+    // its own with a connection of its own, so these clients keep one
+    // HTTP/1.1 connection each rather than share one HTTP/2 connection
+    // (which, past a few thousand POSTs a second, hyper's h2 ends with
+    // GOAWAY "too_many_internal_resets").
+    if wanted(&format!("{label} tokens")) {
+        let (s3, k3) = (s.clone(), user_key.clone());
+        let (rps, p50, p99) = load(concurrency, secs, move || {
+            let (s, k) = (s3.clone(), k3.clone());
+            async move {
+                s.http1
+                    .post(format!("{}/api/tokens", s.url))
+                    .header("Infra-Version", version)
+                    .bearer_auth(&*k)
+                    .json(&serde_json::json!({"destination": "prod"}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or_else(|e| {
+                        eprintln!("POST /api/tokens: {e:?}");
+                        0
+                    })
+            }
+        })
+        .await;
+        println!(
+            "{label:<10} POST /api/tokens (mint)       {rps:>8.0} req/s   p50 {p50:>8.2?}   p99 {p99:>8.2?}"
+        );
+    }
 }
 
 fn main() {
@@ -239,7 +336,12 @@ fn main() {
                 .unwrap_or(1)
         );
         bench("sqlite", None, concurrency, secs).await;
-        let db = postgres_db().await;
-        bench("postgres", Some(db), concurrency, secs).await;
+        if ["login", "grants", "tokens"]
+            .iter()
+            .any(|c| wanted(&format!("postgres {c}")))
+        {
+            let db = postgres_db().await;
+            bench("postgres", Some(db), concurrency, secs).await;
+        }
     });
 }

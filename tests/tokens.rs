@@ -78,13 +78,14 @@ async fn tokens_for_granted_destinations_only(b: Backend) {
         200,
     )
     .await;
-    s.ok(
-        "POST",
-        "/api/grants",
-        Some(json!({"user": alice, "destination": "prod.web", "role": "edit"})),
-        201,
-    )
-    .await;
+    let grant = s
+        .ok(
+            "POST",
+            "/api/grants",
+            Some(json!({"user": alice, "destination": "prod.web", "role": "edit"})),
+            201,
+        )
+        .await;
 
     let (status, t) = mint(&s, &key, "prod").await;
     assert_eq!(status, 201, "a namespace grant is enough: {t}");
@@ -119,6 +120,48 @@ async fn tokens_for_granted_destinations_only(b: Backend) {
     assert_eq!(metric(&s, "infra_tokens_minted_total").await, 1);
     // JWKS needs no key and no version header.
     assert!(!jwks(&s).await.keys.is_empty());
+
+    // Nothing of the caller is cached on this path: a grant taken away, or
+    // the key revoked, counts on the very next mint.
+    let user_key = key_of(&s, &alice).await;
+    let (status, _) = mint(&s, &user_key, "prod").await;
+    assert_eq!(status, 201);
+    s.ok(
+        "DELETE",
+        &format!("/api/grants/{}", grant["id"].as_str().unwrap()),
+        None,
+        204,
+    )
+    .await;
+    let (status, err) = mint(&s, &user_key, "prod").await;
+    assert_eq!(status, 403, "the grant is gone: {err}");
+    s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"group": g["id"], "destination": "prod", "role": "view"})),
+        201,
+    )
+    .await;
+    let (status, err) = mint(&s, &user_key, "prod").await;
+    assert_eq!(status, 201, "a group's grant is enough: {err}");
+    let id = user_key.split('.').next().unwrap();
+    s.ok("DELETE", &format!("/api/access-keys/{id}"), None, 204)
+        .await;
+    let (status, err) = mint(&s, &user_key, "prod").await;
+    assert_eq!(status, 401, "the key was revoked: {err}");
+}
+
+/// A fresh access key of `user`.
+async fn key_of(s: &Server, user: &str) -> String {
+    let k = s
+        .ok(
+            "POST",
+            "/api/access-keys",
+            Some(json!({"userID": user, "name": "revocable"})),
+            201,
+        )
+        .await;
+    k["accessKey"].as_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

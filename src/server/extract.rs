@@ -211,7 +211,22 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+/// The owner of a valid access key, checked (uncached: a revoked key fails
+/// here on its very next use) but nothing else read of them yet: for
+/// handlers that read the caller's grants together with more than
+/// [`Caller`] does, and then make one with [`Caller::with_access`].
+pub struct KeyHolder {
+    pub row: AccessKeyRow,
+    pub machine_token: bool,
+}
+
+impl KeyHolder {
+    pub fn subject(&self) -> Subject {
+        subject_of(&self.row)
+    }
+}
+
+impl FromRequestParts<AppState> for KeyHolder {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
@@ -228,9 +243,60 @@ impl FromRequestParts<AppState> for Caller {
         // Machine tokens are bound to trusted IPs, so the address goes along.
         let remote = client_ip(parts);
         let (row, machine_token) = state.verify_key(key, KeyUse::Request(remote)).await?;
+        Ok(KeyHolder { row, machine_token })
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let KeyHolder { row, machine_token } = KeyHolder::from_request_parts(parts, state).await?;
         let mut caller = state.caller_for_key(row).await?;
         caller.machine_token = machine_token;
         Ok(caller)
+    }
+}
+
+/// Whom an access key speaks for.
+fn subject_of(row: &AccessKeyRow) -> Subject {
+    match row.owner_kind.as_str() {
+        "identity" => Subject::Identity(row.owner_id.clone()),
+        _ => Subject::User(row.owner_id.clone()),
+    }
+}
+
+impl Caller {
+    /// The caller a key holder is, given the roles they hold (as
+    /// [`store::Store::access_of`] reads them).
+    pub fn with_access(key: KeyHolder, grants: &[store::Held]) -> Caller {
+        let on_infra = |role: &str| {
+            grants
+                .iter()
+                .any(|g| g.destination == crate::api::INFRA_DESTINATION && g.role == role)
+        };
+        let (is_admin, is_connector) = (
+            on_infra(crate::api::ADMIN_ROLE),
+            on_infra(crate::api::CONNECTOR_ROLE),
+        );
+        let mut caller = Caller::from_row(key.row, is_admin, is_connector);
+        caller.machine_token = key.machine_token;
+        caller
+    }
+
+    fn from_row(row: AccessKeyRow, is_admin: bool, is_connector: bool) -> Caller {
+        Caller {
+            is_admin,
+            is_connector,
+            subject: subject_of(&row),
+            name: row.owner_name,
+            key_id: row.id,
+            key_expires_at: row.expires_at,
+            machine_token: false,
+            key_provider_id: row.provider_id,
+            key_destination: row.destination,
+            key_auth_time: row.auth_time,
+        }
     }
 }
 
@@ -286,28 +352,17 @@ impl AppState {
     }
 
     pub async fn caller_for_key(&self, row: AccessKeyRow) -> Result<Caller, ApiError> {
-        let subject = match row.owner_kind.as_str() {
-            "identity" => Subject::Identity(row.owner_id.clone()),
-            _ => Subject::User(row.owner_id.clone()),
-        };
-        let roles = self.store.grants_of(&subject).await?;
+        let roles = self.store.grants_of(&subject_of(&row)).await?;
         let on_infra = |role: &str| {
             roles
                 .iter()
                 .any(|g| g.destination == crate::api::INFRA_DESTINATION && g.role == role)
         };
-        Ok(Caller {
-            is_admin: on_infra(crate::api::ADMIN_ROLE),
-            is_connector: on_infra(crate::api::CONNECTOR_ROLE),
-            subject,
-            name: row.owner_name,
-            key_id: row.id,
-            key_expires_at: row.expires_at,
-            machine_token: false,
-            key_provider_id: row.provider_id,
-            key_destination: row.destination,
-            key_auth_time: row.auth_time,
-        })
+        Ok(Caller::from_row(
+            row,
+            on_infra(crate::api::ADMIN_ROLE),
+            on_infra(crate::api::CONNECTOR_ROLE),
+        ))
     }
 }
 

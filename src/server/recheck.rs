@@ -34,23 +34,36 @@ pub enum Refused {
     Unavailable(String, i64),
 }
 
-/// Re-checks every provider the user signed in with whose last check is
-/// older than the interval. `key_provider`: the provider session the
-/// caller's key stands on; when that provider gave no refresh token the
-/// session cannot be re-checked, so it ends with the ID token it came from
-/// (keys made since are capped at that time; older ones are revoked here).
-pub async fn recheck_user(
-    state: &AppState,
-    user_id: &str,
-    user_name: &str,
-    key_provider: Option<&str>,
-) -> Result<(), Refused> {
-    let interval = state.idp_revalidate_interval.as_secs() as i64;
-    let rows = state
+/// The user's provider sessions, as [`recheck_user`] takes them. Read
+/// them before whatever is to stand on the re-check's verdict (the groups a
+/// token names): a re-check another request finishes after this read is
+/// then either seen by that later read or waited for by [`recheck_user`].
+pub async fn sessions(state: &AppState, user_id: &str) -> Result<Vec<ProviderUserRow>, Refused> {
+    state
         .store
         .provider_users_of(user_id)
         .await
-        .map_err(|e| Refused::Unavailable(format!("cannot read the session: {e}"), 5))?;
+        .map_err(|e| Refused::Unavailable(format!("cannot read the session: {e}"), 5))
+}
+
+/// Re-checks every provider the user signed in with (`rows`, from
+/// [`sessions`]) whose last check is older than the interval. `key_provider`:
+/// the provider session the caller's key stands on; when that provider gave
+/// no refresh token the session cannot be re-checked, so it ends with the
+/// ID token it came from (keys made since are capped at that time; older
+/// ones are revoked here).
+///
+/// `Ok(true)`: a re-check ran (here, or on another request this one waited
+/// for), which may have changed the user's groups since `rows` were read:
+/// read them again.
+pub async fn recheck_user(
+    state: &AppState,
+    rows: Vec<ProviderUserRow>,
+    user_name: &str,
+    key_provider: Option<&str>,
+) -> Result<bool, Refused> {
+    let interval = state.idp_revalidate_interval.as_secs() as i64;
+    let mut rechecked = false;
     for row in rows {
         if row.refresh_token_enc.is_empty() {
             let ended = row.session_expires_at == 0 || store::now() >= row.session_expires_at;
@@ -63,8 +76,9 @@ pub async fn recheck_user(
             continue;
         }
         recheck_one(state, row, user_name, interval).await?;
+        rechecked = true;
     }
-    Ok(())
+    Ok(rechecked)
 }
 
 /// A session that no refresh token can re-check, past its ID token: its

@@ -6,12 +6,12 @@
 //! finds it or creates it (the epoch is UNIQUE, so exactly one replica
 //! wins). A key stays published until the last token it signed expired.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, Header};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
@@ -45,17 +45,22 @@ pub struct Minted<'a> {
     pub not_after: Option<i64>,
 }
 
+/// The current epoch's key, parsed once: ring's key pair, ready to sign,
+/// and the token header naming it, already encoded. Replaced when the epoch
+/// (and so the key) rotates.
 struct CachedKey {
     epoch: i64,
-    kid: String,
-    key: EncodingKey,
+    pair: EcdsaKeyPair,
+    /// `base64url(header) + "."`, the start of every token it signs.
+    header: String,
 }
 
 /// Mints tokens with the current epoch's key.
 pub struct Signer {
     rotation: Duration,
     ttl: Duration,
-    cache: Mutex<Option<CachedKey>>,
+    cache: Mutex<Option<Arc<CachedKey>>>,
+    rng: SystemRandom,
 }
 
 impl Signer {
@@ -64,6 +69,7 @@ impl Signer {
             rotation: rotation.max(Duration::from_secs(1)),
             ttl,
             cache: Mutex::new(None),
+            rng: SystemRandom::new(),
         }
     }
 
@@ -76,11 +82,9 @@ impl Signer {
     }
 
     /// The key for the current epoch, from the cache, the store, or new.
-    async fn current(
-        &self,
-        store: &Store,
-        root: &RootKey,
-    ) -> anyhow::Result<(String, EncodingKey)> {
+    /// The cache holds one epoch's key: the first call of a new epoch reads
+    /// (or makes) that epoch's key and replaces it.
+    async fn current(&self, store: &Store, root: &RootKey) -> anyhow::Result<Arc<CachedKey>> {
         let now = store::now();
         let epoch = self.epoch(now);
         if let Some(c) = self
@@ -90,7 +94,7 @@ impl Signer {
             .as_ref()
             && c.epoch == epoch
         {
-            return Ok((c.kid.clone(), c.key.clone()));
+            return Ok(c.clone());
         }
         let SigningKeyRow {
             id: kid,
@@ -109,13 +113,23 @@ impl Signer {
         let der = URL_SAFE_NO_PAD.decode(secrecy::ExposeSecret::expose_secret(
             &root.decrypt(&private_enc)?,
         ))?;
-        let key = EncodingKey::from_ec_der(&der);
-        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(CachedKey {
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &self.rng)
+            .map_err(|e| anyhow::anyhow!("cannot load the signing key {kid}: {e}"))?;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid);
+        let header = format!("{}.", URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?));
+        let key = Arc::new(CachedKey {
             epoch,
-            kid: kid.clone(),
-            key: key.clone(),
+            pair,
+            header,
         });
-        Ok((kid, key))
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        // Never step back to an older epoch's key (a request that read the
+        // clock just before the rotation may finish after one that did not).
+        if cache.as_ref().is_none_or(|c| c.epoch <= epoch) {
+            *cache = Some(key.clone());
+        }
+        Ok(key)
     }
 
     async fn create(
@@ -160,7 +174,7 @@ impl Signer {
         root: &RootKey,
         who: Minted<'_>,
     ) -> anyhow::Result<(String, i64)> {
-        let (kid, key) = self.current(store, root).await?;
+        let key = self.current(store, root).await?;
         let now = store::now();
         let mut exp = now + self.ttl.as_secs() as i64;
         if let Some(limit) = who.not_after {
@@ -177,9 +191,16 @@ impl Signer {
             exp,
             jti: store::new_id(),
         };
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(kid);
-        let token = jsonwebtoken::encode(&header, &claims, &key)?;
+        // A JWS in compact form, as `jsonwebtoken::encode` makes it, signed
+        // by the key parsed once per epoch rather than once per token.
+        let mut token = key.header.clone();
+        URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(&claims)?, &mut token);
+        let sig = key
+            .pair
+            .sign(&self.rng, token.as_bytes())
+            .map_err(|_| anyhow::anyhow!("cannot sign the token"))?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut token);
         Ok((token, exp))
     }
 

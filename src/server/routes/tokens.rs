@@ -12,9 +12,9 @@ use crate::api::{
 };
 use crate::server::AppState;
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ApiJson, Caller};
+use crate::server::extract::{ApiJson, Caller, KeyHolder};
 use crate::server::recheck::{self, Refused};
-use crate::server::store::{PageRequest, Subject};
+use crate::server::store::{Access, Subject};
 use crate::server::tokens::Minted;
 
 use super::{is_dns_label, ts};
@@ -24,7 +24,7 @@ use super::{is_dns_label, ts};
               (status = 403, body = crate::api::ErrorResponse), (status = 503, body = crate::api::ErrorResponse)))]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    key: KeyHolder,
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<CreateTokenResponse>)> {
     let dest = req.destination.as_str();
@@ -34,18 +34,31 @@ pub async fn create(
             "must be a destination name such as prod",
         ));
     }
-    let grants = state.store.grants_of(&caller.subject).await?;
+    // The hot path of kubectl's exec plugin: three reads in all. The key
+    // (uncached, so a revoked one fails here), the user's provider sessions,
+    // then their grants and groups together. The sessions come first so
+    // that the groups are read after any re-check finished before it.
+    let subject = key.subject();
+    let sessions = match &subject {
+        Subject::User(uid) => Some(recheck::sessions(&state, uid).await),
+        _ => None,
+    };
+    let mut access = state.store.access_of(&subject).await?;
+    let caller = Caller::with_access(key, &access.grants);
+    check_grant(&access, dest, &caller.name)?;
+    // The strictest bound on how recent the sign-in must be, of every grant
+    // the token would carry onto the cluster.
     let prefix = format!("{dest}.");
-    let applying: Vec<_> = grants
+    let max_auth_age = access
+        .grants
         .iter()
         .filter(|g| g.destination == dest || g.destination.starts_with(&prefix))
-        .collect();
-    if applying.is_empty() {
-        return Err(ApiError::forbidden(format!(
-            "you have no grant on {dest}; ask an admin (`infra grants add {dest} --user {} --role view`)",
-            caller.name
-        )));
-    }
+        .filter_map(|g| g.max_auth_age_secs)
+        .min();
+    let not_after = match max_auth_age {
+        Some(max_age) => Some(check_recent_sign_in(&state, &caller, dest, max_age)?),
+        None => None,
+    };
     // Kubernetes' own names (system:masters is cluster-admin anywhere) never
     // ride into a cluster token, whatever the store holds.
     if is_reserved_name(&caller.name) {
@@ -54,32 +67,37 @@ pub async fn create(
             caller.name
         )));
     }
-    // The strictest bound on how recent the sign-in must be, of every grant
-    // the token would carry onto the cluster.
-    let max_auth_age = applying.iter().filter_map(|g| g.max_auth_age_secs).min();
-    let not_after = match max_auth_age {
-        Some(max_age) => Some(check_recent_sign_in(&state, &caller, dest, max_age)?),
-        None => None,
-    };
-    let groups = match &caller.subject {
-        Subject::User(uid) => {
-            if let Err(refused) =
-                recheck::recheck_user(&state, uid, &caller.name, caller.key_provider_id.as_deref())
+    let groups = match sessions {
+        Some(sessions) => {
+            let rechecked = match sessions {
+                Ok(rows) => {
+                    recheck::recheck_user(
+                        &state,
+                        rows,
+                        &caller.name,
+                        caller.key_provider_id.as_deref(),
+                    )
                     .await
-            {
-                return Err(refused_error(&state, refused));
+                }
+                Err(refused) => Err(refused),
+            };
+            match rechecked {
+                // The provider may have changed the user's groups (and so
+                // the grants they hold through them): read both again.
+                Ok(true) => {
+                    access = state.store.access_of(&subject).await?;
+                    check_grant(&access, dest, &caller.name)?;
+                }
+                Ok(false) => {}
+                Err(refused) => return Err(refused_error(&state, refused)),
             }
-            state
-                .store
-                .list_groups(None, Some(uid), PageRequest::all())
-                .await?
-                .items
+            access
+                .groups
                 .into_iter()
-                .map(|g| g.name)
                 .filter(|g| !is_reserved_name(g))
                 .collect()
         }
-        _ => Vec::new(),
+        None => Vec::new(),
     };
     let (token, exp) = state
         .signer
@@ -136,6 +154,21 @@ fn check_recent_sign_in(
         ))),
         Some(t) => Ok(t + max_age),
     }
+}
+
+/// A 403 unless the caller holds a role on `dest` or one of its namespaces.
+fn check_grant(access: &Access, dest: &str, name: &str) -> Result<(), ApiError> {
+    let prefix = format!("{dest}.");
+    if access
+        .grants
+        .iter()
+        .any(|g| g.destination == dest || g.destination.starts_with(&prefix))
+    {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "you have no grant on {dest}; ask an admin (`infra grants add {dest} --user {name} --role view`)"
+    )))
 }
 
 fn refused_error(state: &AppState, r: Refused) -> ApiError {

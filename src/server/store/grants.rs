@@ -84,6 +84,41 @@ pub(super) const SELECT: &str = "SELECT gr.id, gr.subject_kind, gr.subject_id, g
      LEFT JOIN groups g ON gr.subject_kind = 'group' AND g.id = gr.subject_id \
      LEFT JOIN identities i ON gr.subject_kind = 'identity' AND i.id = gr.subject_id";
 
+/// A role held on a destination: what [`Store::access_of`] reads of a grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub destination: String,
+    pub role: String,
+    /// The grant's `maxAuthAge`, in seconds.
+    pub max_auth_age_secs: Option<i64>,
+}
+
+/// What a subject may do and who they are to a cluster, as
+/// [`Store::access_of`] reads it in one query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Every role held, directly or through groups, by destination and role.
+    pub grants: Vec<Held>,
+    /// A user's groups' names, in order; none for other subjects.
+    pub groups: Vec<String>,
+}
+
+/// A row of [`ACCESS`]: a grant (`grant`, destination, role) or a group
+/// (`group`, name, '').
+#[derive(sqlx::FromRow)]
+struct AccessRow {
+    kind: String,
+    a: String,
+    b: String,
+    c: Option<i64>,
+}
+
+/// The grants a subject holds directly, those of a user's groups, and the
+/// names of those groups; binds $1 = kind, $2 = id. Each branch is an index
+/// lookup (grants' UNIQUE (subject_kind, subject_id, …), group_members_user,
+/// the groups' primary key).
+const ACCESS: &str = "SELECT 'grant' AS kind, gr.destination AS a, gr.role AS b, gr.max_auth_age_secs AS c FROM grants gr      WHERE gr.subject_kind = $1 AND gr.subject_id = $2      UNION ALL      SELECT 'grant', gr.destination, gr.role, gr.max_auth_age_secs FROM group_members m      JOIN grants gr ON gr.subject_kind = 'group' AND gr.subject_id = m.group_id      WHERE $1 = 'user' AND m.user_id = $2      UNION ALL      SELECT 'group', g.name, '', CAST(NULL AS BIGINT) FROM group_members m JOIN groups g ON g.id = m.group_id      WHERE $1 = 'user' AND m.user_id = $2      ORDER BY kind, a, b";
+
 /// The WHERE clause of the list; binds $1..$8.
 const FILTER: &str = "(($1 IS NULL OR (gr.subject_kind = 'user' AND gr.subject_id = $1)) \
      OR ($2 = 1 AND gr.subject_kind = 'group' AND gr.subject_id IN \
@@ -226,6 +261,31 @@ impl Store {
         .fetch_one(self.pool())
         .await?;
         Ok(count > 0)
+    }
+
+    /// The roles the subject holds (directly or through groups) and, for a
+    /// user, their groups' names: what a cluster token is made of, in one
+    /// query where [`Store::grants_of`] and [`Store::list_groups`] make
+    /// three.
+    pub async fn access_of(&self, subject: &Subject) -> Result<Access> {
+        let rows: Vec<AccessRow> = sqlx::query_as(ACCESS)
+            .bind(subject.kind())
+            .bind(subject.id())
+            .fetch_all(self.pool())
+            .await?;
+        let mut access = Access::default();
+        for r in rows {
+            if r.kind == "group" {
+                access.groups.push(r.a);
+            } else {
+                access.grants.push(Held {
+                    destination: r.a,
+                    role: r.b,
+                    max_auth_age_secs: r.c,
+                });
+            }
+        }
+        Ok(access)
     }
 
     /// Every grant the subject holds, directly or through groups.

@@ -34,7 +34,7 @@ pub use audit::{AuditEntry, AuditRow};
 pub use changes::{ChangeFeed, base_destination};
 pub use destinations::{DestinationRow, Registration};
 pub use device_codes::{DeviceCodeRow, DeviceSigninRow, NewDeviceCode, NewDeviceSignin};
-pub use grants::{GrantFilter, GrantRow, Subject};
+pub use grants::{Access, GrantFilter, GrantRow, Held, Subject};
 pub use groups::GroupRow;
 pub use identities::{IdentityRow, MachineTokenRow, NewMachineToken, OidcAuthRow};
 pub use provider_users::{LinkConflict, ProviderUserRow, SignIn};
