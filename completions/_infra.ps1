@@ -739,6 +739,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             break
         }
         'infra;server' {
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'How to write logs: text, or json (one object per line)')
             [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Address to serve HTTPS on')
             [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'PEM certificate to serve (default: a self-signed one kept in the data dir)')
             [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'PEM private key for --tls-cert')
@@ -776,13 +777,14 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--ephemeral', '--ephemeral', [CompletionResultType]::ParameterName, 'Keep everything in a temporary directory, removed at exit')
             [CompletionResult]::new('--dev-allow-remote', '--dev-allow-remote', [CompletionResultType]::ParameterName, 'Let --dev listen on a non-loopback address (anyone who reaches it can sign in)')
             [CompletionResult]::new('--proxy-protocol', '--proxy-protocol', [CompletionResultType]::ParameterName, 'Read a PROXY protocol v2 header (before TLS) from --trusted-proxies')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
         'infra;connector' {
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'How to write logs: text, or json (one object per line)')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'The infra server''s URL (https://infra.example.com)')
             [CompletionResult]::new('--access-key', '--access-key', [CompletionResultType]::ParameterName, 'A connector access key (`infra keys add --connector`)')
             [CompletionResult]::new('--access-key-file', '--access-key-file', [CompletionResultType]::ParameterName, 'Read the connector access key from this file instead (kept out of `ps` and the environment)')
@@ -811,8 +813,8 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--header-read-timeout', '--header-read-timeout', [CompletionResultType]::ParameterName, 'Time a client has for its TLS handshake and each request''s headers (also ends idle keep-alive)')
             [CompletionResult]::new('--server-skip-tls-verify', '--server-skip-tls-verify', [CompletionResultType]::ParameterName, 'Do not verify the infra server''s certificate (unsafe)')
             [CompletionResult]::new('--proxy-protocol', '--proxy-protocol', [CompletionResultType]::ParameterName, 'Read a PROXY protocol v2 header (before TLS) from --trusted-proxies')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break

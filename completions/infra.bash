@@ -632,12 +632,16 @@ _infra() {
             return 0
             ;;
         infra__subcmd__connector)
-            opts="-h -V --server --access-key --access-key-file --name --listen --endpoint --ca-cert --ca-key --data-dir --kubeconfig --context --kube-api --kube-token-file --kube-ca-file --server-ca-file --server-trusted-fingerprint --server-skip-tls-verify --sync-rbac --config --heartbeat --rbac-poll --rbac-resync --leeway --metrics-listen --trusted-proxies --proxy-protocol --max-connections --header-read-timeout --help --version"
+            opts="-h -V --log-format --server --access-key --access-key-file --name --listen --endpoint --ca-cert --ca-key --data-dir --kubeconfig --context --kube-api --kube-token-file --kube-ca-file --server-ca-file --server-trusted-fingerprint --sync-rbac --config --heartbeat --rbac-poll --rbac-resync --leeway --metrics-listen --trusted-proxies --max-connections --header-read-timeout --server-skip-tls-verify --proxy-protocol --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 --server)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -2560,7 +2564,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__login)
-            opts="-h -V --key --access-key-file --user --tls-trusted-fingerprint --tls-trusted-cert --skip-tls-verify --provider --no-browser --device --reauth --listen-port --timeout --method --machine-identity-id --oidc-jwt --silent --plain --help --version"
+            opts="-h -V --key --access-key-file --user --tls-trusted-fingerprint --tls-trusted-cert --provider --listen-port --timeout --method --machine-identity-id --oidc-jwt --skip-tls-verify --no-browser --device --reauth --silent --plain --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2850,12 +2854,16 @@ _infra() {
             return 0
             ;;
         infra__subcmd__server)
-            opts="-h -V --listen --tls-cert --tls-key --data-dir --db --config --root-key-file --session-expiry --session-inactivity-timeout --url --token-ttl --idp-revalidate-interval --signing-key-rotation --print-admin-key --dev --ephemeral --dev-allow-remote --oidc-issuer-url --oidc-issuer-client-id --oidc-issuer-client-secret --oidc-username-claim --oidc-ca-file --oidc-provider-name --oidc-callback-url --device-code-ttl --device-poll-interval --trusted-proxies --proxy-protocol --max-connections --header-read-timeout --metrics-listen --request-timeout --idle-timeout --audit-retention --audit-prune-interval --max-long-polls --db-max-connections --help --version"
+            opts="-h -V --log-format --listen --tls-cert --tls-key --data-dir --db --config --root-key-file --session-expiry --session-inactivity-timeout --url --token-ttl --idp-revalidate-interval --signing-key-rotation --oidc-issuer-url --oidc-issuer-client-id --oidc-issuer-client-secret --oidc-username-claim --oidc-ca-file --oidc-provider-name --oidc-callback-url --device-code-ttl --device-poll-interval --trusted-proxies --max-connections --header-read-timeout --metrics-listen --request-timeout --idle-timeout --audit-retention --audit-prune-interval --max-long-polls --db-max-connections --print-admin-key --dev --ephemeral --dev-allow-remote --proxy-protocol --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 --listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

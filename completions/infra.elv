@@ -636,6 +636,7 @@ set edit:completion:arg-completer[infra] = {|@words|
         &'infra;tokens;help;help'= {
         }
         &'infra;server'= {
+            cand --log-format 'How to write logs: text, or json (one object per line)'
             cand --listen 'Address to serve HTTPS on'
             cand --tls-cert 'PEM certificate to serve (default: a self-signed one kept in the data dir)'
             cand --tls-key 'PEM private key for --tls-cert'
@@ -673,12 +674,13 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --ephemeral 'Keep everything in a temporary directory, removed at exit'
             cand --dev-allow-remote 'Let --dev listen on a non-loopback address (anyone who reaches it can sign in)'
             cand --proxy-protocol 'Read a PROXY protocol v2 header (before TLS) from --trusted-proxies'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
         }
         &'infra;connector'= {
+            cand --log-format 'How to write logs: text, or json (one object per line)'
             cand --server 'The infra server''s URL (https://infra.example.com)'
             cand --access-key 'A connector access key (`infra keys add --connector`)'
             cand --access-key-file 'Read the connector access key from this file instead (kept out of `ps` and the environment)'
@@ -707,8 +709,8 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --header-read-timeout 'Time a client has for its TLS handshake and each request''s headers (also ends idle keep-alive)'
             cand --server-skip-tls-verify 'Do not verify the infra server''s certificate (unsafe)'
             cand --proxy-protocol 'Read a PROXY protocol v2 header (before TLS) from --trusted-proxies'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
         }

@@ -356,6 +356,8 @@ complete -c infra -n "__fish_infra_using_subcommand tokens; and __fish_seen_subc
 complete -c infra -n "__fish_infra_using_subcommand tokens; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
 complete -c infra -n "__fish_infra_using_subcommand tokens; and __fish_seen_subcommand_from help" -f -a "create" -d 'Print a credential for a cluster (kubectl runs this; see `infra login`)'
 complete -c infra -n "__fish_infra_using_subcommand tokens; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c infra -n "__fish_infra_using_subcommand server" -l log-format -d 'How to write logs: text, or json (one object per line)' -r -f -a "text\t'Lines for people (colour only on a terminal, never with NO_COLOR)'
+json\t'One JSON object per line, for log collectors'"
 complete -c infra -n "__fish_infra_using_subcommand server" -l listen -d 'Address to serve HTTPS on' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l tls-cert -d 'PEM certificate to serve (default: a self-signed one kept in the data dir)' -r -F
 complete -c infra -n "__fish_infra_using_subcommand server" -l tls-key -d 'PEM private key for --tls-cert' -r -F
@@ -393,8 +395,10 @@ complete -c infra -n "__fish_infra_using_subcommand server" -l dev -d 'Developme
 complete -c infra -n "__fish_infra_using_subcommand server" -l ephemeral -d 'Keep everything in a temporary directory, removed at exit'
 complete -c infra -n "__fish_infra_using_subcommand server" -l dev-allow-remote -d 'Let --dev listen on a non-loopback address (anyone who reaches it can sign in)'
 complete -c infra -n "__fish_infra_using_subcommand server" -l proxy-protocol -d 'Read a PROXY protocol v2 header (before TLS) from --trusted-proxies'
-complete -c infra -n "__fish_infra_using_subcommand server" -s h -l help -d 'Print help'
+complete -c infra -n "__fish_infra_using_subcommand server" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c infra -n "__fish_infra_using_subcommand server" -s V -l version -d 'Print version'
+complete -c infra -n "__fish_infra_using_subcommand connector" -l log-format -d 'How to write logs: text, or json (one object per line)' -r -f -a "text\t'Lines for people (colour only on a terminal, never with NO_COLOR)'
+json\t'One JSON object per line, for log collectors'"
 complete -c infra -n "__fish_infra_using_subcommand connector" -l server -d 'The infra server\'s URL (https://infra.example.com)' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l access-key -d 'A connector access key (`infra keys add --connector`)' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l access-key-file -d 'Read the connector access key from this file instead (kept out of `ps` and the environment)' -r -F
@@ -424,7 +428,7 @@ complete -c infra -n "__fish_infra_using_subcommand connector" -l max-connection
 complete -c infra -n "__fish_infra_using_subcommand connector" -l header-read-timeout -d 'Time a client has for its TLS handshake and each request\'s headers (also ends idle keep-alive)' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l server-skip-tls-verify -d 'Do not verify the infra server\'s certificate (unsafe)'
 complete -c infra -n "__fish_infra_using_subcommand connector" -l proxy-protocol -d 'Read a PROXY protocol v2 header (before TLS) from --trusted-proxies'
-complete -c infra -n "__fish_infra_using_subcommand connector" -s h -l help -d 'Print help'
+complete -c infra -n "__fish_infra_using_subcommand connector" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c infra -n "__fish_infra_using_subcommand connector" -s V -l version -d 'Print version'
 complete -c infra -n "__fish_infra_using_subcommand completion" -s h -l help -d 'Print help'
 complete -c infra -n "__fish_infra_using_subcommand completion" -s V -l version -d 'Print version'

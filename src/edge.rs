@@ -561,6 +561,16 @@ pub fn parse_trusted_proxies(s: &str) -> Result<TrustedProxies, String> {
     TrustedProxies::parse(s)
 }
 
+/// How the server and the connector write their logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people (colour only on a terminal, never with NO_COLOR)
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors
+    Json,
+}
+
 /// Raises the soft limit on open files to the hard one: every connection
 /// (and every connector's long poll) holds a file descriptor, and the
 /// usual soft limit of 1024 would refuse connections long before the

@@ -44,3 +44,34 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     }
     result
 }
+
+/// Reads an access key from a file (`-`: standard input), so that it never
+/// shows on a command line (`ps`); the trailing newline (and any other
+/// surrounding white space) is dropped. `what` names the source in errors.
+pub fn read_key_from(path: &std::path::Path, what: &str) -> anyhow::Result<secrecy::SecretString> {
+    use anyhow::Context;
+    use std::io::Read;
+    let mut text = String::new();
+    if path == std::path::Path::new("-") {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .with_context(|| format!("{what}: cannot read the access key from standard input"))?;
+    } else {
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .with_context(|| {
+                format!("{what}: cannot read the access key from {}", path.display())
+            })?;
+    }
+    let text = secrecy::SecretString::from(text);
+    let key = secrecy::ExposeSecret::expose_secret(&text).trim();
+    if key.is_empty() {
+        let from = if path == std::path::Path::new("-") {
+            "standard input".to_string()
+        } else {
+            path.display().to_string()
+        };
+        anyhow::bail!("{what}: {from} holds no access key");
+    }
+    Ok(secrecy::SecretString::from(key))
+}

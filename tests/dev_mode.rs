@@ -128,6 +128,14 @@ async fn dev_mode_login_end_to_end() {
         "{rest:?}"
     );
 
+    // The server says what comes next: a connector for a cluster.
+    let log = s.stderr();
+    assert!(
+        log.contains("alice@example.com signed in. Next, to reach a cluster")
+            && log.contains("infra connector --name local"),
+        "{log}"
+    );
+
     // The groups she typed arrived: she is an admin and has the cluster.
     let users = m.ok(&["users", "list"]);
     assert!(users.contains("alice@example.com"), "{users}");
@@ -519,6 +527,25 @@ async fn the_quickstart_works_as_written() {
     );
     let status: Value = serde_json::from_str(&m.ok(&["status", "--format", "json"])).unwrap();
     assert_eq!(status[0]["status"], "valid");
+    // "Then, as an admin:" — the README's commands, as written there.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("Then, as an admin:")
+        .nth(1)
+        .and_then(|s| s.split("```sh\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("the quickstart's admin commands");
+    let mut ran = 0;
+    for line in block.lines().filter(|l| l.starts_with("infra ")) {
+        let words = shlex::split(line).unwrap();
+        let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+        m.ok(&args);
+        ran += 1;
+    }
+    assert!(ran >= 3, "{block}");
+    let grants = m.ok(&["grants", "list", "--format", "json"]);
+    assert!(grants.contains("\"prod\""), "{grants}");
     let _ = server.kill();
     let _ = server.wait();
 }
@@ -585,4 +612,31 @@ async fn the_dev_provider_is_read_only() {
     // It is still there, as it was.
     let p = s.ok("GET", "/api/providers?name=dev", None, 200).await;
     assert_eq!(p["items"].as_array().unwrap().len(), 1, "{p}");
+}
+
+/// Switches read their variable as people write it: `INFRA_DEV=1` is
+/// `--dev` (here refused on a non-loopback address, which shows it was
+/// taken), `INFRA_DEV=0` is not.
+#[test]
+fn infra_dev_1_is_dev_mode() {
+    for (value, dev) in [("1", true), ("yes", true), ("true", true), ("0", false)] {
+        let out = Command::new(common::bin())
+            .args(["server", "--listen", "192.0.2.1:1", "--ephemeral"])
+            .env("INFRA_DEV", value)
+            .env_remove("INFRA_ADMIN_ACCESS_KEY")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("invalid value"), "INFRA_DEV={value}: {err}");
+        assert_eq!(
+            err.contains("--dev signs in anyone"),
+            dev,
+            "INFRA_DEV={value}: {err}"
+        );
+        if !dev {
+            // Not dev mode: it tried to listen there (an address not its own).
+            assert!(!out.status.success(), "{err}");
+        }
+    }
 }

@@ -382,7 +382,8 @@ fn help_groups_the_commands_like_kubectl() {
                 "destinations",
                 "keys",
                 "providers",
-                "identities"
+                "identities",
+                "audit"
             ],
             "{help}"
         );

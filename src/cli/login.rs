@@ -35,11 +35,11 @@ pub struct LoginArgs {
     pub key: Option<SecretString>,
 
     /// Log in with the access key in this file (`-`: standard input): kept out of `ps`
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["key", "user"])]
+    #[arg(long, env = "INFRA_ACCESS_KEY_FILE", value_name = "FILE", conflicts_with_all = ["key", "user"])]
     pub access_key_file: Option<PathBuf>,
 
     /// Log in as a local user (password prompted, or INFRA_PASSWORD)
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "INFRA_LOGIN_USER", value_name = "NAME")]
     pub user: Option<String>,
 
     /// Trust the server's certificate with this SHA-256 fingerprint (or INFRA_TLS_TRUSTED_FINGERPRINT)
@@ -51,24 +51,24 @@ pub struct LoginArgs {
     pub tls_trusted_cert: Option<PathBuf>,
 
     /// Do not verify the server's certificate (unsafe)
-    #[arg(long)]
+    #[arg(long, env = "INFRA_SKIP_TLS_VERIFY")]
     pub skip_tls_verify: bool,
 
     /// Sign in with this identity provider (when the server has several)
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["key", "access_key_file", "user"])]
+    #[arg(long, env = "INFRA_PROVIDER", value_name = "NAME", conflicts_with_all = ["key", "access_key_file", "user"])]
     pub provider: Option<String>,
 
     /// Print the sign-in URL instead of opening a browser
-    #[arg(long, conflicts_with_all = ["key", "access_key_file", "user"])]
+    #[arg(long, env = "INFRA_NO_BROWSER", conflicts_with_all = ["key", "access_key_file", "user"])]
     pub no_browser: bool,
 
     /// Sign in on another device (a phone, a laptop) with a code: for machines without a browser
-    #[arg(long, conflicts_with_all = ["key", "access_key_file", "user", "no_browser", "method"])]
+    #[arg(long, env = "INFRA_LOGIN_DEVICE", conflicts_with_all = ["key", "access_key_file", "user", "no_browser", "method"])]
     pub device: bool,
 
     /// Ask the identity provider to authenticate you again, even if it still holds a session:
     /// for grants that ask for a recent sign-in (--max-auth-age)
-    #[arg(long, conflicts_with_all = ["key", "user", "method"])]
+    #[arg(long, env = "INFRA_LOGIN_REAUTH", conflicts_with_all = ["key", "user", "method"])]
     pub reauth: bool,
 
     /// Local port for the provider's redirect (register http://localhost:PORT with it)
@@ -80,11 +80,16 @@ pub struct LoginArgs {
     pub timeout: std::time::Duration,
 
     /// Log in another way: oidc-auth (a machine identity, with its workload's OIDC JWT)
-    #[arg(long, value_enum, value_name = "METHOD", conflicts_with_all = ["user", "provider", "no_browser"])]
+    #[arg(long, env = "INFRA_LOGIN_METHOD", value_enum, value_name = "METHOD", conflicts_with_all = ["user", "provider", "no_browser"])]
     pub method: Option<LoginMethod>,
 
     /// With --method=oidc-auth: the machine identity's id or name
-    #[arg(long, value_name = "ID", requires = "method")]
+    #[arg(
+        long,
+        env = "INFRA_MACHINE_IDENTITY_ID",
+        value_name = "ID",
+        requires = "method"
+    )]
     pub machine_identity_id: Option<String>,
 
     /// With --method=oidc-auth: the workload's OIDC JWT (or INFRA_OIDC_JWT)
@@ -97,11 +102,11 @@ pub struct LoginArgs {
     pub oidc_jwt: Option<SecretString>,
 
     /// With --method=oidc-auth: print nothing on stderr when it works
-    #[arg(long, requires = "method")]
+    #[arg(long, env = "INFRA_LOGIN_SILENT", requires = "method")]
     pub silent: bool,
 
     /// With --method=oidc-auth: print only the access token on stdout and keep it nowhere
-    #[arg(long, requires = "method")]
+    #[arg(long, env = "INFRA_LOGIN_PLAIN", requires = "method")]
     pub plain: bool,
 }
 

@@ -17,7 +17,7 @@ pub struct LogoutArgs {
     pub server: Option<String>,
 
     /// Log out of every server
-    #[arg(long, conflicts_with = "server")]
+    #[arg(long, env = "INFRA_LOGOUT_ALL", conflicts_with = "server")]
     pub all: bool,
 }
 

@@ -166,7 +166,37 @@ pub enum Command {
 /// The whole command line as clap sees it: the derive, plus the grouped
 /// top-level help. Help, man pages and completions all come from here.
 pub fn command() -> clap::Command {
-    help::grouped(Cli::command())
+    help::grouped(boolish_env(Cli::command()))
+}
+
+/// Switches (`--dev`) read their `INFRA_*` variable as people write them:
+/// `1`/`0`, `yes`/`no`, `on`/`off`, `true`/`false` (clap alone takes only
+/// `true`/`false` there).
+fn boolish_env(mut cmd: clap::Command) -> clap::Command {
+    let switches: Vec<clap::Id> = cmd
+        .get_arguments()
+        .filter(|a| {
+            a.get_env().is_some()
+                && matches!(
+                    a.get_action(),
+                    clap::ArgAction::SetTrue | clap::ArgAction::SetFalse
+                )
+        })
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in switches {
+        cmd = cmd.mut_arg(id, |a| {
+            a.value_parser(clap::builder::BoolishValueParser::new())
+        });
+    }
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for name in subs {
+        cmd = cmd.mut_subcommand(name, boolish_env);
+    }
+    cmd
 }
 
 /// Parses the process arguments with [`command`].
@@ -183,7 +213,7 @@ const GLOBAL_FLAGS: [&str; 2] = ["--server", "--format"];
 /// `infra --server S list` as `infra list --server S`: the flags of
 /// [`GLOBAL_FLAGS`] given before the command move behind it (before any
 /// `--`), where each command that takes them defines them.
-fn hoist_global_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+pub fn hoist_global_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let mut front = Vec::new();
     let mut hoisted = Vec::new();
     let mut rest = args.into_iter();
@@ -235,8 +265,20 @@ pub fn main() -> i32 {
         }
     };
     match cli.command {
-        Command::Server(args) => run_async(true, crate::server::run(args)),
-        Command::Connector(args) => run_async(true, crate::connector::run(args)),
+        Command::Server(args) => {
+            LOG_JSON.store(
+                args.log_format == crate::edge::LogFormat::Json,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            run_async(true, crate::server::run(args))
+        }
+        Command::Connector(args) => {
+            LOG_JSON.store(
+                args.log_format == crate::edge::LogFormat::Json,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            run_async(true, crate::connector::run(args))
+        }
         Command::Login(args) => run_async(false, login::run(args)),
         Command::Logout(args) => run_async(false, logout::run(args)),
         Command::Status(args) => run_async(false, status::run(args)),
@@ -261,9 +303,20 @@ pub fn main() -> i32 {
     }
 }
 
+/// `--log-format json` of the server or connector being started.
+static LOG_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INFRA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    if LOG_JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+        return;
+    }
     // Colour only for a person at a terminal; log files and pipes get text.
     use std::io::IsTerminal;
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -383,6 +436,59 @@ fn upgrade_hint(message: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    /// Every flag of the commands a deployment or CI job runs can be set by
+    /// an `INFRA_*` variable, as the README says. Listed here when one is
+    /// missing.
+    #[test]
+    fn every_flag_has_an_environment_variable() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.is_positional() || matches!(id, "help" | "version") || a.is_hide_set() {
+                    continue;
+                }
+                match a.get_env() {
+                    Some(e) if e.to_string_lossy().starts_with("INFRA_") => {}
+                    _ => missing.push(format!("{path} --{}", a.get_long().unwrap_or(id))),
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        // The commands a deployment or a CI job configures by environment;
+        // the management commands name what they act on, on the line.
+        let mut missing = Vec::new();
+        let cmd = super::command();
+        for name in ["server", "connector", "login", "logout", "status", "list"] {
+            walk(
+                cmd.find_subcommand(name).unwrap(),
+                &format!("infra {name}"),
+                &mut missing,
+            );
+        }
+        walk(
+            cmd.find_subcommand("tokens")
+                .and_then(|t| t.find_subcommand("create"))
+                .unwrap(),
+            "infra tokens create",
+            &mut missing,
+        );
+        // Read from the environment by the trust code itself (the variable
+        // takes a PEM text as well as a file).
+        missing.retain(|m| {
+            !m.ends_with("--tls-trusted-fingerprint") && !m.ends_with("--tls-trusted-cert")
+        });
+        assert!(
+            missing.is_empty(),
+            "flags without an INFRA_ variable:\n{}",
+            missing.join("\n")
+        );
+    }
+
     #[test]
     fn global_flags_move_behind_the_command() {
         let h = |args: &[&str]| -> Vec<String> {

@@ -239,7 +239,13 @@ impl Client {
 
     async fn json<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T> {
         let text = resp.text().await.map_err(|e| self.transport(e))?;
-        serde_json::from_str(&text).map_err(|e| {
+        // No body (204) reads as `null`: fine for `()` and `Value` answers.
+        let text = if text.trim().is_empty() {
+            "null"
+        } else {
+            text.as_str()
+        };
+        serde_json::from_str(text).map_err(|e| {
             ClientError::Transport(format!(
                 "{} sent a response infra cannot read: {e}",
                 self.base

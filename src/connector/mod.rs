@@ -38,6 +38,10 @@ use crate::client::{Client, Trust};
 /// environment win over the file).
 #[derive(Debug, Clone, Args)]
 pub struct ConnectorArgs {
+    /// How to write logs: text, or json (one object per line)
+    #[arg(long, env = "INFRA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::edge::LogFormat,
+
     /// The infra server's URL (https://infra.example.com)
     #[arg(long, env = "INFRA_CONNECTOR_SERVER", value_name = "URL")]
     pub server: Option<String>,
@@ -490,7 +494,7 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     };
     let key = match (&args.access_key, &args.access_key_file) {
         (Some(k), _) => k.clone(),
-        (None, Some(path)) => crate::local::credentials::read_key_from(path, "--access-key-file")?,
+        (None, Some(path)) => crate::fsutil::read_key_from(path, "--access-key-file")?,
         (None, None) => required(
             None,
             "--access-key-file or --access-key",

@@ -76,35 +76,7 @@ pub fn delete_key(server: &str) -> anyhow::Result<()> {
     Credentials::from_env().delete_key(server)
 }
 
-/// Reads an access key from a file (`-`: standard input), so that it never
-/// shows on a command line (`ps`); the trailing newline (and any other
-/// surrounding white space) is dropped. `what` names the source in errors.
-pub fn read_key_from(path: &Path, what: &str) -> anyhow::Result<SecretString> {
-    use std::io::Read;
-    let mut text = String::new();
-    if path == Path::new("-") {
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .with_context(|| format!("{what}: cannot read the access key from standard input"))?;
-    } else {
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_to_string(&mut text))
-            .with_context(|| {
-                format!("{what}: cannot read the access key from {}", path.display())
-            })?;
-    }
-    let text = SecretString::from(text);
-    let key = text.expose_secret().trim();
-    if key.is_empty() {
-        let from = if path == Path::new("-") {
-            "standard input".to_string()
-        } else {
-            path.display().to_string()
-        };
-        anyhow::bail!("{what}: {from} holds no access key");
-    }
-    Ok(SecretString::from(key))
-}
+pub use crate::fsutil::read_key_from;
 
 /// `INFRA_ACCESS_KEY`, trimmed, when set and not empty.
 pub fn access_key_from_env() -> Option<SecretString> {

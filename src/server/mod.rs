@@ -45,6 +45,10 @@ use store::Store;
 /// Flags of `infra server`.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
+    /// How to write logs: text, or json (one object per line)
+    #[arg(long, env = "INFRA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::edge::LogFormat,
+
     /// Address to serve HTTPS on
     #[arg(
         long,
@@ -121,11 +125,11 @@ pub struct ServerArgs {
     pub dev: bool,
 
     /// Keep everything in a temporary directory, removed at exit
-    #[arg(long, conflicts_with = "data_dir")]
+    #[arg(long, env = "INFRA_EPHEMERAL", conflicts_with = "data_dir")]
     pub ephemeral: bool,
 
     /// Let --dev listen on a non-loopback address (anyone who reaches it can sign in)
-    #[arg(long, requires = "dev")]
+    #[arg(long, env = "INFRA_DEV_ALLOW_REMOTE", requires = "dev")]
     pub dev_allow_remote: bool,
 
     /// Register this OpenID provider at start (its issuer URL)

@@ -61,7 +61,7 @@ pub struct CreateArgs {
     pub server: Option<String>,
 
     /// The destination (cluster) to get a token for
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "INFRA_DESTINATION", value_name = "NAME")]
     pub destination: String,
 }
 

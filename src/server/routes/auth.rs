@@ -216,7 +216,31 @@ async fn oidc_login(
     )
     .await?;
     succeed(state, "oidc", &signed_in.user.name, addr).await?;
+    if state.dev_idp.is_some() && provider.name == "dev" {
+        dev_next_step(&signed_in.user.name);
+    }
     Ok(resp)
+}
+
+/// `infra server --dev` says, once, what comes after the first sign-in: a
+/// cluster needs a connector before kubectl can reach it.
+fn dev_next_step(user: &str) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    eprintln!(
+        "\n{user} signed in. Next, to reach a cluster with kubectl, run a connector for it \
+         (here, outside the cluster, with a kubeconfig context that may impersonate):\n\n    \
+         infra keys add --connector --destination local > connector.key\n    \
+         infra connector --name local --server https://localhost:8443 --server-ca-file \
+         TLS.CRT --access-key-file connector.key --kubeconfig ~/.kube/config --context \
+         CONTEXT --listen 127.0.0.1:8444 --endpoint localhost:8444\n    \
+         infra grants add local --group admins --role view\n    \
+         infra use local && kubectl get pods -A\n\n\
+         (TLS.CRT is this server's certificate: tls.crt in its data directory. See the \
+         README's \"All the way to kubectl\".)\n"
+    );
 }
 
 /// `redirectURL` of `POST /api/login` must be the CLI's loopback listener:
