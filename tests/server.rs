@@ -1479,3 +1479,20 @@ async fn a_users_destinations_page_like_any_list(b: Backend) {
         (&json!(0), &json!(0))
     );
 }
+
+/// `--log-format json` writes one JSON object per log line, for collectors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_as_json_lines() {
+    let mut opts = ServerOptions::new(Backend::Sqlite);
+    opts.extra_args = vec!["--log-format".into(), "json".into()];
+    let s = Server::start_with(opts).await;
+    let log = s.stderr();
+    let serving = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "serving")
+        .unwrap_or_else(|| panic!("no JSON 'serving' line in:\n{log}"));
+    assert_eq!(serving["level"], "INFO", "{serving}");
+    assert!(!log.contains('\u{1b}'), "no colour codes: {log}");
+}
