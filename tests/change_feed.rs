@@ -213,3 +213,72 @@ async fn the_long_poll_cap_answers_503_with_retry_after() {
     assert_eq!(status, 200);
     first.abort();
 }
+
+/// The feed carries revocations too: a user's key revoked, or the user
+/// taken out of a group, wakes the long polls of the destinations they hold
+/// grants on (what live revocation on the connector follows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_wake_the_destinations_they_concern() {
+    let s = std::sync::Arc::new(Server::start(Backend::Sqlite).await);
+    let prod = connector_key(&s, "prod").await;
+    let (alice, _) = s.user_with_key("alice").await;
+    let sre = s
+        .ok("POST", "/api/groups", Some(json!({"name": "sre"})), 201)
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.ok(
+        "PATCH",
+        &format!("/api/groups/{sre}/users"),
+        Some(json!({"usersToAdd": [alice]})),
+        200,
+    )
+    .await;
+    s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"group": sre, "destination": "prod", "role": "view"})),
+        201,
+    )
+    .await;
+    let woken_by = async |change: &str| {
+        let (_, index, _, _) = poll(&s, &prod, "prod", None).await;
+        let waiting = {
+            let (s, prod, i) = (s.clone(), prod.clone(), index.clone());
+            tokio::spawn(async move { (poll(&s, &prod, "prod", Some(&i)).await, Instant::now()) })
+        };
+        let t = Instant::now();
+        match change {
+            "key" => {
+                let keys = s
+                    .ok(
+                        "GET",
+                        &format!("/api/access-keys?userID={alice}"),
+                        None,
+                        200,
+                    )
+                    .await;
+                let id = keys["items"][0]["id"].as_str().unwrap().to_string();
+                s.ok("DELETE", &format!("/api/access-keys/{id}"), None, 204)
+                    .await;
+            }
+            _ => {
+                s.ok(
+                    "PATCH",
+                    &format!("/api/groups/{sre}/users"),
+                    Some(json!({"usersToRemove": [alice]})),
+                    200,
+                )
+                .await;
+            }
+        }
+        let ((status, new_index, _, _), woke) = waiting.await.unwrap();
+        assert_eq!(status, 200);
+        assert_ne!(new_index, index, "{change}: a new index");
+        let took = woke.duration_since(t);
+        assert!(took < Duration::from_secs(5), "{change}: took {took:?}");
+    };
+    woken_by("key").await;
+    woken_by("membership").await;
+}

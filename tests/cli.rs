@@ -15,16 +15,7 @@ fn stderr(o: &Output) -> String {
 
 /// Logs the machine in as admin, trusting the server by fingerprint.
 fn login_admin(m: &Machine, s: &Server) {
-    let out = m.run(&[
-        "login",
-        &s.host(),
-        "--key",
-        ADMIN_KEY,
-        "--tls-trusted-fingerprint",
-        &s.fingerprint(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("Logged in to"), "{}", stderr(&out));
+    m.login_admin(s);
 }
 
 fn require_keyring() {

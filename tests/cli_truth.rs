@@ -22,15 +22,7 @@ fn stdout(o: &Output) -> String {
 }
 
 fn login_admin(m: &Machine, s: &Server) {
-    let out = m.run(&[
-        "login",
-        &s.host(),
-        "--key",
-        ADMIN_KEY,
-        "--tls-trusted-fingerprint",
-        &s.fingerprint(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    m.login_admin(s);
 }
 
 fn port_of(s: &Server) -> u16 {

@@ -588,15 +588,7 @@ async fn the_browser_says_signed_in_only_after_the_server_took_it() {
 async fn the_dev_provider_is_read_only() {
     let s = Server::start_with(dev_options()).await;
     let m = Machine::new();
-    let out = m.run(&[
-        "login",
-        &s.host(),
-        "--key",
-        common::ADMIN_KEY,
-        "--tls-trusted-fingerprint",
-        &s.fingerprint(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    m.login_admin(&s);
     for args in [
         &["providers", "edit", "dev", "--client-secret", "X"][..],
         &["providers", "remove", "dev"][..],

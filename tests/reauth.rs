@@ -58,14 +58,7 @@ async fn setup(idp_env: &[(&str, &str)]) -> Setup {
     s.ok("POST", "/api/groups", Some(json!({"name": "sre"})), 201)
         .await;
     let admin = Machine::new();
-    admin.ok(&[
-        "login",
-        &s.host(),
-        "--key",
-        ADMIN_KEY,
-        "--tls-trusted-fingerprint",
-        &s.fingerprint(),
-    ]);
+    admin.login_admin(&s);
     for args in [
         &["prod", "--role", "admin", "--max-auth-age", "15m"][..],
         &["staging", "--role", "edit", "--max-auth-age", "15m"][..],

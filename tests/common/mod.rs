@@ -789,6 +789,21 @@ impl Machine {
     }
 
     /// Runs and asserts success; returns stdout.
+    /// Logs in to `s` as its admin, trusting it by fingerprint.
+    pub fn login_admin(&self, s: &Server) {
+        let out = self.run(&[
+            "login",
+            &s.host(),
+            "--key",
+            ADMIN_KEY,
+            "--tls-trusted-fingerprint",
+            &s.fingerprint(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("Logged in to"), "{err}");
+    }
+
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(

@@ -129,6 +129,11 @@ impl Store {
     }
 
     pub async fn delete_access_key(&self, id: &str) -> Result<()> {
+        let owner: Option<(String, String)> =
+            sqlx::query_as("SELECT owner_kind, owner_id FROM access_keys WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?;
         let done = sqlx::query("DELETE FROM access_keys WHERE id = $1")
             .bind(id)
             .execute(self.pool())
@@ -136,7 +141,21 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("access key"));
         }
+        if let Some((kind, owner)) = owner {
+            self.keys_revoked(&kind, &owner).await?;
+        }
         Ok(())
+    }
+
+    /// A revocation is a change for the connectors of every destination the
+    /// owner holds grants on: they follow it to cut what is open.
+    async fn keys_revoked(&self, owner_kind: &str, owner_id: &str) -> Result<()> {
+        let subject = match owner_kind {
+            "identity" => super::Subject::Identity(owner_id.to_string()),
+            _ => super::Subject::User(owner_id.to_string()),
+        };
+        let affected = self.destinations_of(&subject).await?;
+        self.record_change(&affected).await
     }
 
     /// Revokes every key of an owner; returns how many.
@@ -146,6 +165,9 @@ impl Store {
             .bind(owner_id)
             .execute(self.pool())
             .await?;
+        if done.rows_affected() > 0 {
+            self.keys_revoked(owner_kind, owner_id).await?;
+        }
         Ok(done.rows_affected())
     }
 

@@ -123,6 +123,12 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        // Who may do what on the group's destinations changed: their
+        // connectors follow it (live revocation needs to know).
+        if !add.is_empty() || !remove.is_empty() {
+            let affected = self.destinations_of_group(id).await?;
+            self.record_change(&affected).await?;
+        }
         Ok(())
     }
 
