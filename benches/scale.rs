@@ -17,9 +17,9 @@
 //! 1. registers: `POST /api/destinations {name, url, ca}` with its connector
 //!    key; then `GET /.well-known/openid-configuration` and
 //!    `GET /.well-known/jwks.json`;
-//! 2. every 30 s heartbeats (the same POST) and fetches the JWKS again; the
-//!    first heartbeats are spread evenly over the 30 s, as a fleet started
-//!    at different times would;
+//! 2. every 5 minutes heartbeats (the same POST) and fetches the JWKS again
+//!    (its max-age has run out by then); the first heartbeats are spread
+//!    evenly over the period, as a fleet started at different times would;
 //! 3. reads its grants, `GET /api/grants?destination=NAME&limit=1000`, then
 //!    long-polls with `&lastUpdateIndex=I` (I from the `Last-Update-Index`
 //!    header) forever; after each answer it reports the grants it had not
@@ -86,8 +86,11 @@ use infra::client::enc;
 use serde_json::{Value, json};
 
 const KEY: &str = "BenchKey01.BenchSecret0123456789abc";
-/// `--heartbeat`'s default in `infra connector`.
-const HEARTBEAT: Duration = Duration::from_secs(30);
+/// `--heartbeat`'s default in `infra connector` while it long-polls its
+/// grants (the long poll tells the server it is alive). Each heartbeat is
+/// followed by a JWKS fetch, as the server's max-age (300 s) has run out by
+/// then.
+const HEARTBEAT: Duration = Duration::from_secs(300);
 /// `--rbac-poll`'s default: the wait after a failed read of the grants.
 const RETRY: Duration = Duration::from_secs(10);
 /// The server's default `--max-connections`.

@@ -133,9 +133,10 @@ pub struct ConnectorArgs {
     /// YAML file with any of these settings (camelCase keys)
     #[arg(long, env = "INFRA_CONNECTOR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// How often to heartbeat to the server
-    #[arg(long, hide = true, default_value = "30s", value_parser = crate::api::parse_duration)]
-    pub heartbeat: Duration,
+    /// How often to heartbeat to the server [default: 5m while the grants'
+    /// long poll tells the server the connector is alive, else 30s]
+    #[arg(long, hide = true, value_parser = crate::api::parse_duration)]
+    pub heartbeat: Option<Duration>,
     /// How often to retry grants that could not be applied yet
     #[arg(long, hide = true, default_value = "10s", value_parser = crate::api::parse_duration)]
     pub rbac_poll: Duration,
@@ -580,10 +581,17 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     if let Err(e) = connector.verifier.refresh(false).await {
         eprintln!("warning: cannot fetch the server's signing keys yet: {e}");
     }
+    // The grants' long poll (every 30 s at most) also tells the server the
+    // connector is alive; the heartbeat then only re-registers now and then.
+    let every = args.heartbeat.unwrap_or(if args.sync_rbac {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(30)
+    });
     tokio::spawn(heartbeat(
         client.clone(),
         registration,
-        args.heartbeat,
+        every,
         connector.clone(),
     ));
     if args.sync_rbac {
