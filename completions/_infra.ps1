@@ -803,7 +803,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--server-trusted-fingerprint', '--server-trusted-fingerprint', [CompletionResultType]::ParameterName, 'Trust the infra server''s certificate with this SHA-256 fingerprint')
             [CompletionResult]::new('--sync-rbac', '--sync-rbac', [CompletionResultType]::ParameterName, 'Keep Kubernetes RBAC bindings in step with infra''s grants')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'YAML file with any of these settings (camelCase keys)')
-            [CompletionResult]::new('--heartbeat', '--heartbeat', [CompletionResultType]::ParameterName, 'How often to heartbeat to the server')
+            [CompletionResult]::new('--heartbeat', '--heartbeat', [CompletionResultType]::ParameterName, 'How often to heartbeat to the server [default: 5m while the grants'' long poll tells the server the connector is alive, else 30s]')
             [CompletionResult]::new('--rbac-poll', '--rbac-poll', [CompletionResultType]::ParameterName, 'How often to retry grants that could not be applied yet')
             [CompletionResult]::new('--rbac-resync', '--rbac-resync', [CompletionResultType]::ParameterName, 'How often to reconcile every binding anyway (repairs hand edits)')
             [CompletionResult]::new('--leeway', '--leeway', [CompletionResultType]::ParameterName, 'Clock-skew leeway for token expiry, in seconds')

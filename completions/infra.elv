@@ -699,7 +699,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --server-trusted-fingerprint 'Trust the infra server''s certificate with this SHA-256 fingerprint'
             cand --sync-rbac 'Keep Kubernetes RBAC bindings in step with infra''s grants'
             cand --config 'YAML file with any of these settings (camelCase keys)'
-            cand --heartbeat 'How often to heartbeat to the server'
+            cand --heartbeat 'How often to heartbeat to the server [default: 5m while the grants'' long poll tells the server the connector is alive, else 30s]'
             cand --rbac-poll 'How often to retry grants that could not be applied yet'
             cand --rbac-resync 'How often to reconcile every binding anyway (repairs hand edits)'
             cand --leeway 'Clock-skew leeway for token expiry, in seconds'

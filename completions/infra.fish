@@ -418,7 +418,7 @@ complete -c infra -n "__fish_infra_using_subcommand connector" -l server-trusted
 complete -c infra -n "__fish_infra_using_subcommand connector" -l sync-rbac -d 'Keep Kubernetes RBAC bindings in step with infra\'s grants' -r -f -a "true\t''
 false\t''"
 complete -c infra -n "__fish_infra_using_subcommand connector" -l config -d 'YAML file with any of these settings (camelCase keys)' -r -F
-complete -c infra -n "__fish_infra_using_subcommand connector" -l heartbeat -d 'How often to heartbeat to the server' -r
+complete -c infra -n "__fish_infra_using_subcommand connector" -l heartbeat -d 'How often to heartbeat to the server [default: 5m while the grants\' long poll tells the server the connector is alive, else 30s]' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l rbac-poll -d 'How often to retry grants that could not be applied yet' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l rbac-resync -d 'How often to reconcile every binding anyway (repairs hand edits)' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l leeway -d 'Clock-skew leeway for token expiry, in seconds' -r
