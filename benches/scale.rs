@@ -1120,6 +1120,9 @@ struct Row {
     answers: (Option<Duration>, Option<Duration>, Option<Duration>),
     last: (Option<Duration>, Option<Duration>, usize),
     woken_min: usize,
+    /// `POST /api/tokens` per second (16 keep-alive clients, 8 s) with the
+    /// connectors still there, and the failures.
+    mints: (f64, u64),
     changes: usize,
     missed: usize,
     errors: BTreeMap<String, u64>,
@@ -1401,6 +1404,65 @@ async fn run_case(o: &Opts, pg: Option<&Pg>, replicas: usize, n: usize, nofile: 
     row.last = (pct(&last, 0.5), last.last().copied(), last_n);
     row.woken_min = if row.changes == 0 { 0 } else { woken_min };
 
+    // Minting, the exec plugin's cold path, with the N connectors idle in
+    // the background (compare the row with N = 0).
+    eprintln!("  {} N={n}: minting for 8 s (16 clients)", row.label);
+    admin(
+        admin_http,
+        a,
+        "POST",
+        "/api/grants",
+        json!({"user": granted, "destination": "mintbench", "role": "view"}),
+    )
+    .await;
+    let mint_key = admin(
+        admin_http,
+        a,
+        "POST",
+        "/api/access-keys",
+        json!({"userID": granted, "name": "mint-bench"}),
+    )
+    .await["accessKey"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let until = Instant::now() + Duration::from_secs(8);
+    let minted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut minters = Vec::new();
+    for _ in 0..16 {
+        let (http, url, key) = (
+            http_client(&tls),
+            format!("{a}/api/tokens"),
+            mint_key.clone(),
+        );
+        let (minted, failed) = (minted.clone(), failed.clone());
+        minters.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                let r = api(&http, reqwest::Method::POST, url.clone(), &key)
+                    .json(&json!({"destination": "mintbench"}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().as_u16() == 201 => {
+                        let _ = r.bytes().await;
+                        minted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for m in minters {
+        let _ = m.await;
+    }
+    row.mints = (
+        minted.load(Ordering::Relaxed) as f64 / 8.0,
+        failed.load(Ordering::Relaxed),
+    );
+
     let hb = sorted(lock(&stats.heartbeat).clone());
     row.heartbeat = (pct(&hb, 0.5), pct(&hb, 0.99), hb.len());
     row.errors = lock(&stats.errors).clone();
@@ -1520,6 +1582,14 @@ fn print_rows(rows: &[Row], o: &Opts) {
             format!("{}/{}", ms(r.last.0), ms(r.last.1)),
             r.woken_min,
             format!("{}/{}", r.missed, r.changes),
+        );
+    }
+    println!();
+    println!("== POST /api/tokens with the connectors idle in the background ==");
+    for r in rows {
+        println!(
+            "{:<10} {:>6}: {:.0} mints/s, {} failed",
+            r.label, r.wanted, r.mints.0, r.mints.1
         );
     }
     println!();
