@@ -120,6 +120,31 @@ pub struct WhoAmIResponse {
 /// puts one into a cluster token.
 pub const RESERVED_PREFIX: &str = "system:";
 
+/// A `Warning` header's value as Kubernetes writes them: `299 - "text"`,
+/// quotes and backslashes escaped.
+pub fn warning_value(text: &str) -> String {
+    format!(
+        "299 - \"{}\"",
+        text.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+/// The text of a [`warning_value`] (`299 - "text"`), with control characters
+/// dropped: the server's words go to a terminal or a page.
+pub fn warning_text(header: &str) -> Option<String> {
+    let quoted = header.strip_prefix("299 - ")?.trim();
+    let inner = quoted.strip_prefix('"')?.strip_suffix('"')?;
+    let mut text = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        let c = if c == '\\' { chars.next()? } else { c };
+        if !c.is_control() {
+            text.push(c);
+        }
+    }
+    Some(text)
+}
+
 /// Whether `name` is one of Kubernetes' reserved names (any case, leading
 /// blanks ignored).
 pub fn is_reserved_name(name: &str) -> bool {
@@ -1140,5 +1165,22 @@ mod tests {
         for n in ["system", "systems:x", "my-system:x", "", "sys"] {
             assert!(!is_reserved_name(n), "{n}");
         }
+    }
+
+    #[test]
+    fn warning_headers_round_trip_as_kubernetes_writes_them() {
+        use super::{warning_text, warning_value};
+        for text in [r#"eidt is "odd""#, r"back\slash", "plain"] {
+            assert_eq!(warning_text(&warning_value(text)).as_deref(), Some(text));
+        }
+        assert_eq!(
+            warning_text(r#"299 - "eidt is \"odd\"""#).as_deref(),
+            Some(r#"eidt is "odd""#)
+        );
+        assert_eq!(warning_text("199 - \"other\""), None);
+        assert_eq!(
+            warning_text("299 - \"a\u{1b}[31mb\"").as_deref(),
+            Some("a[31mb")
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use super::output::{self, FormatArg, short_time};
 use super::session::{ServerArg, resolve};
-use crate::api::{AuditEvent, ListResponse};
+use crate::api::AuditEvent;
 use crate::client::enc;
 
 #[derive(Debug, clap::Args)]
@@ -43,22 +43,13 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
             query.push_str(&format!("&{name}={}", enc(v)));
         }
     }
-    let per_page = args.limit.clamp(1, crate::api::MAX_PAGE_LIMIT);
-    let mut events: Vec<AuditEvent> = Vec::new();
-    let mut page = 1;
-    while (events.len() as u64) < args.limit {
-        let resp: ListResponse<AuditEvent> = s
-            .client
-            .get(&format!("/api/audit?page={page}&limit={per_page}{query}"))
-            .await?;
-        let last = page >= resp.total_pages;
-        events.extend(resp.items);
-        if last {
-            break;
-        }
-        page += 1;
-    }
-    events.truncate(args.limit as usize);
+    let events: Vec<AuditEvent> = s
+        .client
+        .list_at_most(
+            &format!("/api/audit{}", query.replacen('&', "?", 1)),
+            args.limit,
+        )
+        .await?;
     let rows: Vec<_> = events
         .iter()
         .map(|e| {

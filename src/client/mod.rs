@@ -77,15 +77,6 @@ impl ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
-/// The text of a `Warning: 299 - "text"` header (as Kubernetes sends them),
-/// with control characters dropped: the server's words go to a terminal.
-fn warning_text(header: &str) -> Option<String> {
-    let rest = header.strip_prefix("299 - ")?.trim();
-    let quoted = rest.strip_prefix('"')?.strip_suffix('"')?;
-    let text = quoted.replace("\\\"", "\"").replace("\\\\", "\\");
-    Some(text.chars().filter(|c| !c.is_control()).collect())
-}
-
 /// A connection to one server.
 #[derive(Clone)]
 pub struct Client {
@@ -175,7 +166,7 @@ impl Client {
         }
         let resp = req.send().await.map_err(|e| self.transport(e))?;
         for w in resp.headers().get_all(reqwest::header::WARNING) {
-            if let Some(text) = w.to_str().ok().and_then(warning_text) {
+            if let Some(text) = w.to_str().ok().and_then(api::warning_text) {
                 eprintln!("warning: {text}");
             }
         }
@@ -308,19 +299,23 @@ impl Client {
 
     /// Every item of a list, following pages.
     pub async fn list_all<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>> {
+        self.list_at_most(path, u64::MAX).await
+    }
+
+    /// The first `most` items of a list, following pages.
+    pub async fn list_at_most<T: DeserializeOwned>(&self, path: &str, most: u64) -> Result<Vec<T>> {
         let sep = if path.contains('?') { '&' } else { '?' };
+        let limit = most.clamp(1, api::MAX_PAGE_LIMIT);
         let mut items = Vec::new();
         let mut page = 1;
         loop {
             let resp: ListResponse<T> = self
-                .get(&format!(
-                    "{path}{sep}page={page}&limit={}",
-                    api::MAX_PAGE_LIMIT
-                ))
+                .get(&format!("{path}{sep}page={page}&limit={limit}"))
                 .await?;
             let done = page >= resp.total_pages;
             items.extend(resp.items);
-            if done {
+            if done || items.len() as u64 >= most {
+                items.truncate(usize::try_from(most).unwrap_or(usize::MAX));
                 return Ok(items);
             }
             page += 1;
@@ -404,20 +399,4 @@ fn certificate_error(e: &reqwest::Error) -> Option<String> {
 /// Percent-encodes a query value.
 pub fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn warning_headers_are_read_as_kubernetes_writes_them() {
-        assert_eq!(
-            super::warning_text(r#"299 - "eidt is \"odd\"""#).as_deref(),
-            Some(r#"eidt is "odd""#)
-        );
-        assert_eq!(super::warning_text("199 - \"other\""), None);
-        assert_eq!(
-            super::warning_text("299 - \"a\u{1b}[31mb\"").as_deref(),
-            Some("a[31mb")
-        );
-    }
 }

@@ -900,9 +900,8 @@ pub async fn add_grant(State(state): State<AppState>, ctx: Ctx, Form(form): F) -
         let warning = headers
             .get(axum::http::header::WARNING)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("299 - \""))
-            .and_then(|v| v.strip_suffix('"'))
-            .map(|w| format!(" Warning: {}", w.replace("\\\"", "\"")))
+            .and_then(crate::api::warning_text)
+            .map(|w| format!(" Warning: {w}"))
             .unwrap_or_default();
         format!(
             "Granted {} on {} to {}.{warning}",

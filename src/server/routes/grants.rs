@@ -364,7 +364,7 @@ pub async fn create(
     let mut headers = axum::http::HeaderMap::new();
     if let Some(w) = unknown_role_warning(&state, &g).await? {
         // As Kubernetes does: `Warning: 299 - "text"`, shown by clients.
-        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("299 - {w:?}")) {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&crate::api::warning_value(&w)) {
             headers.insert(axum::http::header::WARNING, v);
         }
     }
