@@ -282,3 +282,60 @@ async fn revocations_wake_the_destinations_they_concern() {
     woken_by("key").await;
     woken_by("membership").await;
 }
+
+/// Only a destination's own connector asks whether the people behind its
+/// open streams still have access; the answer names what was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_destinations_connector_checks_open_streams() {
+    let s = Server::start(Backend::Sqlite).await;
+    let prod = connector_key(&s, "prod").await;
+    let dev = connector_key(&s, "dev").await;
+    let (alice, alice_key) = s.user_with_key("alice").await;
+    grant(&s, &alice, "prod.web", "view").await;
+    let sid = alice_key.split('.').next().unwrap();
+    let ask = |holders: Value| json!({"destination": "prod", "holders": holders});
+    let holder = |ns: &str| json!({"sub": alice, "sid": sid, "groups": [], "namespace": ns});
+    for (key, who) in [(&alice_key, "a user"), (&dev, "dev's connector")] {
+        let (status, body) = s
+            .call(
+                "POST",
+                "/api/access/check",
+                Some(key),
+                Some(ask(json!([holder("web")]))),
+            )
+            .await;
+        assert_eq!(status, 403, "{who}: {body}");
+    }
+    let (status, body) = s
+        .call(
+            "POST",
+            "/api/access/check",
+            Some(&prod),
+            Some(ask(json!([
+                holder("web"),
+                holder("db"),
+                {"sub": alice, "sid": sid, "groups": ["sre"]},
+                {"sub": alice, "sid": "nokey", "groups": []},
+            ]))),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let r = &body["results"];
+    assert_eq!(r[0]["allowed"], true, "{body}");
+    assert_eq!(r[1]["allowed"], false);
+    assert_eq!(r[1]["reason"], "no grant on prod.db any more");
+    assert_eq!(r[1]["tokenRevoked"], false, "other namespaces stay open");
+    assert_eq!(r[2]["reason"], "no longer in the group sre");
+    assert_eq!(r[2]["tokenRevoked"], true);
+    assert_eq!(r[3]["reason"], "the access key nokey was revoked");
+    let too_many: Vec<Value> = (0..1001).map(|_| holder("web")).collect();
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/access/check",
+            Some(&prod),
+            Some(ask(json!(too_many))),
+        )
+        .await;
+    assert_eq!(status, 400);
+}

@@ -148,9 +148,13 @@ async fn pods(
             json!({"type": "ADDED", "object": pod("web-1")}),
             json!({"type": "MODIFIED", "object": pod("web-2")}),
         ];
+        // `-l app=long`: a watch that stays open after its events.
+        let forever = q
+            .get("labelSelector")
+            .is_some_and(|l| l.contains("app=long"));
         return Response::builder()
             .header("content-type", "application/json")
-            .body(Body::new(Events::new(events)))
+            .body(Body::new(Events::new(events, forever)))
             .unwrap();
     }
     axum::Json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": [pod("web-1"), pod("web-2")]})).into_response()
@@ -161,13 +165,16 @@ async fn pods(
 struct Events {
     events: Vec<Value>,
     pace: tokio::time::Interval,
+    /// Stay open after the last event, as a watch does.
+    forever: bool,
 }
 
 impl Events {
-    fn new(mut events: Vec<Value>) -> Events {
+    fn new(mut events: Vec<Value>, forever: bool) -> Events {
         events.reverse();
         Events {
             events,
+            forever,
             // real time: a stream that arrives in pieces, which the
             // connector must pass on as they come (no clock involved).
             pace: tokio::time::interval(Duration::from_millis(300)),
@@ -189,6 +196,7 @@ impl http_body::Body for Events {
             Some(e) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(
                 bytes::Bytes::from(format!("{e}\n")),
             )))),
+            None if self.forever => std::task::Poll::Pending,
             None => std::task::Poll::Ready(None),
         }
     }
@@ -256,6 +264,28 @@ async fn exec(
     ws.protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
         .on_upgrade(move |mut socket| async move {
             use axum::extract::ws::Message;
+            if words == ["cat"] {
+                // An interactive session: stdin (channel 0) comes back on
+                // stdout (1) until the client closes stdin (255 0) or goes.
+                while let Some(Ok(m)) = socket.recv().await {
+                    match m {
+                        Message::Binary(b) if b.first() == Some(&0) => {
+                            let mut out = vec![1u8];
+                            out.extend_from_slice(&b[1..]);
+                            if socket.send(Message::Binary(out.into())).await.is_err() {
+                                return;
+                            }
+                        }
+                        Message::Binary(b) if b.first() == Some(&255) => break,
+                        Message::Close(_) => return,
+                        _ => {}
+                    }
+                }
+                let status = b"\x03{\"metadata\":{},\"status\":\"Success\"}".to_vec();
+                let _ = socket.send(Message::Binary(status.into())).await;
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
             let mut out = vec![1u8];
             out.extend_from_slice(format!("ran {} in the stand-in\n", words.join(" ")).as_bytes());
             let _ = socket.send(Message::Binary(out.into())).await;
@@ -2352,4 +2382,207 @@ async fn kubectl_auth_whoami_matches_access_explain() {
         json!([{"roles": ["view"]}]),
         "{explained}"
     );
+}
+
+/// A kubectl that stays running (an interactive exec, a watch): its stdin
+/// a pipe kept open, its output collected as it comes.
+struct Live {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+fn kubectl_live(c: &ConnectorProc, token: &str, args: &[&str]) -> Live {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, &c.ca_pem).unwrap();
+    let mut child = Command::new("kubectl")
+        .args([
+            "--server",
+            &c.url,
+            "--token",
+            token,
+            "--certificate-authority",
+        ])
+        .arg(&ca)
+        .args(["--kubeconfig", "/dev/null"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let collect = |pipe: Box<dyn std::io::Read + Send>| {
+        let acc = Arc::new(Mutex::new(String::new()));
+        let to = acc.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut a = to.lock().unwrap();
+                a.push_str(&line);
+                a.push('\n');
+            }
+        });
+        acc
+    };
+    let out = collect(Box::new(child.stdout.take().unwrap()));
+    let err = collect(Box::new(child.stderr.take().unwrap()));
+    Live {
+        stdin: child.stdin.take(),
+        child,
+        out,
+        err,
+        _dir: dir,
+    }
+}
+
+impl Live {
+    fn out(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+    fn err(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+    fn send(&mut self, text: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for every one of `live` to exit; when each did, after `since`.
+fn exit_times(live: &mut [&mut Live], since: std::time::Instant) -> Vec<Duration> {
+    let mut took = vec![None; live.len()];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while took.iter().any(Option::is_none) {
+        for (i, l) in live.iter_mut().enumerate() {
+            if took[i].is_none() && l.child.try_wait().unwrap().is_some() {
+                took[i] = Some(since.elapsed());
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 30 s later: {:?}",
+            live.iter().map(|l| l.err()).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    took.into_iter().map(Option::unwrap).collect()
+}
+
+/// Access cut mid-stream: `infra grants remove` ends alice's open exec
+/// and watch within 2 s, each saying why; her token is refused from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_grant_cuts_open_exec_and_watch_within_two_seconds() {
+    let (s, _k, c, key) = setup(&[]).await;
+    let token = mint(&s, &key, "prod").await;
+    let mut exec = kubectl_live(&c, &token, &["exec", "-i", "web-1", "--", "cat"]);
+    exec.send("still here\n");
+    common::wait_until_blocking("the exec session to echo", || {
+        exec.out().contains("still here")
+    });
+    let mut watch = kubectl_live(&c, &token, &["get", "pods", "-w", "-l", "app=long"]);
+    common::wait_until_blocking("the watch to show its events", || {
+        watch.out().contains("web-2")
+    });
+    let admin = common::Machine::new();
+    admin.login_admin(&s);
+
+    let start = std::time::Instant::now();
+    admin.ok(&[
+        "grants", "remove", "prod", "--user", "alice", "--role", "view",
+    ]);
+    let removed = start.elapsed();
+    let took = exit_times(&mut [&mut exec, &mut watch], start);
+    eprintln!(
+        "grants remove took {removed:?}; the exec ended {:?} and the watch {:?} after it started",
+        took[0], took[1]
+    );
+    for (what, t) in [("exec", took[0]), ("watch", took[1])] {
+        assert!(
+            t - removed < Duration::from_secs(2),
+            "the {what} ended {:?} after the grant was removed",
+            t - removed
+        );
+    }
+    let said = "infra: access to prod was revoked";
+    assert!(exec.err().contains(said), "exec: {}", exec.err());
+    assert!(!exec.child.wait().unwrap().success());
+    // kubectl get -w shows no watch ERROR event (client-go's reflectors
+    // log it); the watch ends.
+    assert!(watch.out().contains("web-2"), "watch: {}", watch.out());
+    assert!(c.log().contains("cut a stream"), "{}", c.log());
+    // The same token is refused now, rather than waiting for it to expire.
+    let again = kubectl(&c, &token, &["get", "pods"]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && err.contains("your access was revoked"),
+        "{err}"
+    );
+}
+
+/// Leaving a group the token names, and a revoked access key, cut open
+/// streams too; a person with access left keeps theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_group_or_the_key_cuts_open_streams() {
+    let (s, _k, c, key) = setup(&[]).await;
+    let (bob, bob_key) = s.user_with_key("bob").await;
+    s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"user": bob, "destination": "prod", "role": "view"})),
+        201,
+    )
+    .await;
+    let token = mint(&s, &key, "prod").await;
+    let bob_token = mint(&s, &bob_key, "prod").await;
+    let mut alice_watch = kubectl_live(&c, &token, &["get", "pods", "-w", "-l", "app=long"]);
+    let mut bob_exec = kubectl_live(&c, &bob_token, &["exec", "-i", "web-1", "--", "cat"]);
+    bob_exec.send("bob here\n");
+    common::wait_until_blocking("both streams to flow", || {
+        alice_watch.out().contains("web-2") && bob_exec.out().contains("bob here")
+    });
+    let admin = common::Machine::new();
+    admin.login_admin(&s);
+    // alice's token says she is in sre; out of it, her stream ends, though
+    // her own grant stays.
+    admin.ok(&["groups", "removeuser", "sre", "alice"]);
+    let took = exit_times(&mut [&mut alice_watch], std::time::Instant::now());
+    assert!(took[0] < Duration::from_secs(5), "{took:?}");
+    // A new token (without sre) works at once.
+    let fresh = mint(&s, &key, "prod").await;
+    let out = kubectl(&c, &fresh, &["get", "pods"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // bob was not touched: his session goes on.
+    bob_exec.send("and still\n");
+    common::wait_until_blocking("bob's session to go on", || {
+        bob_exec.out().contains("and still")
+    });
+    // bob's key revoked (as `infra logout` does): his session ends.
+    let key_id = bob_key.split('.').next().unwrap();
+    s.ok("DELETE", &format!("/api/access-keys/{key_id}"), None, 204)
+        .await;
+    let took = exit_times(&mut [&mut bob_exec], std::time::Instant::now());
+    assert!(took[0] < Duration::from_secs(5), "{took:?}");
+    assert!(
+        bob_exec.err().contains("infra: access to prod was revoked"),
+        "{}",
+        bob_exec.err()
+    );
+    let log = c.log();
+    assert!(log.contains("no longer in the group sre"), "{log}");
+    assert!(log.contains("was revoked"), "{log}");
 }

@@ -447,6 +447,61 @@ pub struct GrantQuery {
 /// The response header carrying the grants' change counter.
 pub const LAST_UPDATE_INDEX_HEADER: &str = "Last-Update-Index";
 
+// ---------------------------------------------------------------- open streams checked
+
+/// `POST /api/access/check`: a connector asks whether the people behind
+/// its open streams (watches, exec, attach, port-forward, logs -f) still
+/// have access, after its grants' long poll woke (a grant removed, a user
+/// removed or out of a group, a key revoked). At most
+/// [`MAX_ACCESS_CHECK_HOLDERS`] at once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessCheckRequest {
+    /// The connector's destination.
+    pub destination: String,
+    pub holders: Vec<AccessHolder>,
+}
+
+pub const MAX_ACCESS_CHECK_HOLDERS: usize = 1_000;
+
+/// Who holds a stream open, as their cluster token says.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessHolder {
+    /// The token's `sub`: the user's (or machine identity's) id.
+    pub sub: String,
+    /// The token's `sid`: the access key it was minted with.
+    #[serde(default)]
+    pub sid: Option<String>,
+    /// The token's groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The namespace the stream is in; none for cluster-wide requests.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// One answer per holder, in order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessCheckResponse {
+    pub results: Vec<AccessVerdict>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessVerdict {
+    pub allowed: bool,
+    /// Why not (for the connector's log), when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The token itself is no good any more (its key revoked or expired,
+    /// its user removed, a group it names lost): the connector refuses it
+    /// for new requests too, not only the open streams.
+    #[serde(default)]
+    pub token_revoked: bool,
+}
+
 // ---------------------------------------------------------------- access explained
 
 /// `GET /api/access/explain`: whose access, where.

@@ -25,6 +25,12 @@ pub struct Claims {
     pub exp: i64,
     #[serde(default)]
     pub nbf: Option<i64>,
+    /// The access key the token was minted with (tokens of older servers
+    /// have none).
+    #[serde(default)]
+    pub sid: Option<String>,
+    #[serde(default)]
+    pub jti: String,
 }
 
 /// How many distinct dropped group names are logged (each once).
@@ -49,6 +55,8 @@ pub enum Rejection {
     Invalid,
     /// The token names a user Kubernetes reserves (`system:…`).
     ReservedUser,
+    /// The server said the token's access was revoked.
+    Revoked,
 }
 
 impl Rejection {
@@ -64,6 +72,7 @@ impl Rejection {
             Rejection::Algorithm => "algorithm",
             Rejection::Invalid => "invalid",
             Rejection::ReservedUser => "reserved_user",
+            Rejection::Revoked => "revoked",
         }
     }
 
@@ -77,6 +86,10 @@ impl Rejection {
             Rejection::WrongIssuer => "the token was issued by another infra server",
             Rejection::ReservedUser => {
                 "the token names a user that Kubernetes reserves for itself (system:...)"
+            }
+            Rejection::Revoked => {
+                "your access was revoked; kubectl fetches a new token from `infra tokens create`, \
+                 which says whether you still have access"
             }
             _ => "the token is not valid for this cluster",
         }
@@ -131,6 +144,9 @@ pub struct Verifier {
     verified: Mutex<HashMap<String, Claims>>,
     /// Reserved group names already logged as dropped.
     logged_drops: Mutex<std::collections::HashSet<String>>,
+    /// Tokens the server said are revoked (`jti` → `exp`), refused until
+    /// they expire anyway.
+    revoked: Mutex<HashMap<String, i64>>,
 }
 
 impl Verifier {
@@ -151,6 +167,7 @@ impl Verifier {
             fetch_lock: tokio::sync::Mutex::new(()),
             verified: Mutex::new(HashMap::new()),
             logged_drops: Mutex::new(std::collections::HashSet::new()),
+            revoked: Mutex::new(HashMap::new()),
         }
     }
 
@@ -316,6 +333,15 @@ impl Verifier {
             };
         }
         let claims = self.without_reserved(self.verify_signed(token).await?)?;
+        if !claims.jti.is_empty()
+            && self
+                .revoked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&claims.jti)
+        {
+            return Err(Rejection::Revoked);
+        }
         crate::clock::check_token_times(Some(claims.exp), claims.nbf, now, self.leeway)
             .map_err(|_| Rejection::Expired)?;
         let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
@@ -327,6 +353,22 @@ impl Verifier {
         }
         cache.insert(token.to_string(), claims.clone());
         Ok(claims)
+    }
+
+    /// Refuses from now on every token verified so far for this holder
+    /// (same subject, key and groups): the server said its access is gone.
+    pub fn revoke_matching(&self, sub: &str, sid: Option<&str>, groups: &[String]) {
+        let now = crate::clock::now();
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        revoked.retain(|_, exp| *exp + self.leeway as i64 > now);
+        verified.retain(|_, c| {
+            let matches = c.sub == sub && c.sid.as_deref() == sid && c.groups == groups;
+            if matches && !c.jti.is_empty() {
+                revoked.insert(c.jti.clone(), c.exp);
+            }
+            !matches
+        });
     }
 
     async fn verify_signed(&self, token: &str) -> Result<Claims, Rejection> {

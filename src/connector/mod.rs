@@ -7,9 +7,12 @@
 //! `client`; it never imports the server, the CLI or this machine's files.
 
 pub mod auth;
+pub mod pipe;
 pub mod proxy;
 pub mod rbac;
+pub mod streams;
 pub mod upstream;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -366,6 +369,8 @@ pub struct Connector {
     /// `https://host:port` of the API server, without a trailing slash.
     pub kube_api: String,
     pub metrics: Metrics,
+    /// Streams open through the proxy, cut when access is revoked.
+    pub streams: Arc<streams::Streams>,
 }
 
 /// The users' port: every path goes to the API server (its own /healthz,
@@ -547,6 +552,7 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
         name: name.clone(),
         kube_api: kube_api.clone(),
         metrics: Metrics::new(),
+        streams: Arc::default(),
     });
 
     // Register before serving, so a misconfiguration shows at once.
@@ -594,16 +600,23 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
         every,
         connector.clone(),
     ));
-    if args.sync_rbac {
-        let kube = cluster.kube;
-        tokio::spawn(rbac::sync_forever(
-            client.clone(),
-            kube,
-            name.clone(),
-            args.rbac_poll,
-            args.rbac_resync,
-        ));
-    }
+    // The grants' long poll wakes the check of open streams after every
+    // answer (a change, or 30 s); without the RBAC sync it only follows.
+    let (woke, wake) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(rbac::sync_forever(
+        client.clone(),
+        args.sync_rbac.then_some(cluster.kube),
+        name.clone(),
+        args.rbac_poll,
+        args.rbac_resync,
+        woke,
+    ));
+    tokio::spawn(streams::guard_forever(
+        client.clone(),
+        name.clone(),
+        connector.clone(),
+        wake,
+    ));
 
     crate::edge::serve_private(
         metrics_router(connector.clone()),

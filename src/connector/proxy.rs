@@ -502,6 +502,15 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
         "request"
     );
 
+    // Open until it ends: cut if the person's access goes (see `streams`).
+    let holder = crate::api::AccessHolder {
+        sub: claims.sub.clone(),
+        sid: claims.sid.clone(),
+        groups: claims.groups.clone(),
+        namespace: namespace_of(&path).map(str::to_string),
+    };
+    let (ticket, cut) = c.streams.open(holder, &shown_user, &path);
+
     if code == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
             return status(
@@ -511,25 +520,36 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
             );
         };
         let mut resp = resp;
+        let websocket = resp
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let destination = c.name.clone();
         tokio::spawn(async move {
+            let _ticket = ticket;
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client_io, upstream_io)) => {
                     tracing::info!(user = %shown_user, path = %path, request_id = %rid, "session started");
                     let began = Instant::now();
-                    let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-                    let mut a = Counted::new(TokioIo::new(client_io), up.clone());
-                    let mut b = Counted::new(TokioIo::new(upstream_io), down.clone());
                     // A side that hangs up without a goodbye ends it too.
-                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
-                    let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
+                    let moved = super::pipe::relay(
+                        TokioIo::new(client_io),
+                        TokioIo::new(upstream_io),
+                        websocket,
+                        cut,
+                        &destination,
+                    )
+                    .await;
                     tracing::info!(
                         user = %shown_user,
                         path = %path,
                         request_id = %rid,
-                        bytes_in = up,
-                        bytes_out = down,
+                        bytes_in = moved.up,
+                        bytes_out = moved.down,
                         secs = began.elapsed().as_secs(),
+                        revoked = moved.cut.is_some(),
                         "session ended"
                     );
                 }
@@ -539,63 +559,77 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
         let (parts, _) = resp.into_parts();
         return Response::from_parts(parts, Body::empty());
     }
+    let json_watch = is_watch(&path)
+        && resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
     let (parts, body) = resp.into_parts();
-    Response::from_parts(parts, Body::new(body))
+    Response::from_parts(
+        parts,
+        Body::new(super::pipe::Guarded::new(
+            body,
+            ticket,
+            cut,
+            json_watch,
+            c.name.as_str().into(),
+        )),
+    )
 }
 
-/// A stream that counts the bytes read from it.
-struct Counted<T> {
-    inner: T,
-    read: Arc<AtomicU64>,
+/// The namespace a request path is in (`/api/v1/namespaces/web/pods`,
+/// `/apis/apps/v1/watch/namespaces/web/deployments`), if any.
+pub fn namespace_of(path: &str) -> Option<&str> {
+    let path = path.split('?').next().unwrap_or_default();
+    let mut parts = path.trim_start_matches('/').split('/');
+    // /api/v1/... or /apis/GROUP/VERSION/...
+    match parts.next()? {
+        "api" => {
+            parts.next()?;
+        }
+        "apis" => {
+            parts.next()?;
+            parts.next()?;
+        }
+        _ => return None,
+    }
+    let mut next = parts.next()?;
+    if next == "watch" {
+        next = parts.next()?;
+    }
+    if next != "namespaces" {
+        return None;
+    }
+    parts.next().filter(|ns| !ns.is_empty())
 }
 
-impl<T> Counted<T> {
-    fn new(inner: T, read: Arc<AtomicU64>) -> Self {
-        Counted { inner, read }
-    }
-}
-
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<T> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        self.read.fetch_add(n as u64, Ordering::Relaxed);
-        r
-    }
-}
-
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+/// Whether a request path asks for a watch (`?watch=true`, `/watch/`).
+fn is_watch(path: &str) -> bool {
+    let (p, q) = path.split_once('?').unwrap_or((path, ""));
+    p.contains("/watch/")
+        || q.split('&')
+            .any(|kv| kv == "watch=true" || kv == "watch=1" || kv == "watch")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespaces_of_paths() {
+        assert_eq!(namespace_of("/api/v1/namespaces/web/pods"), Some("web"));
+        assert_eq!(
+            namespace_of("/apis/apps/v1/watch/namespaces/web/deployments?x=1"),
+            Some("web")
+        );
+        assert_eq!(namespace_of("/api/v1/pods?watch=true"), None);
+        assert_eq!(namespace_of("/api/v1/namespaces/web"), Some("web"));
+        assert_eq!(namespace_of("/version"), None);
+        assert!(is_watch("/api/v1/pods?watch=true&resourceVersion=1"));
+        assert!(is_watch("/api/v1/watch/pods"));
+        assert!(!is_watch("/api/v1/pods?watchful=1"));
+    }
 
     #[test]
     fn extra_keys_round_trip_as_kubernetes_encodes_them() {

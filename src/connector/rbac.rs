@@ -508,10 +508,11 @@ fn kube_reason(e: &kube::Error) -> String {
 /// the next answer. Every change in where grants stand goes to the server.
 pub async fn sync_forever(
     client: Client,
-    kube: kube::Client,
+    kube: Option<kube::Client>,
     destination: String,
     every: Duration,
     resync: Duration,
+    woke: tokio::sync::watch::Sender<u64>,
 ) {
     let base = format!(
         "/api/grants?destination={}&limit={}",
@@ -543,6 +544,7 @@ pub async fn sync_forever(
                 Ok((list, idx)) => {
                     grants = Some(list.items);
                     next = Box::pin(poll(idx));
+                    woke.send_modify(|n| *n += 1);
                 }
                 Err(e) => {
                     tracing::warn!("cannot read the grants of {destination}: {e}");
@@ -556,9 +558,11 @@ pub async fn sync_forever(
             _ = tokio::time::sleep(every), if pending => {}
             _ = tokio::time::sleep(resync) => {}
         }
-        let Some(g) = &grants else { continue };
+        let (Some(g), Some(kube)) = (&grants, &kube) else {
+            continue;
+        };
         let w = wanted(&destination, g);
-        let outcome = reconcile(&kube, &destination, &w).await;
+        let outcome = reconcile(kube, &destination, &w).await;
         if !outcome.created.is_empty() || !outcome.deleted.is_empty() {
             tracing::info!(created = ?outcome.created, deleted = ?outcome.deleted, "RBAC reconciled");
         }

@@ -65,6 +65,7 @@ use super::routes::{
         audit::list,
         tokens::create,
         access::explain,
+        access::check,
     ),
     components(schemas(crate::api::ErrorResponse, crate::api::FieldError))
 )]

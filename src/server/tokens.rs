@@ -31,6 +31,10 @@ pub struct Claims {
     pub nbf: i64,
     pub exp: i64,
     pub jti: String,
+    /// The access key the token was minted with: a connector asks whether
+    /// it still stands (`POST /api/access/check`) to cut open streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// Whom a token is for, and where.
@@ -43,6 +47,8 @@ pub struct Minted<'a> {
     /// The token expires no later than this (Unix seconds): the end of the
     /// window a grant gives a sign-in.
     pub not_after: Option<i64>,
+    /// The access key asking.
+    pub key_id: Option<&'a str>,
 }
 
 /// The current epoch's key, parsed once: ring's key pair, ready to sign,
@@ -190,6 +196,7 @@ impl Signer {
             nbf: now - 30,
             exp,
             jti: store::new_id(),
+            sid: who.key_id.map(str::to_string),
         };
         // A JWS in compact form, as `jsonwebtoken::encode` makes it, signed
         // by the key parsed once per epoch rather than once per token.

@@ -191,3 +191,127 @@ pub async fn explain(
         effective,
     }))
 }
+
+/// Whether a subject exists, and its name.
+async fn exists(state: &AppState, subject: &Subject) -> ApiResult<bool> {
+    let found = match subject {
+        Subject::User(id) => state.store.get_user(id).await.map(|_| ()),
+        Subject::Identity(id) => state.store.get_identity(id).await.map(|_| ()),
+        Subject::Group(_) => return Ok(false),
+    };
+    match found {
+        Ok(()) => Ok(true),
+        Err(store::StoreError::NotFound(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether one holder of an open stream on `dest` still has access now.
+async fn verdict(
+    state: &AppState,
+    dest: &str,
+    h: &crate::api::AccessHolder,
+    now: i64,
+) -> ApiResult<crate::api::AccessVerdict> {
+    let no = |reason: String, token: bool| crate::api::AccessVerdict {
+        allowed: false,
+        reason: Some(reason),
+        token_revoked: token,
+    };
+    // Whose token it is: the key it was minted with says, and must still be
+    // there (revoked keys and `infra logout` delete it).
+    let subject = match &h.sid {
+        Some(sid) => match state.store.get_access_key(sid).await {
+            Ok(k) if k.owner_id != h.sub => {
+                return Ok(no("the token's key belongs to someone else".into(), true));
+            }
+            Ok(k) if k.expires_at <= now || k.inactivity_deadline <= now => {
+                return Ok(no(format!("the access key {sid} expired"), true));
+            }
+            Ok(k) if k.owner_kind == "identity" => Subject::Identity(k.owner_id),
+            Ok(k) => Subject::User(k.owner_id),
+            Err(store::StoreError::NotFound(_)) => {
+                return Ok(no(format!("the access key {sid} was revoked"), true));
+            }
+            Err(e) => return Err(e.into()),
+        },
+        // A token minted before tokens named their key: the subject alone.
+        None if exists(state, &Subject::User(h.sub.clone())).await? => Subject::User(h.sub.clone()),
+        None => Subject::Identity(h.sub.clone()),
+    };
+    if !exists(state, &subject).await? {
+        return Ok(no("the user was removed".into(), true));
+    }
+    let access = state.store.access_of(&subject).await?;
+    if let Some(lost) = h.groups.iter().find(|g| !access.groups.contains(g)) {
+        return Ok(no(format!("no longer in the group {lost}"), true));
+    }
+    let prefix = format!("{dest}.");
+    let whole = |d: &str| d == dest;
+    let there = |d: &str| match &h.namespace {
+        Some(ns) => d.strip_prefix(&prefix) == Some(ns.as_str()),
+        None => d.starts_with(&prefix),
+    };
+    if access.grants.iter().any(|g| whole(&g.destination)) {
+        return Ok(crate::api::AccessVerdict {
+            allowed: true,
+            reason: None,
+            token_revoked: false,
+        });
+    }
+    if access.grants.iter().any(|g| there(&g.destination)) {
+        return Ok(crate::api::AccessVerdict {
+            allowed: true,
+            reason: None,
+            token_revoked: false,
+        });
+    }
+    let anywhere = access
+        .grants
+        .iter()
+        .any(|g| g.destination.starts_with(&prefix));
+    Ok(match &h.namespace {
+        Some(ns) if anywhere => no(format!("no grant on {dest}.{ns} any more"), false),
+        _ => no(format!("no grant on {dest} any more"), true),
+    })
+}
+
+#[utoipa::path(post, path = "/api/access/check", tag = "access", request_body = crate::api::AccessCheckRequest,
+    responses((status = 200, body = crate::api::AccessCheckResponse), (status = 403, body = crate::api::ErrorResponse)))]
+/// A connector's question after its grants changed: do the people behind
+/// its open streams still have access? Only the destination's own
+/// connector may ask.
+pub async fn check(
+    State(state): State<AppState>,
+    caller: Caller,
+    crate::server::extract::RemoteAddr(addr): crate::server::extract::RemoteAddr,
+    crate::server::extract::ApiJson(req): crate::server::extract::ApiJson<
+        crate::api::AccessCheckRequest,
+    >,
+) -> ApiResult<Json<crate::api::AccessCheckResponse>> {
+    if !caller.is_connector {
+        return Err(ApiError::forbidden(
+            "only a destination's connector checks the access behind its open streams",
+        ));
+    }
+    super::destinations::check_connector_destination(
+        &state,
+        &caller,
+        &req.destination,
+        &addr,
+        "access.check",
+    )
+    .await?;
+    if req.holders.len() > crate::api::MAX_ACCESS_CHECK_HOLDERS {
+        return Err(ApiError::field(
+            "holders",
+            format!("at most {} at once", crate::api::MAX_ACCESS_CHECK_HOLDERS),
+        ));
+    }
+    let now = store::now();
+    let mut results = Vec::with_capacity(req.holders.len());
+    for h in &req.holders {
+        results.push(verdict(&state, &req.destination, h, now).await?);
+    }
+    Ok(Json(crate::api::AccessCheckResponse { results }))
+}

@@ -166,6 +166,7 @@ pub fn api_routes() -> Vec<Route> {
         route("/api/audit", &["get"], get(audit::list)),
         route("/api/tokens", &["post"], post(tokens::create)),
         route("/api/access/explain", &["get"], get(access::explain)),
+        route("/api/access/check", &["post"], post(access::check)),
     ]
 }
 

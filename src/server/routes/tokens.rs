@@ -111,6 +111,7 @@ pub async fn create(
                 name: &caller.name,
                 groups,
                 not_after,
+                key_id: Some(&caller.key_id),
             },
         )
         .await?;

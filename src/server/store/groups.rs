@@ -125,8 +125,16 @@ impl Store {
         tx.commit().await?;
         // Who may do what on the group's destinations changed: their
         // connectors follow it (live revocation needs to know).
+        // A member who leaves loses the group in their cluster tokens
+        // wherever they reach, not only on the group's destinations.
         if !add.is_empty() || !remove.is_empty() {
-            let affected = self.destinations_of_group(id).await?;
+            let mut affected = self.destinations_of_group(id).await?;
+            for user in remove {
+                affected.extend(
+                    self.destinations_of(&super::Subject::User(user.clone()))
+                        .await?,
+                );
+            }
             self.record_change(&affected).await?;
         }
         Ok(())

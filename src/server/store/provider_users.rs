@@ -283,6 +283,16 @@ impl Store {
         .bind(provider_id)
         .fetch_all(&mut *tx)
         .await?;
+        let leaving = current.iter().any(|(gid,)| !ids.contains(gid));
+        // Leaving a group changes what the user's cluster tokens may carry:
+        // the connectors of every destination they reach follow it (and cut
+        // open streams whose token names the group).
+        let affected = if leaving {
+            self.destinations_of(&super::Subject::User(user_id.to_string()))
+                .await?
+        } else {
+            Vec::new()
+        };
         for (gid,) in &current {
             if !ids.contains(gid) {
                 sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2 AND provider_id = $3")
@@ -305,6 +315,9 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        if leaving {
+            self.record_change(&affected).await?;
+        }
         Ok(())
     }
 }
