@@ -38,6 +38,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('keys', 'keys', [CompletionResultType]::ParameterValue, 'Manage access keys')
             [CompletionResult]::new('providers', 'providers', [CompletionResultType]::ParameterValue, 'Manage identity providers (admins)')
             [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Show the audit log (admins)')
+            [CompletionResult]::new('sessions', 'sessions', [CompletionResultType]::ParameterValue, 'Recorded exec and attach sessions: list, play back, export')
             [CompletionResult]::new('identities', 'identities', [CompletionResultType]::ParameterValue, 'Manage machine identities and their OIDC JWT logins (admins)')
             [CompletionResult]::new('access', 'access', [CompletionResultType]::ParameterValue, 'Explain access: who may do what where, and why')
             [CompletionResult]::new('tokens', 'tokens', [CompletionResultType]::ParameterValue, 'Credentials for clusters: kubectl''s exec plugin')
@@ -288,6 +289,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--role', '--role', [CompletionResultType]::ParameterName, 'The role, e.g. view, edit, admin, cluster-admin')
             [CompletionResult]::new('--max-auth-age', '--max-auth-age', [CompletionResultType]::ParameterName, 'Ask for a sign-in at the identity provider within this long (e.g. 15m, at most 24h) before issuing a cluster token under this grant; `infra login SERVER --reauth` signs in again')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
+            [CompletionResult]::new('--record-sessions', '--record-sessions', [CompletionResultType]::ParameterName, 'Record exec and attach sessions under this grant (`infra sessions list`); a session that cannot be recorded is refused')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Succeed if the grant already exists')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
@@ -541,6 +543,68 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'infra;sessions' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List recorded sessions, newest first (everyone''s for admins, else your own)')
+            [CompletionResult]::new('play', 'play', [CompletionResultType]::ParameterValue, 'Play a session back in this terminal, at the pace it happened')
+            [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write a session''s recording, an asciicast v2 file (`asciinema play FILE` plays it)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'infra;sessions;list' {
+            [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'Only this user''s sessions (admins)')
+            [CompletionResult]::new('--destination', '--destination', [CompletionResultType]::ParameterName, 'Only sessions on this destination')
+            [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'At most this many sessions')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'infra;sessions;play' {
+            [CompletionResult]::new('--speed', '--speed', [CompletionResultType]::ParameterName, 'Play this many times faster (0.5 plays at half speed)')
+            [CompletionResult]::new('--idle-limit', '--idle-limit', [CompletionResultType]::ParameterName, 'Shorten every pause to at most this long')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'infra;sessions;export' {
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Write here instead of to standard output')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Write here instead of to standard output')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'infra;sessions;help' {
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List recorded sessions, newest first (everyone''s for admins, else your own)')
+            [CompletionResult]::new('play', 'play', [CompletionResultType]::ParameterValue, 'Play a session back in this terminal, at the pace it happened')
+            [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write a session''s recording, an asciicast v2 file (`asciinema play FILE` plays it)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'infra;sessions;help;list' {
+            break
+        }
+        'infra;sessions;help;play' {
+            break
+        }
+        'infra;sessions;help;export' {
+            break
+        }
+        'infra;sessions;help;help' {
+            break
+        }
         'infra;identities' {
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
@@ -769,6 +833,8 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--request-timeout', '--request-timeout', [CompletionResultType]::ParameterName, 'Longest time a request may take, body included (long polls take up to 30s)')
             [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Close a connection that sends and receives nothing for this long')
             [CompletionResult]::new('--audit-retention', '--audit-retention', [CompletionResultType]::ParameterName, 'How long the audit log keeps an entry (0 keeps them forever)')
+            [CompletionResult]::new('--session-retention', '--session-retention', [CompletionResultType]::ParameterName, 'How long recorded exec and attach sessions are kept (0 keeps them forever)')
+            [CompletionResult]::new('--max-session-bytes', '--max-session-bytes', [CompletionResultType]::ParameterName, 'The largest a session''s recording may grow (bytes of asciicast); a connector that reaches it ends the session')
             [CompletionResult]::new('--audit-prune-interval', '--audit-prune-interval', [CompletionResultType]::ParameterName, 'How often old audit entries are removed (by one replica)')
             [CompletionResult]::new('--max-long-polls', '--max-long-polls', [CompletionResultType]::ParameterName, 'Connectors'' long polls one replica holds open at once (one per connector); beyond it, 503 with Retry-After')
             [CompletionResult]::new('--db-max-connections', '--db-max-connections', [CompletionResultType]::ParameterName, 'Database connections per replica [default: 8 for SQLite, 16 for PostgreSQL]')
@@ -802,6 +868,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--server-ca-file', '--server-ca-file', [CompletionResultType]::ParameterName, 'Trust the infra server''s certificate from this PEM file')
             [CompletionResult]::new('--server-trusted-fingerprint', '--server-trusted-fingerprint', [CompletionResultType]::ParameterName, 'Trust the infra server''s certificate with this SHA-256 fingerprint')
             [CompletionResult]::new('--sync-rbac', '--sync-rbac', [CompletionResultType]::ParameterName, 'Keep Kubernetes RBAC bindings in step with infra''s grants')
+            [CompletionResult]::new('--max-session-bytes', '--max-session-bytes', [CompletionResultType]::ParameterName, 'The largest a session''s recording may grow; a session that reaches it is ended')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'YAML file with any of these settings (camelCase keys)')
             [CompletionResult]::new('--heartbeat', '--heartbeat', [CompletionResultType]::ParameterName, 'How often to heartbeat to the server [default: 5m while the grants'' long poll tells the server the connector is alive, else 30s]')
             [CompletionResult]::new('--rbac-poll', '--rbac-poll', [CompletionResultType]::ParameterName, 'How often to retry grants that could not be applied yet')
@@ -812,6 +879,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('--max-connections', '--max-connections', [CompletionResultType]::ParameterName, 'Connections open at once at most; more are closed at once')
             [CompletionResult]::new('--header-read-timeout', '--header-read-timeout', [CompletionResultType]::ParameterName, 'Time a client has for its TLS handshake and each request''s headers (also ends idle keep-alive)')
             [CompletionResult]::new('--server-skip-tls-verify', '--server-skip-tls-verify', [CompletionResultType]::ParameterName, 'Do not verify the infra server''s certificate (unsafe)')
+            [CompletionResult]::new('--record-sessions', '--record-sessions', [CompletionResultType]::ParameterName, 'Record every exec and attach session through this connector (asciicast v2, kept by the server: `infra sessions list`); a session that cannot be recorded is refused. Grants may ask for it too (`infra grants add --record-sessions`)')
             [CompletionResult]::new('--proxy-protocol', '--proxy-protocol', [CompletionResultType]::ParameterName, 'Read a PROXY protocol v2 header (before TLS) from --trusted-proxies')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -849,6 +917,7 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             [CompletionResult]::new('keys', 'keys', [CompletionResultType]::ParameterValue, 'Manage access keys')
             [CompletionResult]::new('providers', 'providers', [CompletionResultType]::ParameterValue, 'Manage identity providers (admins)')
             [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Show the audit log (admins)')
+            [CompletionResult]::new('sessions', 'sessions', [CompletionResultType]::ParameterValue, 'Recorded exec and attach sessions: list, play back, export')
             [CompletionResult]::new('identities', 'identities', [CompletionResultType]::ParameterValue, 'Manage machine identities and their OIDC JWT logins (admins)')
             [CompletionResult]::new('access', 'access', [CompletionResultType]::ParameterValue, 'Explain access: who may do what where, and why')
             [CompletionResult]::new('tokens', 'tokens', [CompletionResultType]::ParameterValue, 'Credentials for clusters: kubectl''s exec plugin')
@@ -980,6 +1049,21 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
             break
         }
         'infra;help;audit' {
+            break
+        }
+        'infra;help;sessions' {
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List recorded sessions, newest first (everyone''s for admins, else your own)')
+            [CompletionResult]::new('play', 'play', [CompletionResultType]::ParameterValue, 'Play a session back in this terminal, at the pace it happened')
+            [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Write a session''s recording, an asciicast v2 file (`asciinema play FILE` plays it)')
+            break
+        }
+        'infra;help;sessions;list' {
+            break
+        }
+        'infra;help;sessions;play' {
+            break
+        }
+        'infra;help;sessions;export' {
             break
         }
         'infra;help;identities' {

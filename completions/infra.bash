@@ -61,6 +61,9 @@ _infra() {
             infra,server)
                 cmd="infra__subcmd__server"
                 ;;
+            infra,sessions)
+                cmd="infra__subcmd__sessions"
+                ;;
             infra,status)
                 cmd="infra__subcmd__status"
                 ;;
@@ -214,6 +217,9 @@ _infra() {
             infra__subcmd__help,server)
                 cmd="infra__subcmd__help__subcmd__server"
                 ;;
+            infra__subcmd__help,sessions)
+                cmd="infra__subcmd__help__subcmd__sessions"
+                ;;
             infra__subcmd__help,status)
                 cmd="infra__subcmd__help__subcmd__status"
                 ;;
@@ -306,6 +312,15 @@ _infra() {
                 ;;
             infra__subcmd__help__subcmd__providers,remove)
                 cmd="infra__subcmd__help__subcmd__providers__subcmd__remove"
+                ;;
+            infra__subcmd__help__subcmd__sessions,export)
+                cmd="infra__subcmd__help__subcmd__sessions__subcmd__export"
+                ;;
+            infra__subcmd__help__subcmd__sessions,list)
+                cmd="infra__subcmd__help__subcmd__sessions__subcmd__list"
+                ;;
+            infra__subcmd__help__subcmd__sessions,play)
+                cmd="infra__subcmd__help__subcmd__sessions__subcmd__play"
                 ;;
             infra__subcmd__help__subcmd__tokens,create)
                 cmd="infra__subcmd__help__subcmd__tokens__subcmd__create"
@@ -439,6 +454,30 @@ _infra() {
             infra__subcmd__providers__subcmd__help,remove)
                 cmd="infra__subcmd__providers__subcmd__help__subcmd__remove"
                 ;;
+            infra__subcmd__sessions,export)
+                cmd="infra__subcmd__sessions__subcmd__export"
+                ;;
+            infra__subcmd__sessions,help)
+                cmd="infra__subcmd__sessions__subcmd__help"
+                ;;
+            infra__subcmd__sessions,list)
+                cmd="infra__subcmd__sessions__subcmd__list"
+                ;;
+            infra__subcmd__sessions,play)
+                cmd="infra__subcmd__sessions__subcmd__play"
+                ;;
+            infra__subcmd__sessions__subcmd__help,export)
+                cmd="infra__subcmd__sessions__subcmd__help__subcmd__export"
+                ;;
+            infra__subcmd__sessions__subcmd__help,help)
+                cmd="infra__subcmd__sessions__subcmd__help__subcmd__help"
+                ;;
+            infra__subcmd__sessions__subcmd__help,list)
+                cmd="infra__subcmd__sessions__subcmd__help__subcmd__list"
+                ;;
+            infra__subcmd__sessions__subcmd__help,play)
+                cmd="infra__subcmd__sessions__subcmd__help__subcmd__play"
+                ;;
             infra__subcmd__tokens,create)
                 cmd="infra__subcmd__tokens__subcmd__create"
                 ;;
@@ -488,7 +527,7 @@ _infra() {
 
     case "${cmd}" in
         infra)
-            opts="-h -V --help --version login logout status whoami list use users groups grants destinations keys providers audit identities access tokens server connector completion version help"
+            opts="-h -V --help --version login logout status whoami list use users groups grants destinations keys providers audit sessions identities access tokens server connector completion version help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -632,7 +671,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__connector)
-            opts="-h -V --log-format --server --access-key --access-key-file --name --listen --endpoint --ca-cert --ca-key --data-dir --kubeconfig --context --kube-api --kube-token-file --kube-ca-file --server-ca-file --server-trusted-fingerprint --sync-rbac --config --heartbeat --rbac-poll --rbac-resync --leeway --metrics-listen --trusted-proxies --max-connections --header-read-timeout --server-skip-tls-verify --proxy-protocol --help --version"
+            opts="-h -V --log-format --server --access-key --access-key-file --name --listen --endpoint --ca-cert --ca-key --data-dir --kubeconfig --context --kube-api --kube-token-file --kube-ca-file --server-ca-file --server-trusted-fingerprint --sync-rbac --max-session-bytes --config --heartbeat --rbac-poll --rbac-resync --leeway --metrics-listen --trusted-proxies --max-connections --header-read-timeout --server-skip-tls-verify --record-sessions --proxy-protocol --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -708,6 +747,10 @@ _infra() {
                     ;;
                 --sync-rbac)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --max-session-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -878,7 +921,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__grants__subcmd__add)
-            opts="-h -V --user --group --identity --role --max-auth-age --force --server --help --version"
+            opts="-h -V --user --group --identity --role --max-auth-age --record-sessions --force --server --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1264,7 +1307,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__help)
-            opts="login logout status whoami list use users groups grants destinations keys providers audit identities access tokens server connector completion version help"
+            opts="login logout status whoami list use users groups grants destinations keys providers audit sessions identities access tokens server connector completion version help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1826,6 +1869,62 @@ _infra() {
         infra__subcmd__help__subcmd__server)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__help__subcmd__sessions)
+            opts="list play export"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__help__subcmd__sessions__subcmd__export)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__help__subcmd__sessions__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__help__subcmd__sessions__subcmd__play)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2854,7 +2953,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__server)
-            opts="-h -V --log-format --listen --tls-cert --tls-key --data-dir --db --config --root-key-file --session-expiry --session-inactivity-timeout --url --token-ttl --idp-revalidate-interval --signing-key-rotation --oidc-issuer-url --oidc-issuer-client-id --oidc-issuer-client-secret --oidc-username-claim --oidc-ca-file --oidc-provider-name --oidc-callback-url --device-code-ttl --device-poll-interval --trusted-proxies --max-connections --header-read-timeout --metrics-listen --request-timeout --idle-timeout --audit-retention --audit-prune-interval --max-long-polls --db-max-connections --print-admin-key --dev --ephemeral --dev-allow-remote --proxy-protocol --help --version"
+            opts="-h -V --log-format --listen --tls-cert --tls-key --data-dir --db --config --root-key-file --session-expiry --session-inactivity-timeout --url --token-ttl --idp-revalidate-interval --signing-key-rotation --oidc-issuer-url --oidc-issuer-client-id --oidc-issuer-client-secret --oidc-username-claim --oidc-ca-file --oidc-provider-name --oidc-callback-url --device-code-ttl --device-poll-interval --trusted-proxies --max-connections --header-read-timeout --metrics-listen --request-timeout --idle-timeout --audit-retention --session-retention --max-session-bytes --audit-prune-interval --max-long-polls --db-max-connections --print-admin-key --dev --ephemeral --dev-allow-remote --proxy-protocol --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2980,6 +3079,14 @@ _infra() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --session-retention)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-session-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --audit-prune-interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -2989,6 +3096,176 @@ _infra() {
                     return 0
                     ;;
                 --db-max-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__sessions)
+            opts="-h -V --help --version list play export help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__sessions__subcmd__export)
+            opts="-o -h -V --output --server --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__sessions__subcmd__help)
+            opts="list play export help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__sessions__subcmd__help__subcmd__export)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__sessions__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__sessions__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__sessions__subcmd__help__subcmd__play)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__sessions__subcmd__list)
+            opts="-h -V --user --destination --limit --format --server --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --destination)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "table plain json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        infra__subcmd__sessions__subcmd__play)
+            opts="-h -V --speed --idle-limit --server --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --speed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -35,6 +35,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand keys 'Manage access keys'
             cand providers 'Manage identity providers (admins)'
             cand audit 'Show the audit log (admins)'
+            cand sessions 'Recorded exec and attach sessions: list, play back, export'
             cand identities 'Manage machine identities and their OIDC JWT logins (admins)'
             cand access 'Explain access: who may do what where, and why'
             cand tokens 'Credentials for clusters: kubectl''s exec plugin'
@@ -253,6 +254,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --role 'The role, e.g. view, edit, admin, cluster-admin'
             cand --max-auth-age 'Ask for a sign-in at the identity provider within this long (e.g. 15m, at most 24h) before issuing a cluster token under this grant; `infra login SERVER --reauth` signs in again'
             cand --server 'Server to use (default: the one you logged in to last)'
+            cand --record-sessions 'Record exec and attach sessions under this grant (`infra sessions list`); a session that cannot be recorded is refused'
             cand --force 'Succeed if the grant already exists'
             cand -h 'Print help'
             cand --help 'Print help'
@@ -470,6 +472,59 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'infra;sessions'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand list 'List recorded sessions, newest first (everyone''s for admins, else your own)'
+            cand play 'Play a session back in this terminal, at the pace it happened'
+            cand export 'Write a session''s recording, an asciicast v2 file (`asciinema play FILE` plays it)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'infra;sessions;list'= {
+            cand --user 'Only this user''s sessions (admins)'
+            cand --destination 'Only sessions on this destination'
+            cand --limit 'At most this many sessions'
+            cand --format 'Output format [default: table on a terminal, plain otherwise]'
+            cand --server 'Server to use (default: the one you logged in to last)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'infra;sessions;play'= {
+            cand --speed 'Play this many times faster (0.5 plays at half speed)'
+            cand --idle-limit 'Shorten every pause to at most this long'
+            cand --server 'Server to use (default: the one you logged in to last)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'infra;sessions;export'= {
+            cand -o 'Write here instead of to standard output'
+            cand --output 'Write here instead of to standard output'
+            cand --server 'Server to use (default: the one you logged in to last)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'infra;sessions;help'= {
+            cand list 'List recorded sessions, newest first (everyone''s for admins, else your own)'
+            cand play 'Play a session back in this terminal, at the pace it happened'
+            cand export 'Write a session''s recording, an asciicast v2 file (`asciinema play FILE` plays it)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'infra;sessions;help;list'= {
+        }
+        &'infra;sessions;help;play'= {
+        }
+        &'infra;sessions;help;export'= {
+        }
+        &'infra;sessions;help;help'= {
+        }
         &'infra;identities'= {
             cand -h 'Print help'
             cand --help 'Print help'
@@ -666,6 +721,8 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --request-timeout 'Longest time a request may take, body included (long polls take up to 30s)'
             cand --idle-timeout 'Close a connection that sends and receives nothing for this long'
             cand --audit-retention 'How long the audit log keeps an entry (0 keeps them forever)'
+            cand --session-retention 'How long recorded exec and attach sessions are kept (0 keeps them forever)'
+            cand --max-session-bytes 'The largest a session''s recording may grow (bytes of asciicast); a connector that reaches it ends the session'
             cand --audit-prune-interval 'How often old audit entries are removed (by one replica)'
             cand --max-long-polls 'Connectors'' long polls one replica holds open at once (one per connector); beyond it, 503 with Retry-After'
             cand --db-max-connections 'Database connections per replica [default: 8 for SQLite, 16 for PostgreSQL]'
@@ -698,6 +755,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --server-ca-file 'Trust the infra server''s certificate from this PEM file'
             cand --server-trusted-fingerprint 'Trust the infra server''s certificate with this SHA-256 fingerprint'
             cand --sync-rbac 'Keep Kubernetes RBAC bindings in step with infra''s grants'
+            cand --max-session-bytes 'The largest a session''s recording may grow; a session that reaches it is ended'
             cand --config 'YAML file with any of these settings (camelCase keys)'
             cand --heartbeat 'How often to heartbeat to the server [default: 5m while the grants'' long poll tells the server the connector is alive, else 30s]'
             cand --rbac-poll 'How often to retry grants that could not be applied yet'
@@ -708,6 +766,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand --max-connections 'Connections open at once at most; more are closed at once'
             cand --header-read-timeout 'Time a client has for its TLS handshake and each request''s headers (also ends idle keep-alive)'
             cand --server-skip-tls-verify 'Do not verify the infra server''s certificate (unsafe)'
+            cand --record-sessions 'Record every exec and attach session through this connector (asciicast v2, kept by the server: `infra sessions list`); a session that cannot be recorded is refused. Grants may ask for it too (`infra grants add --record-sessions`)'
             cand --proxy-protocol 'Read a PROXY protocol v2 header (before TLS) from --trusted-proxies'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
@@ -742,6 +801,7 @@ set edit:completion:arg-completer[infra] = {|@words|
             cand keys 'Manage access keys'
             cand providers 'Manage identity providers (admins)'
             cand audit 'Show the audit log (admins)'
+            cand sessions 'Recorded exec and attach sessions: list, play back, export'
             cand identities 'Manage machine identities and their OIDC JWT logins (admins)'
             cand access 'Explain access: who may do what where, and why'
             cand tokens 'Credentials for clusters: kubectl''s exec plugin'
@@ -839,6 +899,17 @@ set edit:completion:arg-completer[infra] = {|@words|
         &'infra;help;providers;remove'= {
         }
         &'infra;help;audit'= {
+        }
+        &'infra;help;sessions'= {
+            cand list 'List recorded sessions, newest first (everyone''s for admins, else your own)'
+            cand play 'Play a session back in this terminal, at the pace it happened'
+            cand export 'Write a session''s recording, an asciicast v2 file (`asciinema play FILE` plays it)'
+        }
+        &'infra;help;sessions;list'= {
+        }
+        &'infra;help;sessions;play'= {
+        }
+        &'infra;help;sessions;export'= {
         }
         &'infra;help;identities'= {
             cand add 'Add a machine identity'

@@ -283,8 +283,36 @@ async fn exec(
                 }
                 let status = b"\x03{\"metadata\":{},\"status\":\"Success\"}".to_vec();
                 let _ = socket.send(Message::Binary(status.into())).await;
-                let _ = socket.send(Message::Close(None)).await;
+                goodbye(socket).await;
                 return;
+            }
+            if words.first().map(String::as_str) == Some("exit") {
+                // `exit N`: a line on stdout, one on stderr, then exit code N.
+                let code: u32 = words.get(1).and_then(|w| w.parse().ok()).unwrap_or(1);
+                let _ = socket
+                    .send(Message::Binary(b"\x01bye \xe2\x9c\x93\n".to_vec().into()))
+                    .await;
+                let _ = socket
+                    .send(Message::Binary(b"\x02warning\n".to_vec().into()))
+                    .await;
+                let status = json!({"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+                    "message": format!("command terminated with non-zero exit code: {code}"),
+                    "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}});
+                let mut frame = vec![3u8];
+                frame.extend_from_slice(status.to_string().as_bytes());
+                let _ = socket.send(Message::Binary(frame.into())).await;
+                goodbye(socket).await;
+                return;
+            }
+            if words.first().map(String::as_str) == Some("flood") {
+                // `flood`: output, a line every 10 ms, until the client goes.
+                for i in 0.. {
+                    let line = format!("\x01line {i} of a long output\n");
+                    if socket.send(Message::Binary(line.into_bytes().into())).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
             let mut out = vec![1u8];
             out.extend_from_slice(format!("ran {} in the stand-in\n", words.join(" ")).as_bytes());
@@ -305,6 +333,23 @@ async fn exec(
                 }
             }
         })
+}
+
+/// Closes an exec's WebSocket as the API server does: a normal closure,
+/// then the client's own close awaited.
+async fn goodbye(mut socket: axum::extract::ws::WebSocket) {
+    use axum::extract::ws::{CloseFrame, Message};
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: "".into(),
+        })))
+        .await;
+    while let Some(Ok(m)) = socket.recv().await {
+        if matches!(m, Message::Close(_)) {
+            break;
+        }
+    }
 }
 
 /// An upgrade that echoes bytes (like exec's stream, without SPDY framing).
@@ -2395,10 +2440,19 @@ struct Live {
 }
 
 fn kubectl_live(c: &ConnectorProc, token: &str, args: &[&str]) -> Live {
+    kubectl_live_with(std::path::Path::new("kubectl"), c, token, args)
+}
+
+fn kubectl_live_with(
+    program: &std::path::Path,
+    c: &ConnectorProc,
+    token: &str,
+    args: &[&str],
+) -> Live {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.crt");
     std::fs::write(&ca, &c.ca_pem).unwrap();
-    let mut child = Command::new("kubectl")
+    let mut child = Command::new(program)
         .args([
             "--server",
             &c.url,
@@ -2585,4 +2639,234 @@ async fn losing_a_group_or_the_key_cuts_open_streams() {
     let log = c.log();
     assert!(log.contains("no longer in the group sre"), "{log}");
     assert!(log.contains("was revoked"), "{log}");
+}
+
+/// The versioned kubectl beside the one on PATH (`kubectl.1.27`, …).
+fn versioned_kubectl(version: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let kubectl = std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+        .expect("kubectl is on PATH");
+    let real = std::fs::canonicalize(kubectl).unwrap();
+    let p = real.parent().unwrap().join(format!("kubectl.{version}"));
+    assert!(p.is_file(), "{} is missing", p.display());
+    p
+}
+
+/// The sessions the admin sees, newest first.
+fn sessions(admin: &common::Machine) -> Vec<Value> {
+    let out = admin.ok(&["sessions", "list", "--format", "json"]);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// `infra connector --record-sessions`: an interactive exec is recorded
+/// (what was typed and shown, with the exit code); `infra sessions play`
+/// shows byte for byte what kubectl showed, and so does asciinema with the
+/// exported file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_session_is_recorded_and_plays_back_byte_for_byte() {
+    let s = Server::start(Backend::Sqlite).await;
+    let k = start_standin().await;
+    let c = start_connector(&s, &k, "prod", &["--record-sessions"]).await;
+    let key = alice_on_prod(&s).await;
+    let token = mint(&s, &key, "prod").await;
+
+    let mut exec = kubectl_live(&c, &token, &["exec", "-i", "web-1", "--", "cat"]);
+    exec.send("hello wörld\n");
+    common::wait_until_blocking("the echo", || exec.out().contains("hello wörld"));
+    std::thread::sleep(Duration::from_millis(300));
+    exec.send("second line ✓\n");
+    common::wait_until_blocking("the second echo", || exec.out().contains("second"));
+    drop(exec.stdin.take());
+    let status = common::wait_for_exit(&mut exec.child, "kubectl exec");
+    assert!(status.success(), "{}", exec.err());
+    let shown = exec.out();
+    assert_eq!(shown, "hello wörld\nsecond line ✓\n");
+
+    let failed = kubectl(&c, &token, &["exec", "web-1", "--", "exit", "3"]);
+    assert_eq!(failed.status.code(), Some(3), "{failed:?}");
+
+    let admin = common::Machine::new();
+    admin.login_admin(&s);
+    let mut list = Vec::new();
+    common::wait_until_blocking("both sessions to end", || {
+        list = sessions(&admin);
+        list.len() == 2 && list.iter().all(|x| x.get("ended").is_some())
+    });
+    let (last, first) = (&list[0], &list[1]);
+    assert_eq!(first["user"], "alice", "{first}");
+    assert_eq!(first["destination"], "prod");
+    assert_eq!(first["namespace"], "default");
+    assert_eq!(first["pod"], "web-1");
+    assert_eq!(first["kind"], "exec");
+    assert_eq!(first["command"], "cat");
+    assert_eq!(first["exitCode"], 0);
+    assert_eq!(last["command"], "exit 3");
+    assert_eq!(last["exitCode"], 3);
+    let id = first["id"].as_str().unwrap();
+
+    // Played back: exactly what kubectl showed.
+    let played = admin
+        .cmd()
+        .args(["sessions", "play", id, "--speed", "100"])
+        .output()
+        .unwrap();
+    assert!(
+        played.status.success(),
+        "{}",
+        String::from_utf8_lossy(&played.stderr)
+    );
+    assert_eq!(String::from_utf8(played.stdout).unwrap(), shown);
+    // The exported file: asciicast v2 with the typed input and the timing.
+    let file = admin.home().join("session.cast");
+    admin.ok(&["sessions", "export", id, "-o", file.to_str().unwrap()]);
+    let cast = std::fs::read_to_string(&file).unwrap();
+    let mut lines = cast.lines();
+    let header: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2, "{cast}");
+    assert_eq!(header["command"], "cat");
+    let events: Vec<(f64, String, String)> =
+        lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    let typed: String = events
+        .iter()
+        .filter(|e| e.1 == "i")
+        .map(|e| e.2.as_str())
+        .collect();
+    assert_eq!(typed, "hello wörld\nsecond line ✓\n");
+    let times: Vec<f64> = events.iter().map(|e| e.0).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(
+        times.last().unwrap() - times[0] >= 0.25,
+        "the pause is kept: {times:?}"
+    );
+    // asciinema reads it as its own (tests/run.sh installs it in the
+    // tests' venv).
+    let python = std::env::var("INFRA_TEST_PYTHON").expect("run the tests with tests/run.sh");
+    let asciinema = std::path::Path::new(&python).with_file_name("asciinema");
+    let out = Command::new(&asciinema)
+        .arg("cat")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), shown);
+    // Who watched is audited.
+    let audit = admin.ok(&["audit", "--action", "session.play", "--format", "json"]);
+    assert!(audit.contains(id), "{audit}");
+    // alice sees her own sessions; she is not an admin.
+    let (status, own) = s.call("GET", "/api/sessions", Some(&key), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(own["items"].as_array().unwrap().len(), 2);
+}
+
+/// A grant that asks for recorded sessions records only those under it;
+/// a session that cannot be recorded is refused (an old kubectl's SPDY),
+/// and one that reaches --max-session-bytes is ended, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_per_grant_and_sessions_that_cannot_be_recorded() {
+    let s = Server::start(Backend::Sqlite).await;
+    let k = start_standin().await;
+    let c = start_connector(&s, &k, "prod", &["--max-session-bytes", "2000"]).await;
+    let alice_key = alice_on_prod(&s).await;
+    let (_bob, bob_key) = s.user_with_key("bob").await;
+    let admin = common::Machine::new();
+    admin.login_admin(&s);
+    let said = admin.run(&[
+        "grants",
+        "add",
+        "prod",
+        "--user",
+        "bob",
+        "--role",
+        "edit",
+        "--record-sessions",
+    ]);
+    let err = String::from_utf8_lossy(&said.stderr);
+    assert!(
+        said.status.success() && err.contains("sessions recorded"),
+        "{err}"
+    );
+    let listed = admin.ok(&["grants", "list", "--destination", "prod"]);
+    assert!(
+        listed.contains("RECORDED") || listed.contains("yes"),
+        "{listed}"
+    );
+    // The connector learns the grant through its long poll.
+    common::wait_until_blocking("the connector to see the grant", || {
+        c.log().contains("RBAC reconciled") && c.log().matches("created=").count() >= 2
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    let alice = mint(&s, &alice_key, "prod").await;
+    let bob = mint(&s, &bob_key, "prod").await;
+    let out = kubectl(&c, &alice, &["exec", "web-1", "--", "exit", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(sessions(&admin).is_empty(), "alice's grant records nothing");
+    let out = kubectl(&c, &bob, &["exec", "web-1", "--", "exit", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    common::wait_until_blocking("bob's session to be listed", || {
+        sessions(&admin)
+            .iter()
+            .any(|x| x["user"] == "bob" && x["exitCode"] == 0)
+    });
+
+    // kubectl 1.27 speaks SPDY to exec, which cannot be recorded: refused.
+    let mut old = kubectl_live_with(
+        &versioned_kubectl("1.27"),
+        &c,
+        &bob,
+        &["exec", "web-1", "--", "exit", "0"],
+    );
+    let status = common::wait_for_exit(&mut old.child, "kubectl 1.27 exec");
+    assert!(!status.success());
+    assert!(
+        old.err().contains("use kubectl 1.30 or later"),
+        "{}",
+        old.err()
+    );
+
+    // Past --max-session-bytes the session ends, with the reason.
+    let mut flood = kubectl_live(&c, &bob, &["exec", "web-1", "--", "flood"]);
+    let status = common::wait_for_exit(&mut flood.child, "the flooding exec");
+    assert!(!status.success());
+    assert!(flood.err().contains("recording limit"), "{}", flood.err());
+    common::wait_until_blocking("the flood to be listed as ended", || {
+        sessions(&admin)
+            .iter()
+            .any(|x| x["command"] == "flood" && x["endReason"] == "recording limit")
+    });
+    let list = sessions(&admin);
+    let flooded = list.iter().find(|x| x["command"] == "flood").unwrap();
+    assert!(flooded["bytes"].as_u64().unwrap() <= 2000, "{flooded}");
+
+    // The server gone mid-session: the recording cannot go on, so neither
+    // does the session; and no new one starts.
+    let mut open = kubectl_live(&c, &bob, &["exec", "-i", "web-1", "--", "cat"]);
+    open.send("before\n");
+    common::wait_until_blocking("the echo", || open.out().contains("before"));
+    let mut s = s;
+    s.stop();
+    // (It may have ended already, when "before" was not stored yet.)
+    if let Some(stdin) = open.stdin.as_mut() {
+        use std::io::Write;
+        let _ = stdin.write_all(b"after\n").and_then(|()| stdin.flush());
+    }
+    let status = common::wait_for_exit(&mut open.child, "the exec without its recording");
+    assert!(!status.success());
+    assert!(
+        open.err().contains("recording cannot be stored"),
+        "{}",
+        open.err()
+    );
+    let refused = kubectl(&c, &bob, &["exec", "web-1", "--", "exit", "0"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("the recording cannot start"),
+        "{err}"
+    );
 }

@@ -9,7 +9,7 @@
 #      libsecret-tools, dbus, tmux, procps, chromium, man-db; nodejs/npm only if there is no node;
 #      Node >= 20.18 is needed; shellcheck; python3-venv) and `npm ci` in
 #      tests/oidc when its node_modules doesn't match package-lock.json; the
-#      Python `kubernetes` client (tests/list_pods.py) into the tests' own
+#      Python `kubernetes` client (tests/list_pods.py) and asciinema (plays recorded sessions) into the tests' own
 #      venv, tests/.venv (never into the system Python);
 #   2. starts a throwaway PostgreSQL cluster (as the system user `infra-test`
 #      when run as root), listening on 127.0.0.1:<free port> only, trust auth,
@@ -211,16 +211,17 @@ else
   printf '%s\n' "$want_stamp" >"$stamp"
 fi
 
-say "Python kubernetes client (tests/.venv)"
+say "Python kubernetes client and asciinema (tests/.venv)"
 venv="$REPO/tests/.venv"
-py_want="kubernetes==37.0.2 $(python3 --version 2>&1)"
+py_want="kubernetes==37.0.2 asciinema==2.4.0 $(python3 --version 2>&1)"
 if [[ -x "$venv/bin/python" && "$(cat "$venv/.infra-test-stamp" 2>/dev/null)" == "$py_want" ]]; then
   note "venv up to date"
 else
   rm -rf "$venv"
   python3 -m venv "$venv" || die "cannot make a venv in $venv (is python3-venv installed?)"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'kubernetes==37.0.2' \
-    || die "cannot install the Python kubernetes client into $venv"
+    'asciinema==2.4.0' \
+    || die "cannot install the Python kubernetes client and asciinema into $venv"
   printf '%s\n' "$py_want" >"$venv/.infra-test-stamp"
 fi
 export INFRA_TEST_PYTHON="$venv/bin/python"

@@ -387,6 +387,10 @@ pub struct Grant {
     /// no bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_auth_age: Option<String>,
+    /// Exec and attach sessions under this grant are recorded (and refused
+    /// when they cannot be).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record_sessions: bool,
 }
 
 /// `POST /api/grants/states`: a connector says where the grants on its
@@ -425,6 +429,9 @@ pub struct CreateGrantRequest {
     /// this grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_auth_age: Option<String>,
+    /// Record exec and attach sessions under this grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_sessions: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
@@ -837,6 +844,88 @@ pub struct AuditQuery {
     pub page: Option<u64>,
     pub limit: Option<u64>,
 }
+
+// ---------------------------------------------------------------- recorded sessions
+
+/// A recorded exec or attach session.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub id: String,
+    pub destination: String,
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    /// `exec` or `attach`.
+    pub kind: String,
+    /// The command, its words joined as a shell would read them.
+    pub command: String,
+    /// Who: the user's (or machine identity's) name, and id.
+    pub user: String,
+    pub user_id: String,
+    pub client_address: String,
+    pub started: String,
+    /// Absent while the session runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+    /// The command's exit code, when the cluster said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// Why it ended when not by itself: `access revoked`, `recording limit`…
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub end_reason: String,
+    /// The recording's size (asciicast v2 text).
+    pub bytes: u64,
+}
+
+/// `POST /api/sessions`: a connector starts recording a session.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateSessionRequest {
+    pub destination: String,
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub kind: String,
+    pub command: String,
+    /// The token's `sub` and `name`.
+    pub user_id: String,
+    pub user: String,
+    pub client_address: String,
+}
+
+/// `POST /api/sessions/{id}/end`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndSessionRequest {
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /api/sessions/{id}/chunks?seq=N`: the next piece of the recording.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionChunkQuery {
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionQuery {
+    /// A user's name or id (admins).
+    pub user: Option<String>,
+    pub destination: Option<String>,
+    pub page: Option<u64>,
+    pub limit: Option<u64>,
+}
+
+/// The media type of a recording.
+pub const ASCIICAST_MEDIA_TYPE: &str = "application/x-asciicast";
+
+/// How large a recording may grow by default (`--max-session-bytes`).
+pub const DEFAULT_MAX_SESSION_BYTES: u64 = 64 * 1024 * 1024;
 
 // ---------------------------------------------------------------- cluster tokens
 

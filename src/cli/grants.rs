@@ -32,6 +32,7 @@ pub enum GrantsCmd {
         after_help = "Examples:\n  infra grants add prod --user alice@example.com --role view\n  \
                             infra grants add prod.web --group sre --role edit\n  \
                             infra grants add prod --group sre --role admin --max-auth-age 15m\n  \
+                            infra grants add prod --group contractors --role edit --record-sessions\n  \
                             infra grants add infra --user bob@example.com --role admin"
     )]
     Add {
@@ -46,6 +47,10 @@ pub enum GrantsCmd {
         /// before issuing a cluster token under this grant; `infra login SERVER --reauth` signs in again
         #[arg(long, value_name = "DURATION", value_parser = crate::api::parse_duration)]
         max_auth_age: Option<std::time::Duration>,
+        /// Record exec and attach sessions under this grant (`infra sessions list`); a session
+        /// that cannot be recorded is refused
+        #[arg(long)]
+        record_sessions: bool,
         /// Succeed if the grant already exists
         #[arg(long)]
         force: bool,
@@ -139,6 +144,7 @@ pub async fn run(cmd: GrantsCmd) -> anyhow::Result<()> {
             subject,
             role,
             max_auth_age,
+            record_sessions,
             force,
             server,
         } => {
@@ -158,6 +164,7 @@ pub async fn run(cmd: GrantsCmd) -> anyhow::Result<()> {
                 destination: destination.clone(),
                 role: role.clone(),
                 max_auth_age: max_auth_age.map(|d| api::format_duration_secs(d.as_secs())),
+                record_sessions: record_sessions.then_some(true),
                 ..Default::default()
             };
             match kind {
@@ -167,14 +174,19 @@ pub async fn run(cmd: GrantsCmd) -> anyhow::Result<()> {
             }
             match s.client.post::<_, Grant>("/api/grants", &req).await {
                 Ok(g) => eprintln!(
-                    "Granted {} {} on {}{}",
+                    "Granted {} {} on {}{}{}",
                     subject_label(&g),
                     g.role,
                     g.destination,
                     g.max_auth_age
                         .as_deref()
                         .map(|a| format!(" (asks for a sign-in within {a})"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    if g.record_sessions {
+                        " (exec and attach sessions recorded)"
+                    } else {
+                        ""
+                    }
                 ),
                 Err(e) if force && e.status() == Some(409) => {}
                 Err(e) => return Err(e.into()),
@@ -207,12 +219,16 @@ pub async fn run(cmd: GrantsCmd) -> anyhow::Result<()> {
             let states = grants.iter().any(|g| g.state.is_some());
             // How recent a sign-in grants ask for, where any asks.
             let ages = grants.iter().any(|g| g.max_auth_age.is_some());
+            let recorded = grants.iter().any(|g| g.record_sessions);
             let rows: Vec<_> = grants
                 .iter()
                 .map(|g| {
                     let mut row = vec![subject_label(g), g.role.clone(), g.destination.clone()];
                     if ages {
                         row.push(g.max_auth_age.clone().unwrap_or_else(|| "-".into()));
+                    }
+                    if recorded {
+                        row.push(if g.record_sessions { "yes" } else { "-" }.into());
                     }
                     if states {
                         row.push(grant_state(g));
@@ -223,6 +239,9 @@ pub async fn run(cmd: GrantsCmd) -> anyhow::Result<()> {
             let mut headers = vec!["SUBJECT", "ROLE", "DESTINATION"];
             if ages {
                 headers.push("MAX AUTH AGE");
+            }
+            if recorded {
+                headers.push("RECORDED");
             }
             if states {
                 headers.push("STATE");

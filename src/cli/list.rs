@@ -214,6 +214,7 @@ mod tests {
             state: None,
             state_message: None,
             max_auth_age: None,
+            record_sessions: false,
         }
     }
 

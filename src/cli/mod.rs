@@ -21,6 +21,7 @@ mod lookup;
 pub mod output;
 pub mod providers;
 pub mod session;
+pub mod sessions;
 pub mod status;
 pub mod tokens;
 pub mod trust;
@@ -131,6 +132,9 @@ pub enum Command {
     Providers(providers::ProvidersCmd),
     /// Show the audit log (admins)
     Audit(audit::AuditArgs),
+    /// Recorded exec and attach sessions: list, play back, export
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCmd),
     /// Manage machine identities and their OIDC JWT logins (admins)
     #[command(subcommand)]
     Identities(identities::IdentitiesCmd),
@@ -292,6 +296,7 @@ pub fn main() -> i32 {
         Command::Destinations(cmd) => run_async(false, destinations::run(cmd)),
         Command::Keys(cmd) => run_async(false, keys::run(cmd)),
         Command::Audit(args) => run_async(false, audit::run(args)),
+        Command::Sessions(cmd) => run_async(false, sessions::run(cmd)),
         Command::Providers(cmd) => run_async(false, providers::run(cmd)),
         Command::Identities(cmd) => run_async(false, identities::run(cmd)),
         Command::Tokens(cmd) => run_async(false, tokens::run(cmd)),

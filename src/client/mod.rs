@@ -154,6 +154,20 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<reqwest::Response> {
+        self.send_with(method, path, |req| match body {
+            Some(b) => req.json(b),
+            None => req,
+        })
+        .await
+    }
+
+    /// Sends a request `body` finishes (a JSON or text body).
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -161,9 +175,7 @@ impl Client {
         if let Some(k) = &self.key {
             req = req.bearer_auth(k.expose_secret());
         }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
+        req = body(req);
         let resp = req.send().await.map_err(|e| self.transport(e))?;
         for w in resp.headers().get_all(reqwest::header::WARNING) {
             if let Some(text) = w.to_str().ok().and_then(api::warning_text) {
@@ -271,6 +283,23 @@ impl Client {
     ) -> Result<T> {
         let resp = self.send(Method::POST, path, Some(body)).await?;
         self.json(resp).await
+    }
+
+    /// POST a text body of `media_type`, expecting no answer body.
+    pub async fn post_text(&self, path: &str, text: &str, media_type: &str) -> Result<()> {
+        let text = text.to_string();
+        self.send_with(Method::POST, path, |req| {
+            req.header(reqwest::header::CONTENT_TYPE, media_type)
+                .body(text)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// GET a text answer (a recording, say).
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        let resp = self.send::<()>(Method::GET, path, None).await?;
+        resp.text().await.map_err(|e| self.transport(e))
     }
 
     pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod pipe;
 pub mod proxy;
 pub mod rbac;
+pub mod recorder;
 pub mod streams;
 pub mod upstream;
 pub mod ws;
@@ -133,6 +134,14 @@ pub struct ConnectorArgs {
     /// Keep Kubernetes RBAC bindings in step with infra's grants
     #[arg(long, env = "INFRA_CONNECTOR_SYNC_RBAC", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub sync_rbac: bool,
+    /// Record every exec and attach session through this connector (asciicast v2, kept by the
+    /// server: `infra sessions list`); a session that cannot be recorded is refused. Grants may
+    /// ask for it too (`infra grants add --record-sessions`)
+    #[arg(long, env = "INFRA_CONNECTOR_RECORD_SESSIONS")]
+    pub record_sessions: bool,
+    /// The largest a session's recording may grow; a session that reaches it is ended
+    #[arg(long, env = "INFRA_CONNECTOR_MAX_SESSION_BYTES", value_name = "BYTES", default_value_t = crate::api::DEFAULT_MAX_SESSION_BYTES)]
+    pub max_session_bytes: u64,
     /// YAML file with any of these settings (camelCase keys)
     #[arg(long, env = "INFRA_CONNECTOR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -183,6 +192,8 @@ struct FileConfig {
     server_trusted_fingerprint: Option<String>,
     #[serde(rename = "serverSkipTLSVerify")]
     server_skip_tls_verify: Option<bool>,
+    record_sessions: Option<bool>,
+    max_session_bytes: Option<u64>,
 }
 
 impl ConnectorArgs {
@@ -218,6 +229,15 @@ impl ConnectorArgs {
         );
         if !self.server_skip_tls_verify {
             self.server_skip_tls_verify = f.server_skip_tls_verify.unwrap_or(false);
+        }
+        if !self.record_sessions {
+            self.record_sessions = f.record_sessions.unwrap_or(false);
+        }
+        // A flag or variable left at its default gives way to the file.
+        if self.max_session_bytes == crate::api::DEFAULT_MAX_SESSION_BYTES
+            && let Some(n) = f.max_session_bytes
+        {
+            self.max_session_bytes = n;
         }
         Ok(self)
     }
@@ -359,6 +379,9 @@ impl Cluster {
     }
 }
 
+/// A refused recorded session: when, and the answer.
+type Refusal = (std::time::Instant, axum::http::StatusCode, String);
+
 pub struct Connector {
     pub verifier: auth::Verifier,
     /// The connector's own credential, for the proxy and the reviews.
@@ -371,6 +394,51 @@ pub struct Connector {
     pub metrics: Metrics,
     /// Streams open through the proxy, cut when access is revoked.
     pub streams: Arc<streams::Streams>,
+    /// The grants on this destination, as last read (none yet: unknown).
+    pub grants: tokio::sync::watch::Receiver<Option<Arc<Vec<crate::api::Grant>>>>,
+    /// `--record-sessions`: every exec and attach is recorded.
+    pub record_all: bool,
+    pub max_session_bytes: u64,
+    /// The infra server, with the connector's key.
+    pub server: Client,
+    /// Recorded sessions refused lately, by (user, path): kubectl retries a
+    /// refused WebSocket over SPDY and shows only the second answer.
+    refusals: Mutex<std::collections::HashMap<(String, String), Refusal>>,
+}
+
+impl Connector {
+    /// How long a refusal is remembered for the SPDY retry.
+    const REFUSAL_MEMORY: Duration = Duration::from_secs(30);
+
+    pub fn remember_refusal(
+        &self,
+        sub: &str,
+        path: &str,
+        code: axum::http::StatusCode,
+        message: &str,
+    ) {
+        let mut r = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        r.retain(|_, (t, _, _)| t.elapsed() < Self::REFUSAL_MEMORY);
+        if r.len() < 1_000 {
+            r.insert(
+                (sub.to_string(), path.to_string()),
+                (std::time::Instant::now(), code, message.to_string()),
+            );
+        }
+    }
+
+    /// The answer a recent refusal of the same session gave, again.
+    pub fn recent_refusal(&self, sub: &str, path: &str) -> Option<axum::response::Response> {
+        let r = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        let (t, code, message) = r.get(&(sub.to_string(), path.to_string()))?;
+        (t.elapsed() < Self::REFUSAL_MEMORY).then(|| {
+            proxy::status(
+                *code,
+                code.canonical_reason().unwrap_or("Forbidden"),
+                message,
+            )
+        })
+    }
 }
 
 /// The users' port: every path goes to the API server (its own /healthz,
@@ -545,6 +613,9 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     let (ca_cert, ca_key) = load_or_create_ca(&args)?;
     let (cert_pem, key_pem) = serving_cert(&ca_cert, &ca_key, &endpoint_host)?;
 
+    // The grants' long poll publishes each answer: the proxy reads which
+    // grants ask for recorded sessions, and the open streams are checked.
+    let (grants_tx, grants_rx) = tokio::sync::watch::channel(None);
     let connector = Arc::new(Connector {
         verifier: auth::Verifier::new(&server, &name, client.http().clone(), args.leeway),
         credential: cluster.credential,
@@ -553,6 +624,11 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
         kube_api: kube_api.clone(),
         metrics: Metrics::new(),
         streams: Arc::default(),
+        grants: grants_rx.clone(),
+        record_all: args.record_sessions,
+        max_session_bytes: args.max_session_bytes,
+        server: client.clone(),
+        refusals: Mutex::default(),
     });
 
     // Register before serving, so a misconfiguration shows at once.
@@ -600,22 +676,21 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
         every,
         connector.clone(),
     ));
-    // The grants' long poll wakes the check of open streams after every
-    // answer (a change, or 30 s); without the RBAC sync it only follows.
-    let (woke, wake) = tokio::sync::watch::channel(0u64);
+    // Each answer of the grants' long poll (a change, or 30 s) wakes the
+    // check of open streams; without the RBAC sync it only follows.
     tokio::spawn(rbac::sync_forever(
         client.clone(),
         args.sync_rbac.then_some(cluster.kube),
         name.clone(),
         args.rbac_poll,
         args.rbac_resync,
-        woke,
+        grants_tx,
     ));
     tokio::spawn(streams::guard_forever(
         client.clone(),
         name.clone(),
         connector.clone(),
-        wake,
+        grants_rx,
     ));
 
     crate::edge::serve_private(

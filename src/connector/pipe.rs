@@ -5,14 +5,14 @@
 //! a last watch `ERROR` event when it is a JSON watch, else is cut short.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::streams::{CutSignal, Ticket};
+use super::recorder::Recorder;
+use super::streams::{Cut, CutSignal, Ticket};
 use super::ws::{FrameReader, binary_frame, close_frame};
 
 /// The message people see when their access ends mid-stream.
@@ -20,22 +20,22 @@ pub fn revoked_message(destination: &str) -> String {
     format!("infra: access to {destination} was revoked")
 }
 
-/// A Kubernetes `Status` for a revoked stream.
-fn revoked_status(destination: &str, why: &str) -> serde_json::Value {
+/// A Kubernetes `Status` for a stream cut short.
+fn cut_status(cut: &Cut) -> serde_json::Value {
     serde_json::json!({
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
         "status": "Failure",
-        "message": revoked_message(destination),
+        "message": cut.message,
         "reason": "Forbidden",
-        "details": {"causes": [{"message": why}]},
+        "details": {"causes": [{"message": cut.reason}]},
         "code": 403,
     })
 }
 
-/// Waits until the stream is cut; the reason.
-async fn cut_reason(cut: &mut CutSignal) -> String {
+/// Waits until the stream is cut; why.
+async fn cut_reason(cut: &mut CutSignal) -> Cut {
     loop {
         if let Some(why) = cut.borrow_and_update().clone() {
             return why;
@@ -50,7 +50,7 @@ async fn cut_reason(cut: &mut CutSignal) -> String {
 pub struct Moved {
     pub up: u64,
     pub down: u64,
-    pub cut: Option<String>,
+    pub cut: Option<Cut>,
 }
 
 /// Relays an upgraded connection both ways until both sides are done or
@@ -63,7 +63,7 @@ pub async fn relay<C, U>(
     upstream: U,
     websocket: bool,
     cut: CutSignal,
-    destination: &str,
+    recorder: Option<&Recorder>,
 ) -> Moved
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -76,13 +76,21 @@ where
     let mut cut_down = cut;
     let up = async {
         let mut cut = cut_up;
+        // What the person types, for the recording.
+        let mut frames = recorder.map(|_| FrameReader::new());
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = tokio::select! {
                 r = cr.read(&mut buf) => r.unwrap_or(0),
                 _ = cut_reason(&mut cut) => 0,
             };
-            if n == 0 || uw.write_all(&buf[..n]).await.is_err() {
+            if n == 0 {
+                break;
+            }
+            if let (Some(f), Some(r)) = (&mut frames, recorder) {
+                f.feed(&buf[..n], |p| r.from_client(&p));
+            }
+            if uw.write_all(&buf[..n]).await.is_err() {
                 break;
             }
             up_n.fetch_add(n as u64, Ordering::Relaxed);
@@ -105,7 +113,11 @@ where
                 break;
             }
             if let Some(f) = &mut frames {
-                f.feed(&buf[..n], |_| {});
+                f.feed(&buf[..n], |p| {
+                    if let Some(r) = recorder {
+                        r.from_cluster(&p);
+                    }
+                });
             }
             if cw.write_all(&buf[..n]).await.is_err() {
                 break;
@@ -116,7 +128,7 @@ where
             && f.at_boundary()
         {
             let mut last = vec![3u8];
-            last.extend_from_slice(revoked_status(destination, why).to_string().as_bytes());
+            last.extend_from_slice(cut_status(why).to_string().as_bytes());
             let _ = cw.write_all(&binary_frame(&last)).await;
             let _ = cw.write_all(&close_frame()).await;
         }
@@ -172,27 +184,19 @@ impl JsonObjects {
 pub struct Guarded<B> {
     inner: B,
     _ticket: Ticket,
-    cut: Pin<Box<dyn Future<Output = String> + Send>>,
+    cut: Pin<Box<dyn Future<Output = Cut> + Send>>,
     /// A JSON watch: followed, to end it with an `ERROR` event.
     watch: Option<JsonObjects>,
-    destination: Arc<str>,
     done: bool,
 }
 
 impl<B> Guarded<B> {
-    pub fn new(
-        inner: B,
-        ticket: Ticket,
-        mut cut: CutSignal,
-        json_watch: bool,
-        destination: Arc<str>,
-    ) -> Guarded<B> {
+    pub fn new(inner: B, ticket: Ticket, mut cut: CutSignal, json_watch: bool) -> Guarded<B> {
         Guarded {
             inner,
             _ticket: ticket,
             cut: Box::pin(async move { cut_reason(&mut cut).await }),
             watch: json_watch.then(JsonObjects::default),
-            destination,
             done: false,
         }
     }
@@ -219,11 +223,11 @@ where
                 Some(w) if w.between() => {
                     let event = serde_json::json!({
                         "type": "ERROR",
-                        "object": revoked_status(&self.destination, &why),
+                        "object": cut_status(&why),
                     });
                     Poll::Ready(Some(Ok(Frame::data(Bytes::from(format!("{event}\n"))))))
                 }
-                _ => Poll::Ready(Some(Err(revoked_message(&self.destination).into()))),
+                _ => Poll::Ready(Some(Err(why.message.into()))),
             };
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {

@@ -347,6 +347,36 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
     }
 
     let upgrade = is_upgrade(req.headers());
+    // An exec or attach that must be recorded: only over WebSocket, whose
+    // frames the recorder reads (SPDY's are compressed per connection).
+    let record = match (upgrade, SessionTarget::of(&path)) {
+        (true, Some(t)) if must_record(&c, &claims, &t.namespace) => Some(t),
+        _ => None,
+    };
+    if record.is_some() {
+        let websocket = req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        if !websocket {
+            // kubectl 1.30+ falls back to SPDY when its WebSocket is
+            // refused: tell it why the WebSocket was, not about SPDY.
+            if let Some(refusal) = c.recent_refusal(&claims.sub, &path) {
+                return refusal;
+            }
+            return status(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                &format!(
+                    "exec and attach on {} are recorded, and this kubectl asked for SPDY, which \
+                     the recorder cannot read: use kubectl 1.30 or later (WebSocket), or set \
+                     KUBECTL_REMOTE_COMMAND_WEBSOCKETS=true with kubectl 1.29",
+                    c.name
+                ),
+            );
+        }
+    }
     let client_upgrade = if upgrade {
         Some(hyper::upgrade::on(&mut req))
     } else {
@@ -525,8 +555,21 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
             .get(header::UPGRADE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        let recorder = match &record {
+            Some(t) => match start_recording(&c, &claims, t, client, &resp, &ticket).await {
+                Ok(r) => Some(r),
+                Err((code, message)) => {
+                    c.remember_refusal(&claims.sub, &path, code, &message);
+                    return status(
+                        code,
+                        code.canonical_reason().unwrap_or("Forbidden"),
+                        &message,
+                    );
+                }
+            },
+            None => None,
+        };
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        let destination = c.name.clone();
         tokio::spawn(async move {
             let _ticket = ticket;
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
@@ -539,9 +582,12 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
                         TokioIo::new(upstream_io),
                         websocket,
                         cut,
-                        &destination,
+                        recorder.as_deref(),
                     )
                     .await;
+                    if let Some(r) = &recorder {
+                        r.finish(moved.cut.as_ref()).await;
+                    }
                     tracing::info!(
                         user = %shown_user,
                         path = %path,
@@ -549,11 +595,17 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
                         bytes_in = moved.up,
                         bytes_out = moved.down,
                         secs = began.elapsed().as_secs(),
-                        revoked = moved.cut.is_some(),
+                        cut = moved.cut.as_ref().map(|c| c.reason.as_str()),
+                        recording = recorder.as_ref().map(|r| r.session.id.as_str()),
                         "session ended"
                     );
                 }
-                Err(e) => tracing::warn!(request_id = %rid, "upgrade failed: {e}"),
+                Err(e) => {
+                    tracing::warn!(request_id = %rid, "upgrade failed: {e}");
+                    if let Some(r) = &recorder {
+                        r.finish(None).await;
+                    }
+                }
             }
         });
         let (parts, _) = resp.into_parts();
@@ -568,14 +620,133 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
     let (parts, body) = resp.into_parts();
     Response::from_parts(
         parts,
-        Body::new(super::pipe::Guarded::new(
-            body,
-            ticket,
-            cut,
-            json_watch,
-            c.name.as_str().into(),
-        )),
+        Body::new(super::pipe::Guarded::new(body, ticket, cut, json_watch)),
     )
+}
+
+/// An exec or attach request: where, and what.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SessionTarget {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub command: Vec<String>,
+}
+
+impl SessionTarget {
+    /// `/api/v1/namespaces/NS/pods/POD/exec?command=…&container=…` (or
+    /// `/attach`).
+    pub fn of(path: &str) -> Option<SessionTarget> {
+        let (p, q) = path.split_once('?').unwrap_or((path, ""));
+        let parts: Vec<&str> = p.trim_start_matches('/').split('/').collect();
+        let ["api", "v1", "namespaces", ns, "pods", pod, sub] = parts.as_slice() else {
+            return None;
+        };
+        let kind = match *sub {
+            "exec" => "exec",
+            "attach" => "attach",
+            _ => return None,
+        };
+        let mut t = SessionTarget {
+            kind,
+            namespace: ns.to_string(),
+            pod: pod.to_string(),
+            container: String::new(),
+            command: Vec::new(),
+        };
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            match &*k {
+                "command" => t.command.push(v.into_owned()),
+                "container" => t.container = v.into_owned(),
+                _ => {}
+            }
+        }
+        Some(t)
+    }
+}
+
+/// Whether a session of this person in `namespace` must be recorded: the
+/// connector records all, or a grant that applies asks for it. Before the
+/// grants are first read, it is recorded (never the other way round).
+fn must_record(c: &Connector, claims: &super::auth::Claims, namespace: &str) -> bool {
+    if c.record_all {
+        return true;
+    }
+    let grants = c.grants.borrow().clone();
+    let Some(grants) = grants else {
+        return true;
+    };
+    let here = format!("{}.{namespace}", c.name);
+    grants.iter().any(|g| {
+        g.record_sessions
+            && (g.destination == c.name || g.destination == here)
+            && (g.user.as_deref() == Some(claims.sub.as_str())
+                || g.identity.as_deref() == Some(claims.sub.as_str())
+                || (g.group.is_some() && claims.groups.contains(&g.subject_name)))
+    })
+}
+
+/// Starts the recording of an upgraded exec or attach; the answer that
+/// refuses the session when it cannot be recorded.
+async fn start_recording(
+    c: &Arc<Connector>,
+    claims: &super::auth::Claims,
+    t: &SessionTarget,
+    client: Option<std::net::IpAddr>,
+    resp: &axum::http::Response<hyper::body::Incoming>,
+    ticket: &super::streams::Ticket,
+) -> Result<Arc<super::recorder::Recorder>, (StatusCode, String)> {
+    let protocol = resp
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if protocol != "v5.channel.k8s.io" && protocol != "v4.channel.k8s.io" {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "exec and attach on {} are recorded, and the session would use the protocol \
+                 {protocol:?}, which the recorder cannot read: use kubectl 1.30 or later",
+                c.name
+            ),
+        ));
+    }
+    let req = crate::api::CreateSessionRequest {
+        destination: c.name.clone(),
+        namespace: t.namespace.clone(),
+        pod: t.pod.clone(),
+        container: t.container.clone(),
+        kind: t.kind.to_string(),
+        command: super::recorder::shell_words(&t.command),
+        user_id: claims.sub.clone(),
+        user: claims.name.clone(),
+        client_address: client.map(|ip| ip.to_string()).unwrap_or_default(),
+    };
+    match super::recorder::Recorder::start(
+        c.server.clone(),
+        req,
+        c.max_session_bytes,
+        ticket.cutter(),
+    )
+    .await
+    {
+        Ok(r) => {
+            tracing::info!(session = %r.session.id, user = %claims.name, "recording the session");
+            Ok(r)
+        }
+        Err(e) => {
+            tracing::error!(user = %claims.name, "cannot start a session's recording, so the session is refused: {e:#}");
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "exec and attach on {} are recorded, and the recording cannot start, so \
+                     the session was not started: {e}",
+                    c.name
+                ),
+            ))
+        }
+    }
 }
 
 /// The namespace a request path is in (`/api/v1/namespaces/web/pods`,
@@ -615,6 +786,26 @@ fn is_watch(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_and_attach_targets() {
+        let t = SessionTarget::of(
+            "/api/v1/namespaces/web/pods/api-1/exec?command=sh&command=-c&command=echo%20hi&container=app&stdin=true",
+        )
+        .unwrap();
+        assert_eq!(t.kind, "exec");
+        assert_eq!((t.namespace.as_str(), t.pod.as_str()), ("web", "api-1"));
+        assert_eq!(t.container, "app");
+        assert_eq!(t.command, ["sh", "-c", "echo hi"]);
+        assert_eq!(
+            SessionTarget::of("/api/v1/namespaces/web/pods/api-1/attach")
+                .unwrap()
+                .kind,
+            "attach"
+        );
+        assert!(SessionTarget::of("/api/v1/namespaces/web/pods/api-1/portforward").is_none());
+        assert!(SessionTarget::of("/api/v1/namespaces/web/pods/api-1").is_none());
+    }
 
     #[test]
     fn namespaces_of_paths() {

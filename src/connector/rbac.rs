@@ -512,7 +512,7 @@ pub async fn sync_forever(
     destination: String,
     every: Duration,
     resync: Duration,
-    woke: tokio::sync::watch::Sender<u64>,
+    published: tokio::sync::watch::Sender<Option<std::sync::Arc<Vec<Grant>>>>,
 ) {
     let base = format!(
         "/api/grants?destination={}&limit={}",
@@ -542,9 +542,9 @@ pub async fn sync_forever(
         tokio::select! {
             answer = &mut next => match answer {
                 Ok((list, idx)) => {
+                    published.send_replace(Some(std::sync::Arc::new(list.items.clone())));
                     grants = Some(list.items);
                     next = Box::pin(poll(idx));
-                    woke.send_modify(|n| *n += 1);
                 }
                 Err(e) => {
                     tracing::warn!("cannot read the grants of {destination}: {e}");
@@ -645,6 +645,7 @@ mod tests {
             state: None,
             state_message: None,
             max_auth_age: None,
+            record_sessions: false,
         }
     }
 

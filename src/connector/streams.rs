@@ -20,13 +20,22 @@ use tokio::sync::watch;
 use crate::api::{AccessCheckRequest, AccessCheckResponse, AccessHolder};
 use crate::client::Client;
 
+/// Why a stream is cut: what the person is told, and what the log says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    pub message: String,
+    pub reason: String,
+}
+
+/// Cuts one stream.
+pub type Cutter = std::sync::Arc<watch::Sender<Option<Cut>>>;
+
 /// One open stream.
 struct Open {
     holder: AccessHolder,
     user: String,
     path: String,
-    /// Told the reason the stream is cut.
-    cut: watch::Sender<Option<String>>,
+    cut: Cutter,
 }
 
 /// The open streams, and the tokens found revoked.
@@ -40,10 +49,18 @@ pub struct Streams {
 pub struct Ticket {
     id: u64,
     streams: std::sync::Arc<Streams>,
+    cutter: Cutter,
+}
+
+impl Ticket {
+    /// Cuts this stream (for instance when its recording fails).
+    pub fn cutter(&self) -> Cutter {
+        self.cutter.clone()
+    }
 }
 
 /// What a stream's task waits on.
-pub type CutSignal = watch::Receiver<Option<String>>;
+pub type CutSignal = watch::Receiver<Option<Cut>>;
 
 impl Streams {
     /// Registers a stream held by `holder`; returns the ticket (drop it when
@@ -56,19 +73,21 @@ impl Streams {
     ) -> (Ticket, CutSignal) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(None);
+        let tx = std::sync::Arc::new(tx);
         self.open.lock().unwrap_or_else(|e| e.into_inner()).insert(
             id,
             Open {
                 holder,
                 user: user.to_string(),
                 path: path.to_string(),
-                cut: tx,
+                cut: tx.clone(),
             },
         );
         (
             Ticket {
                 id,
                 streams: self.clone(),
+                cutter: tx,
             },
             rx,
         )
@@ -114,7 +133,10 @@ impl Streams {
                 reason = %why,
                 "cut a stream: access to {destination} was revoked"
             );
-            o.cut.send_replace(Some(why.to_string()));
+            o.cut.send_replace(Some(Cut {
+                message: super::pipe::revoked_message(destination),
+                reason: why.to_string(),
+            }));
             n += 1;
         }
         n
@@ -134,7 +156,7 @@ pub async fn guard_forever(
     client: Client,
     destination: String,
     c: std::sync::Arc<super::Connector>,
-    mut wake: watch::Receiver<u64>,
+    mut wake: watch::Receiver<Option<std::sync::Arc<Vec<crate::api::Grant>>>>,
 ) {
     let mut follower = true;
     loop {

@@ -13,6 +13,8 @@ pub struct Piece<'a> {
     pub opcode: u8,
     /// This piece starts the message (the channel byte comes first).
     pub first: bool,
+    /// This piece ends the message.
+    pub last: bool,
     pub data: &'a [u8],
 }
 
@@ -30,6 +32,8 @@ pub struct FrameReader {
     message_opcode: u8,
     /// The next payload byte starts a message.
     first: bool,
+    /// The current frame ends its message (FIN).
+    fin: bool,
     /// The stream is not WebSocket after all (a frame too long to be real).
     broken: bool,
 }
@@ -80,6 +84,7 @@ impl FrameReader {
                     on(Piece {
                         opcode: self.current_opcode(),
                         first: self.first,
+                        last: self.fin,
                         data: &[],
                     });
                     self.end_frame();
@@ -105,6 +110,7 @@ impl FrameReader {
             on(Piece {
                 opcode: self.current_opcode(),
                 first: self.first,
+                last: self.fin && self.left == n as u64,
                 data,
             });
             self.first = false;
@@ -126,6 +132,7 @@ impl FrameReader {
 
     fn start_frame(&mut self) {
         let h = std::mem::take(&mut self.header);
+        self.fin = h[0] & 0x80 != 0;
         self.opcode = h[0] & 0x0f;
         let (len, at) = match h[1] & 0x7f {
             126 => (u64::from(u16::from_be_bytes([h[2], h[3]])), 4),
@@ -201,9 +208,11 @@ mod tests {
         out
     }
 
-    fn collect(r: &mut FrameReader, bytes: &[u8]) -> Vec<(u8, bool, Vec<u8>)> {
+    fn collect(r: &mut FrameReader, bytes: &[u8]) -> Vec<(u8, bool, bool, Vec<u8>)> {
         let mut out = Vec::new();
-        r.feed(bytes, |p| out.push((p.opcode, p.first, p.data.to_vec())));
+        r.feed(bytes, |p| {
+            out.push((p.opcode, p.first, p.last, p.data.to_vec()))
+        });
         out
     }
 
@@ -246,7 +255,10 @@ mod tests {
         let pieces = collect(&mut r, &stream);
         assert_eq!(
             pieces,
-            vec![(2, true, b"\x01ab".to_vec()), (2, false, b"cd".to_vec())]
+            vec![
+                (2, true, false, b"\x01ab".to_vec()),
+                (2, false, true, b"cd".to_vec())
+            ]
         );
     }
 

@@ -342,7 +342,7 @@ async fn ensure_grant(
 ) -> anyhow::Result<()> {
     match state
         .store
-        .create_grant(subject, destination, role, None, created_by)
+        .create_grant(subject, destination, role, None, false, created_by)
         .await
     {
         Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),

@@ -198,6 +198,15 @@ pub struct ServerArgs {
     #[arg(long, env = "INFRA_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub audit_retention: Duration,
 
+    /// How long recorded exec and attach sessions are kept (0 keeps them forever)
+    #[arg(long, env = "INFRA_SESSION_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub session_retention: Duration,
+
+    /// The largest a session's recording may grow (bytes of asciicast); a connector that
+    /// reaches it ends the session
+    #[arg(long, env = "INFRA_MAX_SESSION_BYTES", default_value_t = crate::api::DEFAULT_MAX_SESSION_BYTES, value_name = "BYTES")]
+    pub max_session_bytes: u64,
+
     /// How often old audit entries are removed (by one replica)
     #[arg(long, hide = true, env = "INFRA_AUDIT_PRUNE_INTERVAL", default_value = "1h", value_parser = parse_duration)]
     pub audit_prune_interval: Duration,
@@ -247,6 +256,8 @@ pub struct Inner {
     pub tls_fingerprint: std::sync::OnceLock<String>,
     /// Places for connectors' long polls (`--max-long-polls`).
     pub long_polls: Arc<tokio::sync::Semaphore>,
+    /// How large a session's recording may grow (`--max-session-bytes`).
+    pub max_session_bytes: u64,
 }
 
 impl std::ops::Deref for AppState {
@@ -289,6 +300,7 @@ impl AppState {
             device_poll_interval: args.device_poll_interval,
             tls_fingerprint: std::sync::OnceLock::new(),
             long_polls: Arc::new(tokio::sync::Semaphore::new(args.max_long_polls.max(1))),
+            max_session_bytes: args.max_session_bytes,
         })))
     }
 }
@@ -471,7 +483,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tokio::spawn(periodic_cleanup(store.clone()));
     tokio::spawn(retention::run(
         store.clone(),
-        args.audit_retention,
+        retention::Retention {
+            audit: args.audit_retention,
+            sessions: args.session_retention,
+        },
         args.audit_prune_interval,
     ));
 

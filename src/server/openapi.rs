@@ -6,8 +6,8 @@ use utoipa::OpenApi;
 
 use super::device;
 use super::routes::{
-    access, access_keys, audit, auth, destinations, grants, groups, identities, providers, tokens,
-    users,
+    access, access_keys, audit, auth, destinations, grants, groups, identities, providers,
+    sessions, tokens, users,
 };
 
 #[derive(OpenApi)]
@@ -66,6 +66,12 @@ use super::routes::{
         tokens::create,
         access::explain,
         access::check,
+        sessions::create,
+        sessions::append,
+        sessions::end,
+        sessions::list,
+        sessions::get,
+        sessions::recording,
     ),
     components(schemas(crate::api::ErrorResponse, crate::api::FieldError))
 )]

@@ -39,6 +39,7 @@ pub fn to_api(g: GrantRow) -> Grant {
         max_auth_age: g
             .max_auth_age_secs
             .map(|s| crate::api::format_duration_secs(s.max(0) as u64)),
+        record_sessions: g.record_sessions.0,
     }
 }
 
@@ -337,6 +338,13 @@ pub async fn create(
              group grants",
         ));
     }
+    let record_sessions = req.record_sessions.unwrap_or(false);
+    if record_sessions && req.destination == INFRA_DESTINATION {
+        return Err(ApiError::field(
+            "recordSessions",
+            "applies to exec and attach on clusters, and the infra destination is none",
+        ));
+    }
     let g = state
         .store
         .create_grant(
@@ -344,6 +352,7 @@ pub async fn create(
             &req.destination,
             &req.role,
             max_auth_age,
+            record_sessions,
             &caller.name,
         )
         .await?;
@@ -359,6 +368,9 @@ pub async fn create(
             " (sign-in within {})",
             crate::api::format_duration_secs(secs.max(0) as u64)
         ));
+    }
+    if g.record_sessions.0 {
+        target.push_str(" (sessions recorded)");
     }
     audit(&state, &caller, "grant.create", &target, &addr).await?;
     let mut headers = axum::http::HeaderMap::new();

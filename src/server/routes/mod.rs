@@ -10,6 +10,7 @@ pub mod grants;
 pub mod groups;
 pub mod identities;
 pub mod providers;
+pub mod sessions;
 pub mod tokens;
 pub mod users;
 
@@ -167,6 +168,23 @@ pub fn api_routes() -> Vec<Route> {
         route("/api/tokens", &["post"], post(tokens::create)),
         route("/api/access/explain", &["get"], get(access::explain)),
         route("/api/access/check", &["post"], post(access::check)),
+        route(
+            "/api/sessions",
+            &["get", "post"],
+            get(sessions::list).post(sessions::create),
+        ),
+        route("/api/sessions/{id}", &["get"], get(sessions::get)),
+        route(
+            "/api/sessions/{id}/chunks",
+            &["post"],
+            post(sessions::append),
+        ),
+        route("/api/sessions/{id}/end", &["post"], post(sessions::end)),
+        route(
+            "/api/sessions/{id}/recording",
+            &["get"],
+            get(sessions::recording),
+        ),
     ]
 }
 

@@ -61,6 +61,19 @@ pub struct GrantRow {
     /// The person must have signed in at the provider within this many
     /// seconds for a cluster token under this grant; `None`: no bound.
     pub max_auth_age_secs: Option<i64>,
+    /// Exec and attach sessions under this grant are recorded.
+    #[sqlx(try_from = "i64")]
+    pub record_sessions: Flag,
+}
+
+/// A 0/1 column as a bool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flag(pub bool);
+
+impl From<i64> for Flag {
+    fn from(v: i64) -> Flag {
+        Flag(v != 0)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -77,7 +90,7 @@ pub struct GrantFilter {
 }
 
 pub(super) const SELECT: &str = "SELECT gr.id, gr.subject_kind, gr.subject_id, gr.destination, gr.role, \
-     gr.created_at, gr.created_by, gr.state, gr.state_message, gr.max_auth_age_secs, \
+     gr.created_at, gr.created_by, gr.state, gr.state_message, gr.max_auth_age_secs, gr.record_sessions, \
      COALESCE(u.name, g.name, i.name, '') AS subject_name \
      FROM grants gr \
      LEFT JOIN users u ON gr.subject_kind = 'user' AND u.id = gr.subject_id \
@@ -169,12 +182,14 @@ impl Store {
         destination: &str,
         role: &str,
         max_auth_age_secs: Option<i64>,
+        record_sessions: bool,
         created_by: &str,
     ) -> Result<GrantRow> {
         let id = new_id();
         sqlx::query(
             "INSERT INTO grants (id, subject_kind, subject_id, destination, role, created_at, \
-             created_by, max_auth_age_secs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             created_by, max_auth_age_secs, record_sessions) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&id)
         .bind(subject.kind())
@@ -184,6 +199,7 @@ impl Store {
         .bind(now())
         .bind(created_by)
         .bind(max_auth_age_secs)
+        .bind(i64::from(record_sessions))
         .execute(self.pool())
         .await
         .map_err(|e| {

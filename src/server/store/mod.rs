@@ -25,6 +25,7 @@ mod identities;
 mod provider_users;
 mod providers;
 mod rate_limits;
+mod sessions;
 mod signing_keys;
 mod users;
 
@@ -40,6 +41,7 @@ pub use identities::{IdentityRow, MachineTokenRow, NewMachineToken, OidcAuthRow}
 pub use provider_users::{LinkConflict, ProviderUserRow, SignIn};
 pub use providers::{NewProvider, ProviderRow};
 pub use rate_limits::{RateCount, Window};
+pub use sessions::{AppendRefused, NewSession, SessionRow};
 pub use signing_keys::{NewSigningKey, SigningKeyRow};
 pub use users::{Origin, UserRow};
 
