@@ -1496,3 +1496,129 @@ async fn logs_as_json_lines() {
     assert_eq!(serving["level"], "INFO", "{serving}");
     assert!(!log.contains('\u{1b}'), "no colour codes: {log}");
 }
+
+both_backends!(recorded_sessions_api);
+
+/// What a connector writes of a recorded session and who may read it: the
+/// destination's own connector writes (a retried chunk is kept once, the
+/// server's --max-session-bytes holds, an ended session takes no more),
+/// admins read everyone's, users their own, and playback is audited.
+async fn recorded_sessions_api(b: Backend) {
+    let mut o = ServerOptions::new(b);
+    o.extra_args = vec!["--max-session-bytes".into(), "400".into()];
+    let s = Server::start_with(o).await;
+    let connector_key = |dest: &'static str| {
+        let s = &s;
+        async move {
+            s.ok(
+                "POST",
+                "/api/access-keys",
+                Some(json!({"connector": true, "name": format!("c-{dest}"), "destination": dest})),
+                201,
+            )
+            .await["accessKey"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let prod = connector_key("prod").await;
+    let dev = connector_key("dev").await;
+    let (alice, alice_key) = s.user_with_key("alice").await;
+    let (_bob, bob_key) = s.user_with_key("bob").await;
+    let new = json!({"destination": "prod", "namespace": "web", "pod": "api-1",
+        "container": "app", "kind": "exec", "command": "sh", "userId": alice,
+        "user": "alice", "clientAddress": "192.0.2.7"});
+    for (key, who) in [(&dev, "dev's connector"), (&alice_key, "a user")] {
+        let (status, _) = s
+            .call("POST", "/api/sessions", Some(key), Some(new.clone()))
+            .await;
+        assert_eq!(status, 403, "{who}");
+    }
+    let (status, session) = s
+        .call("POST", "/api/sessions", Some(&prod), Some(new.clone()))
+        .await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["id"].as_str().unwrap().to_string();
+    let append = async |key: &str, seq: i64, text: &str| -> u16 {
+        s.client
+            .post(format!("{}/api/sessions/{id}/chunks?seq={seq}", s.url))
+            .header("Infra-Version", VERSION)
+            .header("Content-Type", "application/x-asciicast")
+            .bearer_auth(key)
+            .body(text.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let header = "{\"version\":2,\"width\":80,\"height\":24}\n";
+    assert_eq!(append(&dev, 0, header).await, 403, "another connector");
+    assert_eq!(append(&prod, 0, header).await, 204);
+    assert_eq!(append(&prod, 1, "[0.5,\"o\",\"hi\\r\\n\"]\n").await, 204);
+    assert_eq!(
+        append(&prod, 1, "[0.5,\"o\",\"hi\\r\\n\"]\n").await,
+        204,
+        "a retry"
+    );
+    assert_eq!(
+        append(&prod, 2, &"x".repeat(400)).await,
+        413,
+        "past the bound"
+    );
+    let (status, ended) = s
+        .call(
+            "POST",
+            &format!("/api/sessions/{id}/end"),
+            Some(&prod),
+            Some(json!({"exitCode": 3})),
+        )
+        .await;
+    assert_eq!(status, 200, "{ended}");
+    assert_eq!(ended["exitCode"], 3);
+    assert!(ended["ended"].is_string());
+    assert_eq!(append(&prod, 3, "[1,\"o\",\"late\"]\n").await, 409);
+
+    // Read back: the chunks in order, each once.
+    let recording = |key: String| {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            let resp = s
+                .client
+                .get(format!("{}/api/sessions/{id}/recording", s.url))
+                .header("Infra-Version", VERSION)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let (status, cast) = recording(ADMIN_KEY.to_string()).await;
+    assert_eq!(status, 200);
+    assert_eq!(cast, format!("{header}[0.5,\"o\",\"hi\\r\\n\"]\n"));
+    assert_eq!(recording(alice_key.clone()).await.0, 200, "her own");
+    assert_eq!(recording(bob_key.clone()).await.0, 404, "not his");
+    let (_, list) = s.call("GET", "/api/sessions", Some(&bob_key), None).await;
+    assert_eq!(list["totalCount"], 0, "{list}");
+    let (_, list) = s
+        .call("GET", "/api/sessions?user=alice", Some(ADMIN_KEY), None)
+        .await;
+    assert_eq!(list["totalCount"], 1, "{list}");
+    assert_eq!(list["items"][0]["bytes"], cast.len());
+    let (status, _) = s
+        .call("GET", "/api/sessions?user=alice", Some(&bob_key), None)
+        .await;
+    assert_eq!(status, 403);
+    let (_, audit) = s
+        .call(
+            "GET",
+            "/api/audit?action=session.play",
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(audit["totalCount"], 2, "{audit}");
+}
