@@ -383,6 +383,7 @@ fn help_groups_the_commands_like_kubectl() {
                 "keys",
                 "providers",
                 "identities",
+                "sessions",
                 "audit"
             ],
             "{help}"

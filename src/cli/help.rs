@@ -29,6 +29,7 @@ pub const GROUPS: &[(&str, &[&str])] = &[
             "keys",
             "providers",
             "identities",
+            "sessions",
             "audit",
         ],
     ),
