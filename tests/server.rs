@@ -1622,3 +1622,49 @@ async fn recorded_sessions_api(b: Backend) {
         .await;
     assert_eq!(audit["totalCount"], 2, "{audit}");
 }
+
+/// Recordings are not kept forever: a session older than
+/// `--session-retention` goes, with its recording, in the background.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_sessions_older_than_the_retention_are_removed() {
+    let mut o = ServerOptions::new(Backend::Sqlite);
+    o.extra_args = vec![
+        "--session-retention".into(),
+        "1h".into(),
+        "--audit-prune-interval".into(),
+        "1s".into(),
+    ];
+    let s = Server::start_with(o).await;
+    let key = s
+        .ok(
+            "POST",
+            "/api/access-keys",
+            Some(json!({"connector": true, "name": "c-prod", "destination": "prod"})),
+            201,
+        )
+        .await["accessKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let new = json!({"destination": "prod", "namespace": "web", "pod": "api-1",
+        "container": "app", "kind": "exec", "command": "sh", "userId": "u1",
+        "user": "alice", "clientAddress": ""});
+    let (status, old) = s
+        .call("POST", "/api/sessions", Some(&key), Some(new.clone()))
+        .await;
+    assert_eq!(status, 201, "{old}");
+    // Two hours later, a new session; the first is past the retention.
+    s.advance_clock(2 * 3600);
+    let (_, recent) = s.call("POST", "/api/sessions", Some(&key), Some(new)).await;
+    common::wait_until("the old session to go", async || {
+        let (status, _) = s
+            .admin("GET", &format!("/api/sessions/{}", id(&old)), None)
+            .await;
+        status == 404
+    })
+    .await;
+    let (status, _) = s
+        .admin("GET", &format!("/api/sessions/{}", id(&recent)), None)
+        .await;
+    assert_eq!(status, 200, "the recent one stays");
+}
