@@ -339,3 +339,45 @@ async fn only_the_destinations_connector_checks_open_streams() {
         .await;
     assert_eq!(status, 400);
 }
+
+/// A connector that holds the current grants (it sends their ETag back in
+/// If-None-Match) gets 304 and no list; after a change it gets the list
+/// again. Others always get the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_holding_the_current_grants_gets_304() {
+    let s = Server::start(Backend::Sqlite).await;
+    let prod = connector_key(&s, "prod").await;
+    let (alice, _) = s.user_with_key("alice").await;
+    grant(&s, &alice, "prod", "view").await;
+    let get = async |key: &str, etag: Option<&str>| {
+        let mut req = s
+            .client
+            .get(format!("{}/api/grants?destination=prod&limit=1000", s.url))
+            .header("Infra-Version", common::VERSION)
+            .bearer_auth(key);
+        if let Some(t) = etag {
+            req = req.header("If-None-Match", t);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let h = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+        let (etag, index) = (h("etag"), h("last-update-index"));
+        (status, etag, index, r.text().await.unwrap())
+    };
+    let (status, etag, index, body) = get(&prod, None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"view\""), "{body}");
+    let etag = etag.expect("an ETag");
+    let (status, _, same_index, body) = get(&prod, Some(&etag)).await;
+    assert_eq!((status, body.as_str()), (304, ""));
+    assert_eq!(same_index, index);
+    grant(&s, &alice, "prod", "edit").await;
+    let (status, new_etag, new_index, body) = get(&prod, Some(&etag)).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"edit\""), "{body}");
+    assert_ne!(new_etag.as_deref(), Some(etag.as_str()));
+    assert_ne!(new_index, index);
+    // An admin's read is no long poll: always the list.
+    let (status, _, _, _) = get(common::ADMIN_KEY, new_etag.as_deref()).await;
+    assert_eq!(status, 200);
+}

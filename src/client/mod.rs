@@ -53,6 +53,15 @@ fn api_message(body: &ErrorResponse) -> String {
     msg
 }
 
+/// The answer of [`Client::get_if_changed`]: `value` is `None` when the
+/// copy held is still current.
+#[derive(Debug)]
+pub struct Conditional<T> {
+    pub value: Option<T>,
+    pub header: Option<String>,
+    pub etag: Option<String>,
+}
+
 impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -183,7 +192,8 @@ impl Client {
             }
         }
         let status = resp.status();
-        if status.is_success() {
+        // 304 only ever answers a conditional GET (`get_if_changed`).
+        if status.is_success() || status == reqwest::StatusCode::NOT_MODIFIED {
             return Ok(resp);
         }
         let retry_after = resp
@@ -256,19 +266,38 @@ impl Client {
         })
     }
 
-    /// GET, also returning one response header.
-    pub async fn get_with_header<T: DeserializeOwned>(
+    /// A GET that answers nothing new when the server still has the copy
+    /// the caller holds (`etag`, sent as If-None-Match; 304). Also returns
+    /// the response header `header` and the new ETag.
+    pub async fn get_if_changed<T: DeserializeOwned>(
         &self,
         path: &str,
+        etag: Option<&str>,
         header: &str,
-    ) -> Result<(T, Option<String>)> {
-        let resp = self.send::<()>(Method::GET, path, None).await?;
-        let value = resp
-            .headers()
-            .get(header)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
-        Ok((self.json(resp).await?, value))
+    ) -> Result<Conditional<T>> {
+        let resp = self
+            .send_with(Method::GET, path, |req| match etag {
+                Some(t) => req.header(reqwest::header::IF_NONE_MATCH, t),
+                None => req,
+            })
+            .await?;
+        let value_of = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let (index, new_etag) = (value_of(header), value_of("etag"));
+        let value = if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
+            None
+        } else {
+            Some(self.json(resp).await?)
+        };
+        Ok(Conditional {
+            value,
+            header: index,
+            etag: new_etag,
+        })
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {

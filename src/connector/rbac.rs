@@ -519,7 +519,9 @@ pub async fn sync_forever(
         enc(&destination),
         crate::api::MAX_PAGE_LIMIT
     );
-    let poll = |index: Option<String>| {
+    // The grants held are sent back as an ETag: a long poll that ends
+    // without a change answers 304, and the server reads no list for it.
+    let poll = |index: Option<String>, etag: Option<String>| {
         let client = client.clone();
         let path = match &index {
             Some(i) => format!("{base}&lastUpdateIndex={}", enc(i)),
@@ -527,8 +529,9 @@ pub async fn sync_forever(
         };
         async move {
             client
-                .get_with_header::<crate::api::ListResponse<Grant>>(
+                .get_if_changed::<crate::api::ListResponse<Grant>>(
                     &path,
+                    etag.as_deref(),
                     crate::api::LAST_UPDATE_INDEX_HEADER,
                 )
                 .await
@@ -537,21 +540,28 @@ pub async fn sync_forever(
     let mut reported: HashMap<String, State> = HashMap::new();
     let mut grants: Option<Vec<Grant>> = None;
     let mut pending = false;
-    let mut next = Box::pin(poll(None));
+    let mut next = Box::pin(poll(None, None));
     loop {
         tokio::select! {
             answer = &mut next => match answer {
-                Ok((list, idx)) => {
-                    published.send_replace(Some(std::sync::Arc::new(list.items.clone())));
-                    grants = Some(list.items);
-                    next = Box::pin(poll(idx));
+                Ok(fresh) => {
+                    match fresh.value {
+                        Some(list) => {
+                            published.send_replace(Some(std::sync::Arc::new(list.items.clone())));
+                            grants = Some(list.items);
+                        }
+                        // Unchanged: still wakes the check of open streams.
+                        None => published.send_modify(|_| {}),
+                    }
+                    let etag = fresh.etag.filter(|_| grants.is_some());
+                    next = Box::pin(poll(fresh.header, etag));
                 }
                 Err(e) => {
                     tracing::warn!("cannot read the grants of {destination}: {e}");
                     // A busy server says when to come back; spread the
                     // returns so its connectors do not come back at once.
                     tokio::time::sleep(with_jitter(e.retry_after().unwrap_or(every))).await;
-                    next = Box::pin(poll(None));
+                    next = Box::pin(poll(None, None));
                     continue;
                 }
             },

@@ -338,20 +338,20 @@ fn host(state: &AppState) -> String {
 
 pub async fn clusters(State(state): State<AppState>, ctx: Ctx) -> Response {
     let me = signed_in!(ctx);
-    let grants = r::grants::list(
-        State(state.clone()),
+    let grants = r::grants::read(
+        &state,
         me.clone(),
-        RemoteAddr(ctx.addr.clone()),
-        Query(api::GrantQuery {
+        &ctx.addr,
+        api::GrantQuery {
             user: me.user_id().map(String::from),
             show_inherited: Some(true),
             page: list_all().0,
             limit: list_all().1,
             ..Default::default()
-        }),
+        },
     )
     .await
-    .map(|(_, Json(l))| l.items);
+    .map(|l| l.items);
     let grants = match grants {
         Ok(g) => g,
         Err(e) => return error_page(ctx, "My clusters", e),
@@ -749,18 +749,18 @@ const ROLES: [&str; 4] = ["view", "edit", "admin", "cluster-admin"];
 
 pub async fn grants(State(state): State<AppState>, ctx: Ctx, Query(s): Query<Search>) -> Response {
     let me = admin!(ctx);
-    let list = r::grants::list(
-        State(state.clone()),
+    let list = r::grants::read(
+        &state,
         me.clone(),
-        RemoteAddr(ctx.addr.clone()),
-        Query(api::GrantQuery {
+        &ctx.addr,
+        api::GrantQuery {
             page: list_all().0,
             limit: list_all().1,
             ..Default::default()
-        }),
+        },
     )
     .await
-    .map(|(_, Json(l))| l.items);
+    .map(|l| l.items);
     let list = match list {
         Ok(l) => l,
         Err(e) => return error_page(ctx, "Grants", e),

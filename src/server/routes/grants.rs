@@ -152,14 +152,53 @@ pub fn check_destination_and_role(destination: &str, role: &str) -> ApiResult<()
 }
 
 #[utoipa::path(get, path = "/api/grants", tag = "grants", params(GrantQuery),
-    responses((status = 200, body = ListResponse<Grant>), (status = 403, body = crate::api::ErrorResponse)))]
+    responses((status = 200, body = ListResponse<Grant>), (status = 304, description = "a connector's long poll: nothing changed since the ETag it sent in If-None-Match"),
+              (status = 403, body = crate::api::ErrorResponse)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     RemoteAddr(addr): RemoteAddr,
+    request: axum::http::HeaderMap,
     Query(q): Query<GrantQuery>,
-) -> ApiResult<(axum::http::HeaderMap, Json<ListResponse<Grant>>)> {
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    Ok(match list_with(&state, caller, &addr, &request, q).await? {
+        Listed::NotModified(headers) => (StatusCode::NOT_MODIFIED, headers).into_response(),
+        Listed::List(headers, list) => (headers, Json(list)).into_response(),
+    })
+}
+
+/// The grants the caller may read, as the console lists them.
+pub async fn read(
+    state: &AppState,
+    caller: Caller,
+    addr: &str,
+    q: GrantQuery,
+) -> ApiResult<ListResponse<Grant>> {
+    match list_with(state, caller, addr, &axum::http::HeaderMap::new(), q).await? {
+        Listed::List(_, list) => Ok(list),
+        Listed::NotModified(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no list to show",
+        )),
+    }
+}
+
+/// A grants list, or (for a connector holding the current one) none.
+enum Listed {
+    NotModified(axum::http::HeaderMap),
+    List(axum::http::HeaderMap, ListResponse<Grant>),
+}
+
+async fn list_with(
+    state: &AppState,
+    caller: Caller,
+    addr: &str,
+    request: &axum::http::HeaderMap,
+    q: GrantQuery,
+) -> ApiResult<Listed> {
     let p = page(q.page, q.limit)?;
+    let mut seen_version = None;
     // A long poll: wait (up to 30 s) for what the caller follows to change
     // after the index it saw: a destination's grants (its connector), or
     // any grant. The index is in the store, and a change wakes exactly the
@@ -219,6 +258,7 @@ pub async fn list(
         if let Ok(v) = axum::http::HeaderValue::from_str(&version.to_string()) {
             headers.insert(crate::api::LAST_UPDATE_INDEX_HEADER, v);
         }
+        seen_version = Some(version);
     }
     let mut filter = GrantFilter {
         user: q.user,
@@ -238,14 +278,8 @@ pub async fn list(
     if connector_read {
         let asked = filter.destination.as_deref().unwrap_or_default();
         let dest = asked.split('.').next().unwrap_or_default();
-        super::destinations::check_connector_destination(
-            &state,
-            &caller,
-            dest,
-            &addr,
-            "grants.read",
-        )
-        .await?;
+        super::destinations::check_connector_destination(state, &caller, dest, addr, "grants.read")
+            .await?;
     }
     if !caller.is_admin && !connector_read {
         let forbidden = || ApiError::forbidden("you may only read your own grants");
@@ -271,8 +305,27 @@ pub async fn list(
             Subject::Group(_) => return Err(forbidden()),
         }
     }
+    // A connector that has this version of its grants already (it sends
+    // the ETag back in If-None-Match) gets 304 and no list: a long poll
+    // that ends without a change reads nothing more. Connectors that do not
+    // send it get the list, as ever.
+    if connector_read && let Some(v) = seen_version {
+        let etag = format!("W/\"{v}-{}-{}\"", p.page, p.limit);
+        if let Ok(value) = axum::http::HeaderValue::from_str(&etag) {
+            headers.insert(axum::http::header::ETAG, value);
+        }
+        let matches = request
+            .get_all(axum::http::header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim() == etag);
+        if matches {
+            return Ok(Listed::NotModified(headers));
+        }
+    }
     let rows = state.store.list_grants(&filter, p).await?;
-    Ok((headers, Json(to_list(p, rows, to_api))))
+    Ok(Listed::List(headers, to_list(p, rows, to_api)))
 }
 
 #[utoipa::path(get, path = "/api/grants/{id}", tag = "grants", responses((status = 200, body = Grant)))]
