@@ -57,6 +57,10 @@
 //! sqlite|postgres [sqlite]; --replicas K,K… [1] (more than 1 needs
 //! postgres); --idle-secs S [20]; --changes C [20]; --per-client M [50];
 //! --ramp R, registrations in flight while connectors start [64];
+//! --herd, start every connector's long poll at once, as after a server
+//! restart (by default each begins at its own moment within the first
+//! 30 s, as in a fleet whose connectors started over time: the steady
+//! state);
 //! --pg-bin DIR, where initdb, pg_ctl and postgres are [the newest
 //! /usr/lib/postgresql/*/bin, else the directory of `initdb` on PATH];
 //! --pg-user USER, who runs PostgreSQL when this runs as root [infra-test
@@ -112,12 +116,13 @@ struct Opts {
     changes: usize,
     per_client: usize,
     ramp: usize,
+    herd: bool,
     pg_bin: Option<PathBuf>,
     pg_user: Option<String>,
 }
 
 const USAGE: &str = "usage: cargo bench --bench scale -- [--connectors N,N…] [--db sqlite|postgres] \
-[--replicas K,K…] [--idle-secs S] [--changes C] [--per-client M] [--ramp R] [--pg-bin DIR] [--pg-user USER]";
+[--replicas K,K…] [--idle-secs S] [--changes C] [--per-client M] [--ramp R] [--herd] [--pg-bin DIR] [--pg-user USER]";
 
 fn die(msg: &str) -> ! {
     eprintln!("scale: {msg}\n{USAGE}");
@@ -147,6 +152,7 @@ impl Opts {
             changes: 20,
             per_client: 50,
             ramp: 64,
+            herd: false,
             pg_bin: None,
             pg_user: None,
         };
@@ -157,6 +163,10 @@ impl Opts {
                 None => (a.clone(), None),
             };
             // `cargo bench` passes --bench to every bench binary.
+            if flag == "--herd" {
+                o.herd = true;
+                continue;
+            }
             if flag == "--bench" {
                 continue;
             }
@@ -802,6 +812,7 @@ async fn run_connector(
     ca: Arc<String>,
     ramp: Arc<tokio::sync::Semaphore>,
     phase: Duration,
+    pause: Duration,
 ) {
     let http = &c.http;
     let registration = CreateDestinationRequest {
@@ -853,7 +864,7 @@ async fn run_connector(
     c.alive.store(true, Ordering::Release);
     tokio::join!(
         heartbeat(&c, &stats, &registration, phase),
-        sync(&c, &stats)
+        sync(&c, &stats, pause)
     );
 }
 
@@ -908,7 +919,10 @@ async fn heartbeat(
 
 /// `sync_forever` in src/connector/rbac.rs, without Kubernetes: every grant
 /// on the destination is applied at once.
-async fn sync(c: &Conn, stats: &Stats) {
+/// `pause`: before the first long poll (the connector's phase in the
+/// fleet's 30 s rhythm).
+async fn sync(c: &Conn, stats: &Stats, pause: Duration) {
+    let mut pause = Some(pause);
     let http = &c.http;
     let base = format!(
         "{}/api/grants?destination={}&limit={}",
@@ -1036,6 +1050,9 @@ async fn sync(c: &Conn, stats: &Stats) {
             }
         }
         index = idx;
+        if let Some(p) = pause.take() {
+            tokio::time::sleep(p).await;
+        }
     }
 }
 
@@ -1149,6 +1166,14 @@ struct Row {
     dest: (Option<Duration>, Option<Duration>),
     answers: (Option<Duration>, Option<Duration>, Option<Duration>),
     last: (Option<Duration>, Option<Duration>, usize),
+    /// One change for every destination: p50, p99, max, answered, live.
+    fanout: (
+        Option<Duration>,
+        Option<Duration>,
+        Option<Duration>,
+        usize,
+        usize,
+    ),
     woken_min: usize,
     /// `POST /api/tokens` per second (16 keep-alive clients, 8 s) with the
     /// connectors still there, and the failures.
@@ -1285,13 +1310,22 @@ async fn run_case(o: &Opts, pg: Option<&Pg>, replicas: usize, n: usize, nofile: 
     let mut tasks = Vec::with_capacity(n);
     for (i, c) in conns.iter().enumerate() {
         // Phases spread evenly (golden-ratio sequence) over the heartbeat period.
-        let phase = HEARTBEAT.mul_f64((i as f64 * 0.618_033_988_75).fract());
+        let spread = (i as f64 * 0.618_033_988_75).fract();
+        let phase = HEARTBEAT.mul_f64(spread);
+        // Likewise their long polls over the 30 s a poll lasts, unless
+        // they all came back at once (--herd).
+        let pause = if o.herd {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(30).mul_f64(spread)
+        };
         tasks.push(tokio::spawn(run_connector(
             c.clone(),
             stats.clone(),
             ca.clone(),
             ramp.clone(),
             phase,
+            pause,
         )));
     }
     // Registered (or failed) and answered once: then waiting.
@@ -1322,9 +1356,14 @@ async fn run_case(o: &Opts, pg: Option<&Pg>, replicas: usize, n: usize, nofile: 
         row.connected,
         row.ramp.as_secs_f64()
     );
-    if !settle(&conns, &stats, Duration::from_secs(30)).await {
-        row.notes
-            .push("connectors did not all settle into their long polls in 30 s".into());
+    if o.herd {
+        if !settle(&conns, &stats, Duration::from_secs(30)).await {
+            row.notes
+                .push("connectors did not all settle into their long polls in 30 s".into());
+        }
+    } else {
+        // Spread out: every connector in its long poll (after its pause).
+        tokio::time::sleep(Duration::from_secs(30)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -1376,13 +1415,15 @@ async fn run_case(o: &Opts, pg: Option<&Pg>, replicas: usize, n: usize, nofile: 
     let mut woken_min = usize::MAX;
     let mut seed = 0x2545_f491_4f6c_dd1d_u64 ^ u64::from(me);
     for s in 0..o.changes.min(targets.len()) {
-        settle(&conns, &stats, Duration::from_secs(10)).await;
+        // The connector followed is waiting in its long poll (the others
+        // renew theirs all the time in a fleet that started over time).
+        let x = targets[(s * 7919) % targets.len()];
+        settle(&conns[x..=x], &stats, Duration::from_secs(10)).await;
         // Off the server's poll ticks: a random wait of up to 250 ms.
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         tokio::time::sleep(Duration::from_millis(seed % 250)).await;
-        let x = targets[(s * 7919) % targets.len()];
         let base = snapshot(&conns);
         let live = base.iter().flatten().count();
         let t0 = stats.now_ns();
@@ -1433,6 +1474,76 @@ async fn run_case(o: &Opts, pg: Option<&Pg>, replicas: usize, n: usize, nofile: 
     let last = sorted(last);
     row.last = (pct(&last, 0.5), last.last().copied(), last_n);
     row.woken_min = if row.changes == 0 { 0 } else { woken_min };
+
+    // Fan-out: one change that concerns every destination (a member leaves
+    // a group granted on all of them), until every connector has it.
+    eprintln!("  {} N={n}: a change for all {n} destinations", row.label);
+    let everyone = admin(
+        admin_http,
+        a,
+        "POST",
+        "/api/groups",
+        json!({"name": "everywhere"}),
+    )
+    .await;
+    let everyone = everyone["id"].as_str().unwrap_or_default().to_string();
+    admin(
+        admin_http,
+        a,
+        "PATCH",
+        &format!("/api/groups/{everyone}/users"),
+        json!({"usersToAdd": [granted]}),
+    )
+    .await;
+    parallel(n, 16, |i| {
+        let (http, a, name, group) = (
+            admin_http.clone(),
+            a.to_string(),
+            conns[i].name.clone(),
+            everyone.clone(),
+        );
+        async move {
+            admin(
+                &http,
+                &a,
+                "POST",
+                "/api/grants",
+                json!({"group": group, "destination": name, "role": "view"}),
+            )
+            .await;
+        }
+    })
+    .await;
+    // Every connector has taken its grant and waits again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let base = snapshot(&conns);
+    let live = base.iter().flatten().count();
+    let t0 = stats.now_ns();
+    admin(
+        admin_http,
+        a,
+        "PATCH",
+        &format!("/api/groups/{everyone}/users"),
+        json!({"usersToRemove": [granted]}),
+    )
+    .await;
+    let seen = changed_since(
+        &conns,
+        &base,
+        0,
+        t0,
+        Duration::from_secs(40),
+        Duration::from_secs(40),
+    )
+    .await;
+    let all = sorted(seen.iter().flatten().copied().collect());
+    row.fanout = (
+        pct(&all, 0.5),
+        pct(&all, 0.99),
+        all.last().copied(),
+        all.len(),
+        live,
+    );
 
     // Minting, the exec plugin's cold path, with the N connectors idle in
     // the background (compare the row with N = 0).
@@ -1612,6 +1723,19 @@ fn print_rows(rows: &[Row], o: &Opts) {
             format!("{}/{}", ms(r.last.0), ms(r.last.1)),
             r.woken_min,
             format!("{}/{}", r.missed, r.changes),
+        );
+    }
+    println!();
+    println!("== fan-out in ms: one change for every destination, until each connector has it ==");
+    for r in rows {
+        let (p50, p99, max, got, live) = r.fanout;
+        println!(
+            "{:<10} {:>6}: p50/p99/max {}/{}/{}, {got} of {live} connectors",
+            r.label,
+            r.wanted,
+            ms(p50),
+            ms(p99),
+            ms(max)
         );
     }
     println!();

@@ -912,21 +912,33 @@ async fn mint(s: &Server, key: &str, dest: &str) -> String {
     t["token"].as_str().unwrap().to_string()
 }
 
+/// `program` (a kubectl) pointed at the connector with a bearer token,
+/// trusting its CA (written into `dir`).
+fn kubectl_command(
+    program: &std::path::Path,
+    c: &ConnectorProc,
+    token: &str,
+    dir: &std::path::Path,
+) -> Command {
+    let ca = dir.join("ca.crt");
+    std::fs::write(&ca, &c.ca_pem).unwrap();
+    let mut cmd = Command::new(program);
+    cmd.args([
+        "--server",
+        &c.url,
+        "--token",
+        token,
+        "--certificate-authority",
+    ])
+    .arg(&ca)
+    .args(["--kubeconfig", "/dev/null"]);
+    cmd
+}
+
 /// Runs the real kubectl against the connector with a bearer token.
 fn kubectl(c: &ConnectorProc, token: &str, args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.crt");
-    std::fs::write(&ca, &c.ca_pem).unwrap();
-    Command::new("kubectl")
-        .args([
-            "--server",
-            &c.url,
-            "--token",
-            token,
-            "--certificate-authority",
-        ])
-        .arg(&ca)
-        .args(["--kubeconfig", "/dev/null"])
+    kubectl_command(std::path::Path::new("kubectl"), c, token, dir.path())
         .args(args)
         .output()
         .unwrap()
@@ -2450,18 +2462,7 @@ fn kubectl_live_with(
     args: &[&str],
 ) -> Live {
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.crt");
-    std::fs::write(&ca, &c.ca_pem).unwrap();
-    let mut child = Command::new(program)
-        .args([
-            "--server",
-            &c.url,
-            "--token",
-            token,
-            "--certificate-authority",
-        ])
-        .arg(&ca)
-        .args(["--kubeconfig", "/dev/null"])
+    let mut child = kubectl_command(program, c, token, dir.path())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

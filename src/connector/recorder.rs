@@ -70,6 +70,22 @@ struct Direction {
     whole: Vec<u8>,
 }
 
+impl Direction {
+    /// The data of a piece of a binary message, after the channel byte a
+    /// message starts with (which it notes); none for other frames.
+    fn payload<'p>(&mut self, p: &Piece<'p>) -> Option<&'p [u8]> {
+        if p.opcode != 2 && p.opcode != 0 {
+            return None;
+        }
+        if !p.first {
+            return Some(p.data);
+        }
+        self.channel = p.data.first().copied();
+        self.whole.clear();
+        Some(p.data.get(1..).unwrap_or_default())
+    }
+}
+
 struct State {
     started: Instant,
     started_unix: i64,
@@ -208,17 +224,11 @@ impl Recorder {
 
     /// A piece of what the client sent: stdin (0) and resizes (4).
     pub fn from_client(&self, p: &Piece<'_>) {
-        if p.opcode != 2 && p.opcode != 0 {
-            return;
-        }
         let mut s = self.lock();
         let s = &mut *s;
-        let mut data = p.data;
-        if p.first {
-            s.up.channel = data.first().copied();
-            s.up.whole.clear();
-            data = data.get(1..).unwrap_or_default();
-        }
+        let Some(data) = s.up.payload(p) else {
+            return;
+        };
         match s.up.channel {
             Some(0) => {
                 let text = s.stdin.decode(data);
@@ -250,17 +260,11 @@ impl Recorder {
 
     /// A piece of what the cluster sent: stdout (1), stderr (2), status (3).
     pub fn from_cluster(&self, p: &Piece<'_>) {
-        if p.opcode != 2 && p.opcode != 0 {
-            return;
-        }
         let mut s = self.lock();
         let s = &mut *s;
-        let mut data = p.data;
-        if p.first {
-            s.down.channel = data.first().copied();
-            s.down.whole.clear();
-            data = data.get(1..).unwrap_or_default();
-        }
+        let Some(data) = s.down.payload(p) else {
+            return;
+        };
         match s.down.channel {
             Some(1) => {
                 let text = s.stdout.decode(data);
