@@ -244,6 +244,26 @@ async fn one_pod(State(s): State<StandIn>, headers: HeaderMap) -> Response {
     .into_response()
 }
 
+/// `kubectl logs -f`: a line every 100 ms, for as long as the client reads.
+async fn logs(State(s): State<StandIn>, headers: HeaderMap) -> Response {
+    if let Err(r) = admit(&s, "/api/v1/namespaces/default/pods/web-1/log", &headers) {
+        return *r;
+    }
+    let lines = futures::stream::unfold(0u64, |i| async move {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some((
+            Ok::<_, std::io::Error>(bytes::Bytes::from(format!("log line {i}\n"))),
+            i + 1,
+        ))
+    });
+    Response::builder()
+        .header("content-type", "text/plain")
+        .body(Body::from_stream(lines))
+        .unwrap()
+}
+
 /// `kubectl exec` over WebSocket (the v5.channel.k8s.io framing: one
 /// channel byte, then data): answers the command's arguments on stdout and
 /// a success status.
@@ -618,6 +638,7 @@ async fn start_standin_with(mtls: bool) -> Running {
         .route("/apis", get(discovery_apis))
         .route("/api/v1", get(discovery_v1))
         .route("/api/v1/namespaces/default/pods/web-1", get(one_pod))
+        .route("/api/v1/namespaces/default/pods/web-1/log", get(logs))
         .route(
             "/api/v1/namespaces/default/pods/web-1/exec",
             get(exec).post(exec),
@@ -2534,10 +2555,11 @@ fn exit_times(live: &mut [&mut Live], since: std::time::Instant) -> Vec<Duration
     took.into_iter().map(Option::unwrap).collect()
 }
 
-/// Access cut mid-stream: `infra grants remove` ends alice's open exec
-/// and watch within 2 s, each saying why; her token is refused from then on.
+/// Access cut mid-stream: `infra grants remove` ends alice's open exec,
+/// watch and `logs -f` within 2 s (the exec saying why); her token is
+/// refused from then on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_removed_grant_cuts_open_exec_and_watch_within_two_seconds() {
+async fn a_removed_grant_cuts_open_exec_watch_and_logs_within_two_seconds() {
     let (s, _k, c, key) = setup(&[]).await;
     let token = mint(&s, &key, "prod").await;
     let mut exec = kubectl_live(&c, &token, &["exec", "-i", "web-1", "--", "cat"]);
@@ -2549,6 +2571,8 @@ async fn a_removed_grant_cuts_open_exec_and_watch_within_two_seconds() {
     common::wait_until_blocking("the watch to show its events", || {
         watch.out().contains("web-2")
     });
+    let mut logs = kubectl_live(&c, &token, &["logs", "-f", "web-1"]);
+    common::wait_until_blocking("the logs to flow", || logs.out().contains("log line 2"));
     let admin = common::Machine::new();
     admin.login_admin(&s);
 
@@ -2557,12 +2581,13 @@ async fn a_removed_grant_cuts_open_exec_and_watch_within_two_seconds() {
         "grants", "remove", "prod", "--user", "alice", "--role", "view",
     ]);
     let removed = start.elapsed();
-    let took = exit_times(&mut [&mut exec, &mut watch], start);
+    let took = exit_times(&mut [&mut exec, &mut watch, &mut logs], start);
     eprintln!(
-        "grants remove took {removed:?}; the exec ended {:?} and the watch {:?} after it started",
-        took[0], took[1]
+        "grants remove took {removed:?}; the exec ended {:?}, the watch {:?} and logs -f {:?} \
+         after it started",
+        took[0], took[1], took[2]
     );
-    for (what, t) in [("exec", took[0]), ("watch", took[1])] {
+    for (what, t) in [("exec", took[0]), ("watch", took[1]), ("logs -f", took[2])] {
         assert!(
             t - removed < Duration::from_secs(2),
             "the {what} ended {:?} after the grant was removed",
