@@ -532,6 +532,14 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
         "request"
     );
 
+    // A plain request ends in moments: only what stays open (exec,
+    // attach, port-forward, watches, `logs -f`) is followed, so that the
+    // server is asked about people with streams open, not about everyone.
+    let (parts, body) = resp.into_parts();
+    if code != StatusCode::SWITCHING_PROTOCOLS && !is_watch(&path) && !is_follow(&path) {
+        return Response::from_parts(parts, Body::new(body));
+    }
+    let resp = axum::http::Response::from_parts(parts, body);
     // Open until it ends: cut if the person's access goes (see `streams`).
     let holder = crate::api::AccessHolder {
         sub: claims.sub.clone(),
@@ -775,6 +783,14 @@ pub fn namespace_of(path: &str) -> Option<&str> {
     parts.next().filter(|ns| !ns.is_empty())
 }
 
+/// Whether a request path follows a log (`?follow=true`).
+fn is_follow(path: &str) -> bool {
+    path.split_once('?').is_some_and(|(_, q)| {
+        q.split('&')
+            .any(|kv| kv == "follow=true" || kv == "follow=1" || kv == "follow")
+    })
+}
+
 /// Whether a request path asks for a watch (`?watch=true`, `/watch/`).
 fn is_watch(path: &str) -> bool {
     let (p, q) = path.split_once('?').unwrap_or((path, ""));
@@ -820,6 +836,10 @@ mod tests {
         assert!(is_watch("/api/v1/pods?watch=true&resourceVersion=1"));
         assert!(is_watch("/api/v1/watch/pods"));
         assert!(!is_watch("/api/v1/pods?watchful=1"));
+        assert!(is_follow(
+            "/api/v1/namespaces/a/pods/b/log?container=c&follow=true"
+        ));
+        assert!(!is_follow("/api/v1/namespaces/a/pods/b/log"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Access cut mid-stream. Every request the connector proxies is
-//! registered here while it is open (a watch, `logs -f`, exec, attach and
-//! port-forward stay open for hours), with who holds it as the token says.
+//! Access cut mid-stream. Every request that stays open (a watch, `logs
+//! -f`, exec, attach and port-forward may stay open for hours) is
+//! registered here while it is, with who holds it as the token says.
 //! After each answer of the grants' long poll (the server's change feed
 //! wakes it when a grant is removed, a user removed or out of a group, a
 //! key revoked) and every 30 s anyway, the connector asks the server
