@@ -79,10 +79,14 @@ where
         // What the person types, for the recording.
         let mut frames = recorder.map(|_| FrameReader::new());
         let mut buf = vec![0u8; 16 * 1024];
+        let mut was_cut = false;
         loop {
             let n = tokio::select! {
                 r = cr.read(&mut buf) => r.unwrap_or(0),
-                _ = cut_reason(&mut cut) => 0,
+                _ = cut_reason(&mut cut) => {
+                    was_cut = true;
+                    0
+                }
             };
             if n == 0 {
                 break;
@@ -95,7 +99,12 @@ where
             }
             up_n.fetch_add(n as u64, Ordering::Relaxed);
         }
-        let _ = uw.shutdown().await;
+        // The client is done: tell the API server. A cut instead leaves the
+        // API server's side open until the client has had its last word
+        // (the connection closes when both directions are done).
+        if !was_cut {
+            let _ = uw.shutdown().await;
+        }
     };
     let down = async {
         let mut frames = websocket.then(FrameReader::new);
@@ -103,11 +112,12 @@ where
         let mut was_cut = None;
         loop {
             let n = tokio::select! {
-                r = ur.read(&mut buf) => r.unwrap_or(0),
+                biased;
                 why = cut_reason(&mut cut_down) => {
                     was_cut = Some(why);
                     0
                 }
+                r = ur.read(&mut buf) => r.unwrap_or(0),
             };
             if n == 0 {
                 break;
@@ -124,6 +134,9 @@ where
             }
             down_n.fetch_add(n as u64, Ordering::Relaxed);
         }
+        // The cut also ends the other direction, whose end may reach the
+        // API server and close this side first: it was a cut all the same.
+        let was_cut = was_cut.or_else(|| cut_down.borrow().clone());
         if let (Some(why), Some(f)) = (&was_cut, &frames)
             && f.at_boundary()
         {
