@@ -650,18 +650,27 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
         "registered destination {} ({}) with {server}",
         d.name, d.url
     );
-    match connector.verifier.learn_issuer(&server).await {
-        Ok(iss) if iss != server.trim_end_matches('/') => {
+    // Neither holds up the start for long: a slow answer is only a warning
+    // (the keys are fetched again at the first token that needs them).
+    let soon = Duration::from_secs(10);
+    match tokio::time::timeout(soon, connector.verifier.learn_issuer(&server)).await {
+        Ok(Ok(iss)) if iss != server.trim_end_matches('/') => {
             eprintln!("the server's tokens name it {iss}")
         }
-        Ok(_) => {}
-        Err(e) => eprintln!(
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => eprintln!(
             "warning: cannot read the server's discovery document, so tokens must name {server} \
              as their issuer: {e}"
         ),
+        Err(_) => eprintln!(
+            "warning: the server's discovery document did not come within 10 s, so tokens must \
+             name {server} as their issuer"
+        ),
     }
-    if let Err(e) = connector.verifier.refresh(false).await {
-        eprintln!("warning: cannot fetch the server's signing keys yet: {e}");
+    match tokio::time::timeout(soon, connector.verifier.refresh(false)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("warning: cannot fetch the server's signing keys yet: {e}"),
+        Err(_) => eprintln!("warning: the server's signing keys did not come within 10 s"),
     }
     // The grants' long poll (every 30 s at most) also tells the server the
     // connector is alive; the heartbeat then only re-registers now and then.
