@@ -12,6 +12,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 /// 256 random bits, base64url: state, nonces, PKCE verifiers, CSRF tokens.
+/// A number in [0, 1) from the system's generator (for jitter).
+pub fn random_fraction() -> f64 {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut b = [0u8; 4];
+    match SystemRandom::new().fill(&mut b) {
+        Ok(()) => f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0),
+        Err(_) => 0.0,
+    }
+}
+
 pub fn random_token() -> String {
     random_string_b64(32)
 }

@@ -583,13 +583,7 @@ pub async fn sync_forever(
 
 /// `d` plus up to half of it again, at random.
 fn with_jitter(d: Duration) -> Duration {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 4];
-    let r = ring::rand::SystemRandom::new()
-        .fill(&mut b)
-        .map(|()| u32::from_le_bytes(b))
-        .unwrap_or(0);
-    d + d.mul_f64(f64::from(r) / f64::from(u32::MAX) / 2.0)
+    d + d.mul_f64(crate::web::random_fraction() / 2.0)
 }
 
 /// Tells the server where the grants stand, when that changed.

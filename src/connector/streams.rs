@@ -100,14 +100,6 @@ impl Streams {
             .remove(&id);
     }
 
-    pub fn len(&self) -> usize {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The distinct holders of open streams.
     pub fn holders(&self) -> Vec<AccessHolder> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());

@@ -246,30 +246,27 @@ async fn verdict(
     if let Some(lost) = h.groups.iter().find(|g| !access.groups.contains(g)) {
         return Ok(no(format!("no longer in the group {lost}"), true));
     }
-    let prefix = format!("{dest}.");
-    let whole = |d: &str| d == dest;
-    let there = |d: &str| match &h.namespace {
-        Some(ns) => d.strip_prefix(&prefix) == Some(ns.as_str()),
-        None => d.starts_with(&prefix),
-    };
-    if access.grants.iter().any(|g| whole(&g.destination)) {
-        return Ok(crate::api::AccessVerdict {
-            allowed: true,
-            reason: None,
-            token_revoked: false,
-        });
-    }
-    if access.grants.iter().any(|g| there(&g.destination)) {
-        return Ok(crate::api::AccessVerdict {
-            allowed: true,
-            reason: None,
-            token_revoked: false,
-        });
-    }
-    let anywhere = access
+    // A grant on the whole destination counts anywhere in it; one on a
+    // namespace, in that namespace (and for cluster-wide requests).
+    let on_dest: Vec<&str> = access
         .grants
         .iter()
-        .any(|g| g.destination.starts_with(&prefix));
+        .map(|g| g.destination.as_str())
+        .filter(|d| store::base_destination(d) == dest)
+        .collect();
+    let here = h.namespace.as_ref().map(|ns| format!("{dest}.{ns}"));
+    let allowed = match &here {
+        Some(here) => on_dest.iter().any(|d| *d == dest || d == here),
+        None => !on_dest.is_empty(),
+    };
+    if allowed {
+        return Ok(crate::api::AccessVerdict {
+            allowed: true,
+            reason: None,
+            token_revoked: false,
+        });
+    }
+    let anywhere = !on_dest.is_empty();
     Ok(match &h.namespace {
         Some(ns) if anywhere => no(format!("no grant on {dest}.{ns} any more"), false),
         _ => no(format!("no grant on {dest} any more"), true),

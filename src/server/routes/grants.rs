@@ -504,20 +504,15 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Runs `f` when dropped (also when the request is cancelled).
 /// How long one long poll waits without a change: 24–30 s, at random, so
 /// connectors that all came back together (after a restart) spread out
 /// within a few rounds instead of renewing in the same second forever.
 fn long_poll_wait() -> std::time::Duration {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 2];
-    let r = ring::rand::SystemRandom::new()
-        .fill(&mut b)
-        .map(|()| u16::from_le_bytes(b))
-        .unwrap_or(0);
-    std::time::Duration::from_secs(30) - std::time::Duration::from_millis(u64::from(r) % 6_000)
+    use std::time::Duration;
+    Duration::from_secs(30) - Duration::from_secs(6).mul_f64(crate::web::random_fraction())
 }
 
+/// Runs `f` when dropped (also when the request is cancelled).
 fn scopeguard<F: FnMut()>(f: F) -> impl Drop {
     struct Guard<F: FnMut()>(F);
     impl<F: FnMut()> Drop for Guard<F> {

@@ -14,7 +14,7 @@ use crate::server::AppState;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ApiJson, Caller, KeyHolder};
 use crate::server::recheck::{self, Refused};
-use crate::server::store::{Access, Subject};
+use crate::server::store::{Access, Subject, base_destination};
 use crate::server::tokens::Minted;
 
 use super::{is_dns_label, ts};
@@ -48,11 +48,10 @@ pub async fn create(
     check_grant(&access, dest, &caller.name)?;
     // The strictest bound on how recent the sign-in must be, of every grant
     // the token would carry onto the cluster.
-    let prefix = format!("{dest}.");
     let max_auth_age = access
         .grants
         .iter()
-        .filter(|g| g.destination == dest || g.destination.starts_with(&prefix))
+        .filter(|g| base_destination(&g.destination) == dest)
         .filter_map(|g| g.max_auth_age_secs)
         .min();
     let not_after = match max_auth_age {
@@ -159,11 +158,10 @@ fn check_recent_sign_in(
 
 /// A 403 unless the caller holds a role on `dest` or one of its namespaces.
 fn check_grant(access: &Access, dest: &str, name: &str) -> Result<(), ApiError> {
-    let prefix = format!("{dest}.");
     if access
         .grants
         .iter()
-        .any(|g| g.destination == dest || g.destination.starts_with(&prefix))
+        .any(|g| base_destination(&g.destination) == dest)
     {
         return Ok(());
     }
