@@ -82,6 +82,14 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
         && headers.contains_key(header::UPGRADE)
 }
 
+/// Whether `Upgrade` names WebSocket (asked for, or switched to).
+fn upgrades_to_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
 /// The extras infra adds to every impersonated request.
 pub const EXTRA_ORIGINAL_USER: &str = "infra.dev/original-user";
 pub const EXTRA_CLIENT_ADDRESS: &str = "infra.dev/client-address";
@@ -353,29 +361,22 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
         (true, Some(t)) if must_record(&c, &claims, &t.namespace) => Some(t),
         _ => None,
     };
-    if record.is_some() {
-        let websocket = req
-            .headers()
-            .get(header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-        if !websocket {
-            // kubectl 1.30+ falls back to SPDY when its WebSocket is
-            // refused: tell it why the WebSocket was, not about SPDY.
-            if let Some(refusal) = c.recent_refusal(&claims.sub, &path) {
-                return refusal;
-            }
-            return status(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                &format!(
-                    "exec and attach on {} are recorded, and this kubectl asked for SPDY, which \
-                     the recorder cannot read: use kubectl 1.30 or later (WebSocket), or set \
-                     KUBECTL_REMOTE_COMMAND_WEBSOCKETS=true with kubectl 1.29",
-                    c.name
-                ),
-            );
+    if record.is_some() && !upgrades_to_websocket(req.headers()) {
+        // kubectl 1.30+ falls back to SPDY when its WebSocket is refused:
+        // tell it why the WebSocket was, not about SPDY.
+        if let Some(refusal) = c.recent_refusal(&claims.sub, &path) {
+            return refusal;
         }
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "exec and attach on {} are recorded, and this kubectl asked for SPDY, which the \
+                 recorder cannot read: use kubectl 1.30 or later (WebSocket), or set \
+                 KUBECTL_REMOTE_COMMAND_WEBSOCKETS=true with kubectl 1.29",
+                c.name
+            ),
+        );
     }
     let client_upgrade = if upgrade {
         Some(hyper::upgrade::on(&mut req))
@@ -558,11 +559,7 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
             );
         };
         let mut resp = resp;
-        let websocket = resp
-            .headers()
-            .get(header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        let websocket = upgrades_to_websocket(resp.headers());
         let recorder = match &record {
             Some(t) => match start_recording(&c, &claims, t, client, &resp, &ticket).await {
                 Ok(r) => Some(r),
