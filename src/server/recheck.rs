@@ -124,7 +124,12 @@ async fn recheck_one(
     }
     if !state
         .store
-        .take_recheck_lease(&row.provider_id, &row.user_id, LEASE_SECS)
+        .take_recheck_lease(
+            &row.provider_id,
+            &row.user_id,
+            LEASE_SECS,
+            row.last_check_at,
+        )
         .await
         .map_err(db)?
     {

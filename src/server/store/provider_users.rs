@@ -182,23 +182,27 @@ impl Store {
     }
 
     /// Takes the re-check lease for this user at this provider if nobody
-    /// holds it and no back-off is running; true when taken. One atomic
-    /// UPDATE, so only one replica wins.
+    /// holds it, no back-off is running and nobody finished a re-check since
+    /// `seen_last_check` was read; true when taken. One atomic UPDATE, so
+    /// only one replica wins, and one that read the row before another's
+    /// re-check ended does not check again right after it.
     pub async fn take_recheck_lease(
         &self,
         provider_id: &str,
         user_id: &str,
         lease_secs: i64,
+        seen_last_check: i64,
     ) -> Result<bool> {
         let t = now();
         let done = sqlx::query(
             "UPDATE provider_users SET checking_until = $1 WHERE provider_id = $2 AND user_id = $3 \
-             AND checking_until < $4 AND backoff_until <= $4",
+             AND checking_until < $4 AND backoff_until <= $4 AND last_check_at = $5",
         )
         .bind(t + lease_secs)
         .bind(provider_id)
         .bind(user_id)
         .bind(t)
+        .bind(seen_last_check)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
