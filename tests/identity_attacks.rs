@@ -48,15 +48,15 @@ async fn setup_with(opts: ServerOptions, idp_env: &[(&str, &str)], extra: Value)
 /// Signs `login` in at the provider with exactly these scopes (the
 /// attacker writes the authorization URL) and returns the attempt and code.
 async fn code(t: &Setup, login: &str, scopes: &[&str]) -> (Attempt, String) {
+    code_at(&t.provider, login, scopes).await
+}
+
+async fn code_at(provider: &Value, login: &str, scopes: &[&str]) -> (Attempt, String) {
     let port = free_port();
     let a = Attempt::new(port);
     let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
     let url = a
-        .authorization_url(
-            t.provider["authURL"].as_str().unwrap(),
-            "infra-test",
-            &scopes,
-        )
+        .authorization_url(provider["authURL"].as_str().unwrap(), "infra-test", &scopes)
         .unwrap();
     let back = Browser::new()
         .sign_in(&url, login, &format!("http://localhost:{port}"))
@@ -71,29 +71,36 @@ async fn code(t: &Setup, login: &str, scopes: &[&str]) -> (Attempt, String) {
 }
 
 async fn exchange(t: &Setup, a: &Attempt, code: &str) -> (u16, Value) {
-    t.s.call(
+    exchange_at(&t.s, &t.provider, a, code).await
+}
+
+async fn exchange_at(s: &Server, provider: &Value, a: &Attempt, code: &str) -> (u16, Value) {
+    s.call(
         "POST",
         "/api/login",
         None,
-        Some(
-            json!({"oidc": {"providerID": t.provider["id"], "code": code,
-            "redirectURL": a.redirect_url, "codeVerifier": a.code_verifier, "nonce": a.nonce}}),
-        ),
+        Some(json!({"oidc": {"providerID": provider["id"], "code": code,
+            "redirectURL": a.redirect_url, "codeVerifier": a.code_verifier, "nonce": a.nonce}})),
     )
     .await
 }
 
 /// Signs `login` in with the scopes the CLI asks for.
 async fn sign_in(t: &Setup, login: &str) -> (u16, Value) {
-    let scopes: Vec<String> = t.provider["scopes"]
+    sign_in_at(&t.s, &t.provider, login).await
+}
+
+/// Signs `login` in at `provider` (as the server describes it now).
+async fn sign_in_at(s: &Server, provider: &Value, login: &str) -> (u16, Value) {
+    let scopes: Vec<String> = provider["scopes"]
         .as_array()
         .unwrap()
         .iter()
         .map(|s| s.as_str().unwrap().to_string())
         .collect();
     let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-    let (a, c) = code(t, login, &scopes).await;
-    exchange(t, &a, &c).await
+    let (a, c) = code_at(provider, login, &scopes).await;
+    exchange_at(s, provider, &a, &c).await
 }
 
 async fn idp_account(t: &Setup, sub: &str, claims: Value) {
@@ -795,4 +802,257 @@ async fn a_self_issued_key_is_revoked_when_the_provider_ends_the_session() {
         let (status, _) = t.s.call("GET", "/api/grants", Some(k), None).await;
         assert_eq!(status, 401, "revoked");
     }
+}
+
+/// An invitation a provider account claimed is a provider user from then
+/// on: no password it could set itself would outlive the account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_invitation_cannot_be_given_a_password() {
+    let mut opts = ServerOptions::new(Backend::Sqlite);
+    opts.extra_args = vec!["--idp-revalidate-interval".into(), "1s".into()];
+    let t = setup_with(
+        opts,
+        &[(
+            "OIDC_ACCOUNTS",
+            r#"{"carol":{"email":"carol@example.test"}}"#,
+        )],
+        json!({}),
+    )
+    .await;
+    let carol =
+        t.s.ok(
+            "POST",
+            "/api/users",
+            Some(json!({"name": "carol@example.test"})),
+            201,
+        )
+        .await;
+    let id = carol["id"].as_str().unwrap();
+    t.s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"user": id, "destination": "prod", "role": "view"})),
+        201,
+    )
+    .await;
+    let (status, login) = sign_in(&t, "carol").await;
+    assert_eq!(status, 201, "{login}");
+    assert_eq!(login["userID"], carol["id"]);
+    let key = login["accessKey"].as_str().unwrap();
+    // Neither carol (without a current password to give) nor an admin
+    // gives her one.
+    let (status, err) =
+        t.s.call(
+            "PUT",
+            &format!("/api/users/{id}"),
+            Some(key),
+            Some(json!({"password": "my-own-password"})),
+        )
+        .await;
+    assert_eq!(status, 403, "{err}");
+    assert!(message(&err).contains("identity provider"), "{err}");
+    let (status, _) =
+        t.s.admin(
+            "PUT",
+            &format!("/api/users/{id}"),
+            Some(json!({"password": "my-own-password"})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    // The provider ends her account: nothing of hers works any more.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/__admin/revoke?sub=carol", t.idp.issuer))
+        .bearer_auth(IDP_ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    t.s.advance_clock(2);
+    let (status, err) = mint(&t.s, key).await;
+    assert_eq!(status, 401, "{err}");
+    let (status, err) =
+        t.s.call(
+            "POST",
+            "/api/login",
+            None,
+            Some(json!({"passwordCredentials": {"name": "carol@example.test", "password": "my-own-password"}})),
+        )
+        .await;
+    assert_eq!(status, 401, "{err}");
+}
+
+/// Some providers (Cognito, older Entra ID) send `email_verified` as a
+/// string; addresses come in the case people typed them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_verified_as_a_string_and_addresses_in_any_case() {
+    let t = setup(
+        &[(
+            "OIDC_ACCOUNTS",
+            r#"{"strtrue":{"email":"str@example.test","email_verified":"true"},
+                "strfalse":{"email":"carol@example.test","email_verified":"false"},
+                "upper":{"email":"Carol@Example.TEST"}}"#,
+        )],
+        json!({}),
+    )
+    .await;
+    let carol =
+        t.s.ok(
+            "POST",
+            "/api/users",
+            Some(json!({"name": "carol@example.test"})),
+            201,
+        )
+        .await;
+    let (status, resp) = sign_in(&t, "strtrue").await;
+    assert_eq!(status, 201, "{resp}");
+    assert_eq!(resp["name"], "str@example.test");
+    // "false" is not a vouch.
+    let (status, resp) = sign_in(&t, "strfalse").await;
+    assert_eq!(status, 401, "{resp}");
+    assert!(message(&resp).contains("email_verified"), "{resp}");
+    // Carol@Example.TEST is carol@example.test: it claims the invitation
+    // instead of making a second user that differs only in case.
+    let (status, resp) = sign_in(&t, "upper").await;
+    assert_eq!(status, 201, "{resp}");
+    assert_eq!(resp["userID"], carol["id"]);
+    assert_eq!(resp["name"], "carol@example.test");
+}
+
+/// Groups a re-check brings are held to the same rule as a sign-in's: no
+/// `system:` group is ever made, joined or grantable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_groups_brought_by_a_recheck_are_never_stored() {
+    let mut opts = ServerOptions::new(Backend::Sqlite);
+    opts.extra_args = vec!["--idp-revalidate-interval".into(), "1s".into()];
+    let t = setup_with(opts, &[("OIDC_GROUPS", r#"{"alice":["dev"]}"#)], json!({})).await;
+    let (status, login) = sign_in(&t, "alice").await;
+    assert_eq!(status, 201, "{login}");
+    let key = login["accessKey"].as_str().unwrap();
+    t.s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"user": login["userID"], "destination": "prod", "role": "view"})),
+        201,
+    )
+    .await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/__admin/groups", t.idp.issuer))
+        .bearer_auth(IDP_ADMIN)
+        .json(&json!({"sub": "alice", "groups": ["dev", "system:masters", "System:Nodes", "ops"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    t.s.advance_clock(2);
+    let (status, token) = mint(&t.s, key).await;
+    assert_eq!(status, 201, "{token}");
+    let groups = jwt_claims(token["token"].as_str().unwrap())["groups"].clone();
+    assert_eq!(
+        groups,
+        json!(["dev", "ops"]),
+        "the re-check ran and kept only these"
+    );
+    let names: Vec<String> = t.s.ok("GET", "/api/groups", None, 200).await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap().to_lowercase())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with("system:")), "{names:?}");
+    let reserved = audit(&t.s, "groups.reserved").await;
+    assert!(
+        reserved
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().contains("system:masters")),
+        "{reserved:?}"
+    );
+}
+
+/// A second provider whose account claims the same verified address does
+/// not become a user another provider's account signs in as.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_provider_cannot_take_over_a_provider_user() {
+    let t = setup(&[], json!({})).await;
+    let (status, alice) = sign_in(&t, "alice").await;
+    assert_eq!(status, 201, "{alice}");
+    let partner_idp = OidcProvider::start_with(&[(
+        "OIDC_ACCOUNTS",
+        r#"{"mallory":{"email":"alice@example.com"}}"#,
+    )]);
+    let partner =
+        t.s.ok(
+            "POST",
+            "/api/providers",
+            Some(json!({"name": "partner", "url": partner_idp.issuer,
+                        "clientID": "infra-test", "clientSecret": "infra-test-secret"})),
+            201,
+        )
+        .await;
+    let (status, resp) = sign_in_at(&t.s, &partner, "mallory").await;
+    assert_eq!(status, 409, "{resp}");
+    assert!(
+        message(&resp).contains("alice@example.com") && message(&resp).contains("another provider"),
+        "{resp}"
+    );
+    assert!(
+        audit(&t.s, "login")
+            .await
+            .iter()
+            .any(|e| e["result"] == "conflict" && e["actor"] == "partner:mallory"),
+        "audited"
+    );
+    // alice still signs in as herself.
+    let (status, again) = sign_in(&t, "alice").await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again["userID"], alice["userID"]);
+}
+
+/// Keys stand on the provider they came from: removing it, or pointing it
+/// at another issuer (whose `sub`s are other people), ends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_or_repointed_provider_ends_its_sessions() {
+    let t = setup(&[], json!({})).await;
+    let (status, alice) = sign_in(&t, "alice").await;
+    assert_eq!(status, 201, "{alice}");
+    let key = alice["accessKey"].as_str().unwrap();
+    t.s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"user": alice["userID"], "destination": "prod", "role": "view"})),
+        201,
+    )
+    .await;
+    assert_eq!(mint(&t.s, key).await.0, 201);
+    // The provider now names another issuer, where "alice" is someone else.
+    let other = OidcProvider::start_with(&[(
+        "OIDC_ACCOUNTS",
+        r#"{"alice":{"email":"mallory@evil.test"}}"#,
+    )]);
+    let id = t.provider["id"].as_str().unwrap();
+    let moved =
+        t.s.ok(
+            "PATCH",
+            &format!("/api/providers/{id}"),
+            Some(json!({"url": other.issuer})),
+            200,
+        )
+        .await;
+    let (status, err) = mint(&t.s, key).await;
+    assert_eq!(status, 401, "the old session ended: {err}");
+    let (status, resp) = sign_in_at(&t.s, &moved, "alice").await;
+    assert_eq!(status, 201, "{resp}");
+    assert_ne!(resp["userID"], alice["userID"], "not the old alice");
+    assert_eq!(resp["name"], "mallory@evil.test");
+    // Removing the provider ends the sessions made through it.
+    let key2 = resp["accessKey"].as_str().unwrap().to_string();
+    assert_eq!(
+        t.s.call("GET", "/api/grants", Some(&key2), None).await.0,
+        200
+    );
+    t.s.ok("DELETE", &format!("/api/providers/{id}"), None, 204)
+        .await;
+    assert_eq!(
+        t.s.call("GET", "/api/grants", Some(&key2), None).await.0,
+        401
+    );
 }

@@ -238,7 +238,8 @@ fn pins_something(pattern: &str) -> bool {
 /// pattern takes in every owner's project of that name.
 fn tenant_part<'a>(claim: Option<&str>, pattern: &'a str) -> Option<&'a str> {
     match claim {
-        None => pattern
+        // The `sub` claim is the subject, however it is named.
+        None | Some("sub") => pattern
             .strip_prefix("repo:")
             .or_else(|| pattern.strip_prefix("project_path:")),
         Some("repository" | "repository_owner" | "project_path" | "namespace_path") => {
@@ -950,6 +951,9 @@ mod tests {
         ] {
             assert!(!binds("", claims), "{claims:?}");
         }
+        // The claim `sub` is the subject by another name.
+        assert!(!binds("", &[("sub", "repo:*/*:ref:refs/heads/main")]));
+        assert!(binds("", &[("sub", "repo:octo-org/*:ref:refs/heads/main")]));
         assert!(binds("", &[("repository", "octo-org/*")]));
         assert!(binds("", &[("project_path", "group/**")]));
 

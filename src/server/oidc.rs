@@ -222,7 +222,8 @@ impl ProviderIdentity {
                     self.email
                 )));
             }
-            self.email.trim().to_string()
+            // One address, one name: providers keep the case people typed.
+            self.email.trim().to_lowercase()
         } else {
             let value = match self.claims.get(claim) {
                 Some(serde_json::Value::String(s)) => s.trim().to_string(),
@@ -456,7 +457,7 @@ pub async fn exchange_code(
     let email_verified = matches!(
         source.get("email_verified"),
         Some(serde_json::Value::Bool(true))
-    ) || matches!(source.get("email_verified"), Some(serde_json::Value::String(s)) if s == "true");
+    ) || matches!(source.get("email_verified"), Some(serde_json::Value::String(s)) if s.eq_ignore_ascii_case("true"));
     Ok(ProviderIdentity {
         subject: subject.to_string(),
         email,

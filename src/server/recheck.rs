@@ -157,9 +157,7 @@ async fn recheck_one(
     match oidc::refresh(&cfg, &refresh_token, &row.subject).await {
         Ok(r) => {
             if let Some(groups) = &r.groups {
-                state
-                    .store
-                    .sync_provider_groups(&row.provider_id, &row.user_id, groups)
+                sync_provider_groups(state, &provider, &row.user_id, user_name, groups, "")
                     .await
                     .map_err(db)?;
             }
@@ -265,4 +263,48 @@ async fn wait_for_other(
         "the re-check with your identity provider is taking too long".into(),
         5,
     ))
+}
+
+/// Makes the user's groups from `provider` exactly `groups`, at every
+/// sign-in and re-check, leaving out (logged and audited) the names
+/// Kubernetes reserves for itself: a provider never makes anyone a member
+/// of `system:masters`.
+pub async fn sync_provider_groups(
+    state: &AppState,
+    provider: &store::ProviderRow,
+    user_id: &str,
+    user_name: &str,
+    groups: &[String],
+    addr: &str,
+) -> Result<(), store::StoreError> {
+    let (kept, reserved): (Vec<String>, Vec<String>) = groups
+        .iter()
+        .cloned()
+        .partition(|g| !crate::api::is_reserved_name(g));
+    if !reserved.is_empty() {
+        tracing::warn!(
+            provider = %provider.name,
+            user = %user_name,
+            groups = ?reserved,
+            "ignored groups with Kubernetes' reserved prefix system:"
+        );
+        state
+            .store
+            .audit(&AuditEntry {
+                actor: &provider.name,
+                action: "groups.reserved",
+                target: user_name,
+                result: "refused",
+                remote_addr: addr,
+                detail: &format!(
+                    "ignored groups with Kubernetes' reserved prefix system: {}",
+                    reserved.join(", ")
+                ),
+            })
+            .await?;
+    }
+    state
+        .store
+        .sync_provider_groups(&provider.id, user_id, &kept)
+        .await
 }

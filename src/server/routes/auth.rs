@@ -86,7 +86,9 @@ pub async fn login(
                 }
             };
             // A password set by an older version must not outlive the provider.
-            if user.origin() == store::Origin::Provider {
+            if user.origin() == store::Origin::Provider
+                || !state.store.provider_users_of(&user.id).await?.is_empty()
+            {
                 fail(
                     &state,
                     &attempt,
@@ -421,36 +423,10 @@ pub(crate) async fn sign_in_with_provider(
         None => first_sign_in(state, &attempt, provider, &id, &target, &sign_in).await?,
     };
     if let Some(groups) = &id.groups {
-        let (kept, reserved): (Vec<String>, Vec<String>) = groups
-            .iter()
-            .cloned()
-            .partition(|g| !crate::api::is_reserved_name(g));
-        if !reserved.is_empty() {
-            tracing::warn!(
-                provider = %provider.name,
-                user = %user.name,
-                groups = ?reserved,
-                "ignored groups with Kubernetes' reserved prefix system:"
-            );
-            state
-                .store
-                .audit(&AuditEntry {
-                    actor: &provider.name,
-                    action: "groups.reserved",
-                    target: &user.name,
-                    result: "refused",
-                    remote_addr: addr,
-                    detail: &format!(
-                        "ignored groups with Kubernetes' reserved prefix system: {}",
-                        reserved.join(", ")
-                    ),
-                })
-                .await?;
-        }
-        state
-            .store
-            .sync_provider_groups(&provider.id, &user.id, &kept)
-            .await?;
+        crate::server::recheck::sync_provider_groups(
+            state, provider, &user.id, &user.name, groups, addr,
+        )
+        .await?;
     }
     state.store.touch_user(&user.id).await?;
     Ok(SignedIn {
@@ -462,9 +438,10 @@ pub(crate) async fn sign_in_with_provider(
 
 /// The first sign-in of a provider account: a user named by the verified
 /// email (or the provider's username claim) is made, or an invited one is
-/// claimed when the provider vouches for the address. Local users, the
-/// built-in ones and users already linked to another account at this
-/// provider are never taken over: that is a 409, audited.
+/// claimed when the provider vouches for the address (so is a provider
+/// user whose provider was removed or moved to another issuer). Local
+/// users, the built-in ones and users linked to any other account, at this
+/// provider or another, are never taken over: that is a 409, audited.
 async fn first_sign_in(
     state: &AppState,
     attempt: &Attempt<'_>,
@@ -534,6 +511,13 @@ async fn first_sign_in(
                     "the user {name:?} is already linked to another {} account (another \
                      subject); infra never moves a user to a different account",
                     provider.name
+                );
+                return Err(conflict(state, attempt.addr, provider, id, &name, &why).await);
+            }
+            Err(store::LinkConflict::OtherProvider) => {
+                let why = format!(
+                    "the user {name:?} already signs in through another provider; infra never \
+                     moves a user to a different account"
                 );
                 return Err(conflict(state, attempt.addr, provider, id, &name, &why).await);
             }

@@ -114,9 +114,12 @@ pub async fn update(
         return Err(ApiError::forbidden("you may only change your own password"));
     }
     let user = state.store.get_user(&id).await?;
+    // A user with a provider account is a provider user, whatever it was made as.
+    let linked =
+        user.origin() == Origin::Provider || !state.store.provider_users_of(&id).await?.is_empty();
     match user.origin() {
         // A password would let the person in after the provider ended their account.
-        Origin::Provider => {
+        _ if linked => {
             return Err(ApiError::forbidden(format!(
                 "{} signs in through an identity provider and cannot have a password: it \
                  would outlive the provider's account. An admin can make a separate local user \

@@ -149,7 +149,7 @@ impl Store {
 
     /// A revocation is a change for the connectors of every destination the
     /// owner holds grants on: they follow it to cut what is open.
-    async fn keys_revoked(&self, owner_kind: &str, owner_id: &str) -> Result<()> {
+    pub(super) async fn keys_revoked(&self, owner_kind: &str, owner_id: &str) -> Result<()> {
         let subject = match owner_kind {
             "identity" => super::Subject::Identity(owner_id.to_string()),
             _ => super::Subject::User(owner_id.to_string()),

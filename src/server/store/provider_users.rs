@@ -39,6 +39,8 @@ pub struct SignIn<'a> {
 pub enum LinkConflict {
     /// The user is already linked to another account (subject) at this provider.
     UserTaken { subject: String },
+    /// The user is already linked to an account at another provider.
+    OtherProvider,
     /// This account (subject) is already linked to another user.
     SubjectTaken { user_id: String },
 }
@@ -66,10 +68,14 @@ impl Store {
         s: &SignIn<'_>,
     ) -> Result<std::result::Result<(), LinkConflict>> {
         let t = now();
+        // A user belongs to one account at one provider: a link is made only
+        // while no other provider holds the user.
         let done = sqlx::query(
             "INSERT INTO provider_users (provider_id, user_id, subject, email, refresh_token_enc, \
              session_expires_at, last_check_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7) ON CONFLICT DO NOTHING",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $7, $7 WHERE NOT EXISTS \
+             (SELECT 1 FROM provider_users WHERE user_id = $2 AND provider_id <> $1) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(s.provider_id)
         .bind(user_id)
@@ -81,6 +87,13 @@ impl Store {
         .execute(self.pool())
         .await?;
         if done.rows_affected() == 1 {
+            // Claimed by the account: from now on it signs in only through it.
+            sqlx::query(
+                "UPDATE users SET origin = 'provider' WHERE id = $1 AND origin = 'invited'",
+            )
+            .bind(user_id)
+            .execute(self.pool())
+            .await?;
             return Ok(Ok(()));
         }
         if let Some(other) = self.find_provider_user(s.provider_id, s.subject).await? {
@@ -90,6 +103,14 @@ impl Store {
             return Ok(Err(LinkConflict::SubjectTaken {
                 user_id: other.user_id,
             }));
+        }
+        if self
+            .provider_users_of(user_id)
+            .await?
+            .iter()
+            .any(|r| r.provider_id != s.provider_id)
+        {
+            return Ok(Err(LinkConflict::OtherProvider));
         }
         let sql = format!("{SELECT} WHERE provider_id = $1 AND user_id = $2");
         let taken: Option<ProviderUserRow> = sqlx::query_as(AssertSqlSafe(sql))
@@ -169,6 +190,23 @@ impl Store {
                 .fetch_all(self.pool())
                 .await?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Ends every session that stands on `provider_id`: the keys made from
+    /// its sign-ins are revoked and the links to its accounts forgotten. For
+    /// a provider removed, or now at another issuer (whose `sub`s name
+    /// other people). Returns how many keys were revoked.
+    pub async fn end_provider_sessions(&self, provider_id: &str) -> Result<u64> {
+        let users = self.users_of_provider(provider_id).await?;
+        let done = sqlx::query("DELETE FROM access_keys WHERE provider_id = $1")
+            .bind(provider_id)
+            .execute(self.pool())
+            .await?;
+        for user_id in &users {
+            self.keys_revoked("user", user_id).await?;
+        }
+        self.delete_provider_users(provider_id).await?;
+        Ok(done.rows_affected())
     }
 
     /// Forgets every link to accounts at `provider_id` (with their refresh
@@ -260,7 +298,12 @@ impl Store {
         let mut ids = Vec::with_capacity(groups.len());
         for name in groups {
             let name = name.trim();
-            if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+            // Kubernetes' own names never become groups, whoever asks.
+            if name.is_empty()
+                || name.len() > 256
+                || name.chars().any(char::is_control)
+                || crate::api::is_reserved_name(name)
+            {
                 continue;
             }
             let t = now();
