@@ -671,7 +671,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__connector)
-            opts="-h -V --log-format --server --access-key --access-key-file --name --listen --endpoint --ca-cert --ca-key --data-dir --kubeconfig --context --kube-api --kube-token-file --kube-ca-file --server-ca-file --server-trusted-fingerprint --sync-rbac --max-session-bytes --config --heartbeat --rbac-poll --rbac-resync --leeway --metrics-listen --trusted-proxies --max-connections --header-read-timeout --server-skip-tls-verify --record-sessions --proxy-protocol --help --version"
+            opts="-h -V --log-format --server --access-key --access-key-file --name --listen --endpoint --ca-cert --ca-key --data-dir --kubeconfig --context --kube-api --kube-token-file --kube-ca-file --server-ca-file --server-trusted-fingerprint --sync-rbac --max-session-bytes --config --heartbeat --rbac-poll --rbac-resync --leeway --metrics-listen --trusted-proxies --max-connections --header-read-timeout --idle-timeout --server-skip-tls-verify --record-sessions --proxy-protocol --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -786,6 +786,10 @@ _infra() {
                     return 0
                     ;;
                 --header-read-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2953,7 +2957,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__server)
-            opts="-h -V --log-format --listen --tls-cert --tls-key --data-dir --db --config --root-key-file --session-expiry --session-inactivity-timeout --url --token-ttl --idp-revalidate-interval --signing-key-rotation --oidc-issuer-url --oidc-issuer-client-id --oidc-issuer-client-secret --oidc-username-claim --oidc-ca-file --oidc-provider-name --oidc-callback-url --device-code-ttl --device-poll-interval --trusted-proxies --max-connections --header-read-timeout --metrics-listen --request-timeout --idle-timeout --audit-retention --session-retention --max-session-bytes --audit-prune-interval --max-long-polls --db-max-connections --print-admin-key --dev --ephemeral --dev-allow-remote --proxy-protocol --help --version"
+            opts="-h -V --log-format --listen --tls-cert --tls-key --data-dir --db --config --root-key-file --session-expiry --session-inactivity-timeout --url --token-ttl --idp-revalidate-interval --signing-key-rotation --oidc-issuer-url --oidc-issuer-client-id --oidc-issuer-client-secret --oidc-username-claim --oidc-ca-file --oidc-provider-name --oidc-callback-url --device-code-ttl --device-poll-interval --trusted-proxies --max-connections --header-read-timeout --idle-timeout --metrics-listen --request-timeout --audit-retention --session-retention --max-session-bytes --audit-prune-interval --max-long-polls --db-max-connections --print-admin-key --dev --ephemeral --dev-allow-remote --proxy-protocol --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3063,15 +3067,15 @@ _infra() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --idle-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --metrics-listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --request-timeout)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --idle-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

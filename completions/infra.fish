@@ -414,9 +414,9 @@ complete -c infra -n "__fish_infra_using_subcommand server" -l device-poll-inter
 complete -c infra -n "__fish_infra_using_subcommand server" -l trusted-proxies -d 'Load balancers and proxies (CIDR,…) whose X-Forwarded-For or PROXY header names the client' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l max-connections -d 'Connections open at once at most; more are closed at once' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l header-read-timeout -d 'Time a client has for its TLS handshake and each request\'s headers (also ends idle keep-alive)' -r
+complete -c infra -n "__fish_infra_using_subcommand server" -l idle-timeout -d 'Close a connection with no request in progress for this long (a watch, a long poll or an exec session is one in progress while it lasts)' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l metrics-listen -d 'Serve /metrics and /healthz over plain HTTP here (keep it private); "off" for none [default: 127.0.0.1:9464, skipped with a warning when taken]' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l request-timeout -d 'Longest time a request may take, body included (long polls take up to 30s)' -r
-complete -c infra -n "__fish_infra_using_subcommand server" -l idle-timeout -d 'Close a connection that sends and receives nothing for this long' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l audit-retention -d 'How long the audit log keeps an entry (0 keeps them forever)' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l session-retention -d 'How long recorded exec and attach sessions are kept (0 keeps them forever)' -r
 complete -c infra -n "__fish_infra_using_subcommand server" -l max-session-bytes -d 'The largest a session\'s recording may grow (bytes of asciicast); a connector that reaches it ends the session' -r
@@ -460,6 +460,7 @@ complete -c infra -n "__fish_infra_using_subcommand connector" -l metrics-listen
 complete -c infra -n "__fish_infra_using_subcommand connector" -l trusted-proxies -d 'Load balancers and proxies (CIDR,…) whose X-Forwarded-For or PROXY header names the client' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l max-connections -d 'Connections open at once at most; more are closed at once' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l header-read-timeout -d 'Time a client has for its TLS handshake and each request\'s headers (also ends idle keep-alive)' -r
+complete -c infra -n "__fish_infra_using_subcommand connector" -l idle-timeout -d 'Close a connection with no request in progress for this long (a watch, a long poll or an exec session is one in progress while it lasts)' -r
 complete -c infra -n "__fish_infra_using_subcommand connector" -l server-skip-tls-verify -d 'Do not verify the infra server\'s certificate (unsafe)'
 complete -c infra -n "__fish_infra_using_subcommand connector" -l record-sessions -d 'Record every exec and attach session through this connector (asciicast v2, kept by the server: `infra sessions list`); a session that cannot be recorded is refused. Grants may ask for it too (`infra grants add --record-sessions`)'
 complete -c infra -n "__fish_infra_using_subcommand connector" -l proxy-protocol -d 'Read a PROXY protocol v2 header (before TLS) from --trusted-proxies'

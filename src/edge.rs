@@ -9,16 +9,21 @@
 //!   proxy. Anyone else's forwarded headers are ignored, so a client cannot
 //!   choose the address its rate limits, trusted IPs and audit entries see.
 //! - **Connections.** A cap on concurrent connections (`--max-connections`),
-//!   a timeout on the TLS handshake and on a PROXY header, and a wrapper
-//!   that closes a connection idle (no byte either way) for too long.
-//!   Header-read and request timeouts live with hyper and the router.
+//!   a timeout on the TLS handshake and on a PROXY header, a first request
+//!   due within the header-read timeout (whatever protocol the client
+//!   speaks, or none), and a connection with no request in progress closed
+//!   after the idle timeout. Idleness counts requests, not bytes: HTTP/2
+//!   pings answered for ever do not keep a connection, while a watch, a long
+//!   poll or an upgraded stream (exec, port-forward) is a request in
+//!   progress for as long as it lasts. The header-read timeout of later
+//!   HTTP/1 requests and the request timeout live with hyper and the router.
 
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -213,11 +218,10 @@ pub struct EdgeConfig {
     pub proxy_protocol: bool,
     /// Concurrent connections at most; more are closed at once.
     pub max_connections: usize,
-    /// For the TLS handshake and a PROXY header.
+    /// For the TLS handshake, a PROXY header, and the first request.
     pub handshake_timeout: Duration,
-    /// Close a connection with no byte either way for this long (`None`:
-    /// never, for the connector's long streams).
-    pub idle_timeout: Option<Duration>,
+    /// Close a connection with no request in progress for this long.
+    pub idle_timeout: Duration,
 }
 
 /// Counts what the edge turned away, for logs and metrics.
@@ -301,8 +305,18 @@ where
                 None
             };
             let (stream, service) = inner.accept(stream, service).await?;
+            let activity = Arc::new(Activity::default());
+            let born = tokio::time::Instant::now();
             Ok((
-                EdgeStream::new(stream, slot, cfg.idle_timeout),
+                EdgeStream {
+                    inner: stream,
+                    _slot: slot,
+                    activity: activity.clone(),
+                    born,
+                    first: cfg.handshake_timeout,
+                    idle: cfg.idle_timeout,
+                    timer: Box::pin(tokio::time::sleep_until(born + cfg.handshake_timeout)),
+                },
                 WithConn {
                     inner: service,
                     info: ConnInfo {
@@ -310,26 +324,70 @@ where
                         proxied,
                         trusted: cfg.trusted.clone(),
                     },
+                    activity,
+                    born,
                 },
             ))
         })
     }
 }
 
-/// A service that puts [`ConnInfo`] on every request.
+/// What one connection is doing, shared by its stream and its service.
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// Requests whose response, body included, is not finished.
+    in_flight: AtomicUsize,
+    /// Whether a request came (before one, the header-read timeout bounds
+    /// the connection).
+    requested: AtomicBool,
+    /// Switched protocols (exec, attach, port-forward): the stream is the
+    /// request now, for as long as it lasts.
+    upgraded: AtomicBool,
+    /// When the last response finished, in ms since the connection began.
+    last_end_ms: AtomicU64,
+}
+
+/// Counts one request in progress until dropped (with its response body).
+struct InFlight {
+    activity: Arc<Activity>,
+    born: tokio::time::Instant,
+}
+
+impl InFlight {
+    fn new(activity: Arc<Activity>, born: tokio::time::Instant) -> Self {
+        activity.requested.store(true, Ordering::Relaxed);
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight { activity, born }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.activity.last_end_ms.fetch_max(ms, Ordering::Relaxed);
+        self.activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A service that puts [`ConnInfo`] on every request, and counts it as in
+/// progress until its response body is done.
 #[derive(Clone)]
 pub struct WithConn<S> {
     inner: S,
     info: ConnInfo,
+    activity: Arc<Activity>,
+    born: tokio::time::Instant,
 }
 
-impl<S, B> tower::Service<Request<B>> for WithConn<S>
+impl<S, B, R> tower::Service<Request<B>> for WithConn<S>
 where
-    S: tower::Service<Request<B>>,
+    S: tower::Service<Request<B>, Response = axum::http::Response<R>>,
+    S::Future: Send + 'static,
+    R: http_body::Body + Unpin,
 {
-    type Response = S::Response;
+    type Response = axum::http::Response<Tracked<R>>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -337,37 +395,88 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         req.extensions_mut().insert(self.info.clone());
-        self.inner.call(req)
+        let guard = InFlight::new(self.activity.clone(), self.born);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            if resp.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+                guard.activity.upgraded.store(true, Ordering::Relaxed);
+            }
+            Ok(resp.map(|body| Tracked {
+                body,
+                _guard: guard,
+            }))
+        })
     }
 }
 
-/// A connection holding its slot, closed after `idle` with no byte either way.
+/// A response body that keeps its request in progress until it is done.
+pub struct Tracked<B> {
+    body: B,
+    _guard: InFlight,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A connection holding its slot, closed when its first request does not
+/// come in time, or when no request has been in progress for `idle`.
 pub struct EdgeStream<S> {
     inner: S,
     _slot: OwnedSemaphorePermit,
-    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    activity: Arc<Activity>,
+    born: tokio::time::Instant,
+    first: Duration,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<S> EdgeStream<S> {
-    fn new(inner: S, slot: OwnedSemaphorePermit, idle: Option<Duration>) -> Self {
-        EdgeStream {
-            inner,
-            _slot: slot,
-            idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+    /// When the connection is to close if nothing changes (`None`: not
+    /// while a request is in progress).
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let a = &self.activity;
+        if a.upgraded.load(Ordering::Relaxed) || a.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
         }
+        if !a.requested.load(Ordering::Relaxed) {
+            return Some(self.born + self.first);
+        }
+        let last = Duration::from_millis(a.last_end_ms.load(Ordering::Relaxed));
+        Some(self.born + last + self.idle)
     }
 
+    /// Whether the connection is past its deadline; if not, the timer is
+    /// set to wake this task at it (a request in progress is looked at
+    /// again when its connection is next polled).
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        match &mut self.idle {
-            Some((_, sleep)) => sleep.as_mut().poll(cx).is_ready(),
-            None => false,
+        let Some(at) = self.deadline() else {
+            return false;
+        };
+        if tokio::time::Instant::now() >= at {
+            return true;
         }
-    }
-
-    fn touched(&mut self) {
-        if let Some((d, sleep)) = &mut self.idle {
-            sleep.as_mut().reset(tokio::time::Instant::now() + *d);
+        if self.timer.deadline() != at {
+            self.timer.as_mut().reset(at);
         }
+        self.timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -381,14 +490,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for EdgeStream<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    self.touched();
-                }
-                Poll::Ready(Ok(()))
-            }
             Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
             other => other,
         }
@@ -402,12 +504,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for EdgeStream<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.touched();
-                }
-                Poll::Ready(Ok(n))
-            }
             Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
             other => other,
         }
@@ -427,12 +523,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for EdgeStream<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.touched();
-                }
-                Poll::Ready(Ok(n))
-            }
             Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
             other => other,
         }
@@ -487,17 +577,21 @@ pub struct EdgeArgs {
     /// Time a client has for its TLS handshake and each request's headers (also ends idle keep-alive)
     #[arg(long, env = "INFRA_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = crate::api::parse_duration)]
     pub header_read_timeout: Duration,
+
+    /// Close a connection with no request in progress for this long (a watch, a long poll or an exec session is one in progress while it lasts)
+    #[arg(long, env = "INFRA_IDLE_TIMEOUT", default_value = "120s", value_parser = crate::api::parse_duration)]
+    pub idle_timeout: Duration,
 }
 
 impl EdgeArgs {
-    /// The edge as these flags set it; `idle`: see [`EdgeConfig`].
-    pub fn config(&self, idle: Option<Duration>) -> EdgeConfig {
+    /// The edge as these flags set it.
+    pub fn config(&self) -> EdgeConfig {
         EdgeConfig {
             trusted: std::sync::Arc::new(self.trusted_proxies.clone().unwrap_or_default()),
             proxy_protocol: self.proxy_protocol,
             max_connections: self.max_connections,
             handshake_timeout: self.header_read_timeout,
-            idle_timeout: idle,
+            idle_timeout: self.idle_timeout,
         }
     }
 }

@@ -105,6 +105,16 @@ async fn tls_to(
     from: &str,
     before: &[u8],
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    tls_alpn(s, from, before, &[]).await
+}
+
+/// The same, offering these ALPN protocols (`h2`).
+async fn tls_alpn(
+    s: &Server,
+    from: &str,
+    before: &[u8],
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let sock = TcpSocket::new_v4().unwrap();
     sock.bind(SocketAddr::new(from.parse().unwrap(), 0))
         .unwrap();
@@ -120,9 +130,10 @@ async fn tls_to(
     {
         roots.add(c.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder()
+    let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     connector
         .connect(
@@ -295,6 +306,98 @@ async fn slow_clients_are_cut_off() {
     let got = String::from_utf8_lossy(&got);
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}
+
+/// Whether the server closes `tls` within `within` (reading whatever it sends).
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(mut tls: S, within: Duration) -> bool {
+    let mut buf = Vec::new();
+    tokio::time::timeout(within, tls.read_to_end(&mut buf))
+        .await
+        .is_ok()
+}
+
+/// A connection that finishes TLS and then says nothing, or only begins
+/// HTTP/2's preface, has the header-read timeout for its first request,
+/// whatever the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_sends_a_request_is_cut_off() {
+    let s = start(&["--header-read-timeout", "2s", "--idle-timeout", "120s"]).await;
+    let tls = tls_to(&s, "127.0.0.1", b"").await.unwrap();
+    let t = Instant::now();
+    assert!(
+        closed_within(tls, Duration::from_secs(15)).await,
+        "still open after 15 s"
+    );
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+
+    let mut tls = tls_alpn(&s, "127.0.0.1", b"", &[b"h2"]).await.unwrap();
+    tls.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let t = Instant::now();
+    assert!(
+        closed_within(tls, Duration::from_secs(15)).await,
+        "still open after 15 s"
+    );
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+}
+
+/// An HTTP/2 connection whose pings are answered (both ways) but that asks
+/// for nothing is closed after the idle timeout: a few such connections
+/// would otherwise hold every slot of --max-connections for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_pings_do_not_keep_an_idle_connection_open() {
+    let s = start(&["--idle-timeout", "3s", "--max-connections", "2"]).await;
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        let tls = tls_alpn(&s, "127.0.0.1", b"", &[b"h2"]).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut send, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(Duration::from_millis(300))
+                .keep_alive_while_idle(true)
+                .handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(
+                    tls,
+                ))
+                .await
+                .unwrap();
+        let done = tokio::spawn(conn);
+        let req = axum::http::Request::get(format!("{}/healthz", s.url))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+        conns.push((send, done));
+    }
+    // Both slots are taken: a third client is turned away.
+    let third = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(s.data_dir.join("tls.crt")).unwrap())
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    assert!(
+        third
+            .get(format!("{}/healthz", s.url))
+            .send()
+            .await
+            .is_err()
+    );
+    // Idle but for pings: closed after about 3 s, and the slots free again.
+    let t = Instant::now();
+    for (_send, done) in conns {
+        let r = tokio::time::timeout(Duration::from_secs(20), done).await;
+        assert!(
+            r.is_ok(),
+            "an idle HTTP/2 connection is still open after 20 s"
+        );
+    }
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let resp = third
+        .get(format!("{}/healthz", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -727,7 +727,7 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
     // no idle timeout here, only the handshake and header-read ones.
     let tls = axum_server::tls_rustls::RustlsAcceptor::new(tls)
         .handshake_timeout(args.edge.header_read_timeout);
-    let acceptor = crate::edge::EdgeAcceptor::new(tls, args.edge.config(None));
+    let acceptor = crate::edge::EdgeAcceptor::new(tls, args.edge.config());
     let mut server = axum_server::from_tcp(listener)?
         .acceptor(acceptor)
         .handle(handle);

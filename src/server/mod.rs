@@ -190,10 +190,6 @@ pub struct ServerArgs {
     #[arg(long, env = "INFRA_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
-    /// Close a connection that sends and receives nothing for this long
-    #[arg(long, env = "INFRA_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
-    pub idle_timeout: Duration,
-
     /// How long the audit log keeps an entry (0 keeps them forever)
     #[arg(long, env = "INFRA_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub audit_retention: Duration,
@@ -516,7 +512,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 
     let tls = axum_server::tls_rustls::RustlsAcceptor::new(config)
         .handshake_timeout(args.edge.header_read_timeout);
-    let acceptor = crate::edge::EdgeAcceptor::new(tls, args.edge.config(Some(args.idle_timeout)));
+    let acceptor = crate::edge::EdgeAcceptor::new(tls, args.edge.config());
     let mut server = axum_server::from_tcp(listener)?
         .acceptor(acceptor)
         .handle(handle);
