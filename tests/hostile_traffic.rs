@@ -238,6 +238,32 @@ async fn repeated_failures_are_one_audit_entry_with_a_count(b: Backend) {
     let other = client_from(&s, "127.0.0.3");
     let (status, _, _) = password_login(&s, &other, "alice", "guess").await;
     assert_eq!(status, 401);
+    // Unknown identities and tokens whose header is 100 KB of the
+    // stranger's text: one row, nothing of that size stored or echoed.
+    use base64::Engine;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    for i in 0..3 {
+        let kid = "k".repeat(100_000);
+        let jwt = format!(
+            "{}.{}.c2ln",
+            b64(json!({"alg": "RS256", "kid": kid})),
+            b64(json!({"sub": "x"}))
+        );
+        let (status, v) = s
+            .call(
+                "POST",
+                "/api/v1/auth/oidc-auth/login",
+                None,
+                Some(json!({"identityId": format!("nope-{i}"), "jwt": jwt})),
+            )
+            .await;
+        assert_eq!(status, 401, "{v}");
+        assert!(
+            v.to_string().len() < 2000,
+            "{} bytes echoed",
+            v.to_string().len()
+        );
+    }
     // A machine identity without an oidc-auth configuration refuses every login.
     s.ok("POST", "/api/identities", Some(json!({"name": "ci"})), 201)
         .await;
@@ -272,8 +298,9 @@ async fn repeated_failures_are_one_audit_entry_with_a_count(b: Backend) {
     assert!(local["lastTime"].as_str().unwrap() >= local["time"].as_str().unwrap());
     assert_eq!(from("127.0.0.3")["count"], 1);
     let machine = audit(&s, "identity.login").await;
-    assert_eq!(machine.len(), 1, "{machine:?}");
-    assert_eq!(machine[0]["count"], 3);
+    assert_eq!(machine.len(), 1, "one row for one source: {machine:?}");
+    assert_eq!(machine[0]["count"], 6);
+    assert!(machine.iter().all(|e| e.to_string().len() < 2000));
     let detail = machine[0]["detail"].as_str().unwrap();
     assert!(detail.contains("no oidc-auth configuration"), "{detail}");
     // A success is its own entry, with a count of 1.

@@ -153,6 +153,19 @@ pub fn is_reserved_name(name: &str) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX))
 }
 
+/// `s`, cut at a character boundary to at most `max` bytes (marked with
+/// …): for text a stranger chose, logged or quoted back.
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end]).into()
+}
+
 /// A DNS label: what destinations, machine identities and Kubernetes
 /// namespaces are named with.
 pub fn is_dns_label(s: &str) -> bool {
@@ -1184,6 +1197,20 @@ pub struct DeviceStatusResponse {
     /// RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+}
+
+#[cfg(test)]
+mod clip_tests {
+    use super::clip;
+
+    #[test]
+    fn texts_are_clipped_at_a_character_boundary() {
+        assert_eq!(clip("short", 10), "short");
+        let long = "é".repeat(600);
+        let c = clip(&long, 256);
+        assert!(c.len() <= 256 && c.ends_with('…'), "{}", c.len());
+        assert!(c.trim_end_matches('…').chars().all(|ch| ch == 'é'));
+    }
 }
 
 #[cfg(test)]

@@ -321,6 +321,11 @@ pub async fn delete_oidc_auth(
 /// caller which check failed.
 async fn refuse(state: &AppState, attempt: &Attempt<'_>, target: &str, why: &str) -> ApiError {
     state.metrics.login("oidc_auth", "failure");
+    // The stranger's own text (an identity name, a token's `kid`) is
+    // quoted back only so far.
+    let target = crate::api::clip(target, 128);
+    let why = crate::api::clip(why, 512);
+    let (target, why) = (target.as_ref(), why.as_ref());
     if let Err(e) = ratelimit::failed(&state.store, attempt).await {
         return e.into();
     }

@@ -1,11 +1,14 @@
 //! The audit log: who did what to what, from where, and how it ended.
 //!
 //! Anyone can make the server write here (a failed login needs no key), so
-//! such entries are written with [`Store::audit_repeated`]: the same event
-//! from the same source within a window adds to one row's `count` instead
-//! of adding a row. Old rows are removed by `server::retention`.
+//! such entries are written with [`Store::audit_repeated`]: the same kind of
+//! event from the same source within a window adds to one row's `count`
+//! instead of adding a row, whatever names and text the stranger varies.
+//! Every text is bounded. Old rows are removed by `server::retention`.
 
 use sha2::{Digest, Sha256};
+
+use crate::api::clip;
 
 use super::{Bind, Count, List, Page, PageRequest, Result, Store, new_id, now_ms};
 
@@ -41,21 +44,37 @@ pub struct AuditEntry<'a> {
     pub detail: &'a str,
 }
 
+/// The most of a name (actor, target) and of a detail kept, in bytes.
+const MAX_NAME: usize = 256;
+const MAX_DETAIL: usize = 1024;
+
+impl AuditEntry<'_> {
+    fn clipped(&self) -> [String; 4] {
+        [
+            clip(self.actor, MAX_NAME).into_owned(),
+            clip(self.target, MAX_NAME).into_owned(),
+            clip(self.remote_addr, MAX_NAME).into_owned(),
+            clip(self.detail, MAX_DETAIL).into_owned(),
+        ]
+    }
+}
+
 impl Store {
     pub async fn audit(&self, e: &AuditEntry<'_>) -> Result<()> {
         let now = now_ms();
+        let [actor, target, remote_addr, detail] = e.clipped();
         sqlx::query(
             "INSERT INTO audit_log (id, time_ms, last_ms, actor, action, target, result, \
              remote_addr, detail) VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(new_id())
         .bind(now)
-        .bind(e.actor)
+        .bind(actor)
         .bind(e.action)
-        .bind(e.target)
+        .bind(target)
         .bind(e.result)
-        .bind(e.remote_addr)
-        .bind(e.detail)
+        .bind(remote_addr)
+        .bind(detail)
         .execute(self.pool())
         .await?;
         Ok(())
@@ -82,21 +101,18 @@ impl Store {
     }
 
     /// Records an event that strangers can repeat at will (a failed login,
-    /// a new device code): the same entry (actor, action, target, result,
-    /// address and detail) within the same window of `window_ms` adds one
-    /// to the `count` of a single row, whichever replica writes it.
+    /// a new device code): the same action with the same result from the
+    /// same address within the same window of `window_ms` adds one to the
+    /// `count` of a single row, whichever replica writes it, and the row
+    /// shows the latest actor, target and detail. The names and text a
+    /// stranger varies (user names, identities, token headers) never make
+    /// new rows.
     pub async fn audit_repeated(&self, e: &AuditEntry<'_>, window_ms: i64) -> Result<()> {
         let now = now_ms();
         let window = now / window_ms.max(1);
+        let [actor, target, remote_addr, detail] = e.clipped();
         let mut h = Sha256::new();
-        for part in [
-            e.actor,
-            e.action,
-            e.target,
-            e.result,
-            e.remote_addr,
-            e.detail,
-        ] {
+        for part in [e.action, e.result, remote_addr.as_str()] {
             h.update(part.as_bytes());
             h.update([0u8]);
         }
@@ -107,16 +123,17 @@ impl Store {
              remote_addr, detail, count, repeat_key) \
              VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, 1, $9) \
              ON CONFLICT (repeat_key) DO UPDATE SET count = audit_log.count + 1, \
-             last_ms = excluded.last_ms",
+             last_ms = excluded.last_ms, actor = excluded.actor, target = excluded.target, \
+             detail = excluded.detail",
         )
         .bind(new_id())
         .bind(now)
-        .bind(e.actor)
+        .bind(actor)
         .bind(e.action)
-        .bind(e.target)
+        .bind(target)
         .bind(e.result)
-        .bind(e.remote_addr)
-        .bind(e.detail)
+        .bind(remote_addr)
+        .bind(detail)
         .bind(repeat_key)
         .execute(self.pool())
         .await?;
