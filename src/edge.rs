@@ -381,9 +381,10 @@ pub struct WithConn<S> {
 
 impl<S, B, R> tower::Service<Request<B>> for WithConn<S>
 where
-    S: tower::Service<Request<B>, Response = axum::http::Response<R>>,
+    S: tower::Service<Request<Kept<B>>, Response = axum::http::Response<R>>,
     S::Future: Send + 'static,
-    R: http_body::Body + Unpin,
+    B: http_body::Body + Unpin + Send + 'static,
+    R: http_body::Body + Unpin + Send,
 {
     type Response = axum::http::Response<Tracked<R>>;
     type Error = S::Error;
@@ -396,24 +397,101 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         req.extensions_mut().insert(self.info.clone());
         let guard = InFlight::new(self.activity.clone(), self.born);
+        let kept = Arc::new(std::sync::Mutex::new(None));
+        let req = req.map(|body| {
+            let body = Arc::new(std::sync::Mutex::new(body));
+            *kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(body.clone());
+            Kept(body)
+        });
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
             if resp.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
                 guard.activity.upgraded.store(true, Ordering::Relaxed);
             }
+            let request = kept.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(body) = &request
+                && resp.status() != axum::http::StatusCode::SWITCHING_PROTOCOLS
+            {
+                drain(body).await;
+            }
             Ok(resp.map(|body| Tracked {
                 body,
                 _guard: guard,
+                _request: request.map(|r| Box::new(r) as Box<dyn Send>),
             }))
         })
     }
 }
 
-/// A response body that keeps its request in progress until it is done.
+/// The most of a request body left unread by its handler that is read
+/// (and dropped) before the answer, and for how long at most.
+const DRAIN_BYTES: usize = 8 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Reads what is left of a request body the handler did not read (an
+/// early 401, 404 or 413), within bounds, so that the stream ends cleanly:
+/// HTTP/2 clients then need not handle a reset of a stream they are still
+/// sending on (curl before 8.1 reports such a 413 as a failed transfer).
+async fn drain<B: http_body::Body + Unpin>(body: &Arc<std::sync::Mutex<B>>) {
+    use hyper::body::Buf;
+    let mut left = DRAIN_BYTES;
+    let read = std::future::poll_fn(|cx| {
+        let mut b = body.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if b.is_end_stream() || left == 0 {
+                return Poll::Ready(());
+            }
+            match Pin::new(&mut *b).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let n = frame.data_ref().map_or(0, |d| d.remaining());
+                    left = left.saturating_sub(n.max(1));
+                }
+                Poll::Ready(_) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    });
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
+}
+
+/// A request's body, held (not read) by its response until that is done
+/// as well as by the handler. HTTP/2 ends a stream whose request body was
+/// not all read with RST_STREAM(NO_ERROR) after the response, but with
+/// CANCEL, which clients take as a failure, when the body goes first: a
+/// client still sending gets the 401 or 413 it was answered.
+pub struct Kept<B>(Arc<std::sync::Mutex<B>>);
+
+impl<B: http_body::Body + Unpin> http_body::Body for Kept<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let mut body = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Pin::new(&mut *body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).size_hint()
+    }
+}
+
+/// A response body that keeps its request in progress (and its request's
+/// body, see [`Kept`]) until it is done.
 pub struct Tracked<B> {
     body: B,
     _guard: InFlight,
+    _request: Option<Box<dyn Send>>,
 }
 
 impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {

@@ -445,4 +445,45 @@ async fn connections_past_the_cap_are_closed_and_bodies_are_bounded() {
         .await;
         assert_eq!(resp.status(), 413, "{path}");
     }
+
+    // The same with curl, over HTTP/2 (what curl speaks to https), and as
+    // a chunked body that never says its length (HTTP/1.1): the client
+    // sees the 413, not a stream reset or a 400.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, vec![b' '; 2 * 1024 * 1024]).unwrap();
+    let curl = |path: &str, extra: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+            ])
+            .args(["--cacert", s.data_dir.join("tls.crt").to_str().unwrap()])
+            .args(["-H", &format!("Infra-Version: {}", common::VERSION)])
+            .args(["-H", "Content-Type: application/json"])
+            .args(extra)
+            .arg("--data-binary")
+            .arg(format!("@{}", big.display()))
+            .arg(format!("{}{path}", s.url))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    for path in [
+        "/api/login",
+        "/api/v1/auth/oidc-auth/login",
+        "/no/such/route",
+    ] {
+        assert_eq!(curl(path, &["--http2"]), "413 2", "{path}");
+    }
+    for path in ["/api/login", "/api/v1/auth/oidc-auth/login", "/api/device"] {
+        assert_eq!(
+            curl(path, &["--http1.1", "-H", "Transfer-Encoding: chunked"]),
+            "413 1.1",
+            "{path}"
+        );
+    }
 }

@@ -31,10 +31,45 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 "the request body must be JSON (Content-Type: application/json)",
             ));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(read_error)?;
         parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// A body that could not be read: too long is a 413 (whether it said its
+/// length or not), anything else a 400.
+fn read_error(e: axum::extract::rejection::BytesRejection) -> ApiError {
+    let status = e.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(status, "the request body is too large (at most 1 MiB)");
+    }
+    ApiError::new(status, format!("cannot read the request body: {e}"))
+}
+
+/// Query parameters. Malformed ones (`?page=abc`, a number too big) are a
+/// 400 in the API's JSON shape, naming the parameter where it can.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                let why = e.into_inner().to_string();
+                if field.is_empty() || field == "." {
+                    ApiError::bad_request(format!("the query parameters are not valid: {why}"))
+                } else {
+                    ApiError::field(&field, why)
+                }
+            })
     }
 }
 
@@ -66,9 +101,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonOrForm<T> {
                 }
             }
         };
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(read_error)?;
         if form {
             parse_form(&bytes).map(JsonOrForm)
         } else {
@@ -390,21 +423,36 @@ pub fn page(page: Option<u64>, limit: Option<u64>) -> Result<PageRequest, ApiErr
     Ok(PageRequest { page, limit })
 }
 
-/// Wraps a page of rows as the API's list response.
+/// Wraps a page of rows as the API's list response; a page past the end
+/// of the list (but the first, which may be empty) is a 400.
 pub fn list<T, R>(
     page: PageRequest,
     rows: store::Page<R>,
     f: impl FnMut(R) -> T,
-) -> crate::api::ListResponse<T> {
+) -> Result<crate::api::ListResponse<T>, ApiError> {
+    let total_pages = rows.total.div_ceil(page.limit);
+    if page.page > total_pages.max(1) {
+        return Err(ApiError::field(
+            "page",
+            format!(
+                "is past the end of the list: it has {} (of {})",
+                match total_pages {
+                    0 | 1 => "one page".to_string(),
+                    n => format!("{n} pages"),
+                },
+                page.limit
+            ),
+        ));
+    }
     let items: Vec<T> = rows.items.into_iter().map(f).collect();
-    crate::api::ListResponse {
+    Ok(crate::api::ListResponse {
         count: items.len() as u64,
         items,
         page: page.page,
         limit: page.limit,
-        total_pages: rows.total.div_ceil(page.limit),
+        total_pages,
         total_count: rows.total,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use super::{
 use crate::api::{self, ListResponse};
 use crate::server::AppState;
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ApiJson, Caller, RemoteAddr};
+use crate::server::extract::{ApiJson, ApiQuery, Caller, RemoteAddr};
 use crate::server::routes as r;
 use crate::server::store;
 
@@ -111,7 +111,7 @@ pub async fn login_page(State(state): State<AppState>, ctx: Ctx) -> Response {
     let providers = items(
         r::providers::list(
             State(state),
-            Query(api::NameQuery {
+            ApiQuery(api::NameQuery {
                 name: None,
                 page: list_all().0,
                 limit: list_all().1,
@@ -360,7 +360,7 @@ pub async fn clusters(State(state): State<AppState>, ctx: Ctx) -> Response {
         r::destinations::list(
             State(state.clone()),
             me.clone(),
-            Query(api::NameQuery {
+            ApiQuery(api::NameQuery {
                 name: None,
                 page: list_all().0,
                 limit: list_all().1,
@@ -438,7 +438,7 @@ pub async fn users(State(state): State<AppState>, ctx: Ctx, Query(s): Query<Sear
         r::users::list(
             State(state),
             me,
-            Query(api::NameQuery {
+            ApiQuery(api::NameQuery {
                 name: None,
                 page: list_all().0,
                 limit: list_all().1,
@@ -561,7 +561,7 @@ pub async fn groups(State(state): State<AppState>, ctx: Ctx, Query(s): Query<Sea
         r::groups::list(
             State(state),
             me,
-            Query(api::NameQuery {
+            ApiQuery(api::NameQuery {
                 name: None,
                 page: list_all().0,
                 limit: list_all().1,
@@ -676,7 +676,7 @@ async fn user_id_by_name(
         r::users::list(
             State(state.clone()),
             caller.clone(),
-            Query(api::NameQuery {
+            ApiQuery(api::NameQuery {
                 name: Some(name.to_string()),
                 page: Some(1),
                 limit: Some(1),
@@ -769,7 +769,7 @@ pub async fn grants(State(state): State<AppState>, ctx: Ctx, Query(s): Query<Sea
         r::destinations::list(
             State(state),
             me,
-            Query(api::NameQuery {
+            ApiQuery(api::NameQuery {
                 name: None,
                 page: list_all().0,
                 limit: list_all().1,
@@ -844,7 +844,7 @@ pub async fn add_grant(State(state): State<AppState>, ctx: Ctx, Form(form): F) -
             r::groups::list(
                 State(state.clone()),
                 me.clone(),
-                Query(api::NameQuery {
+                ApiQuery(api::NameQuery {
                     name: Some(name.clone()),
                     page: Some(1),
                     limit: Some(1),
@@ -857,7 +857,7 @@ pub async fn add_grant(State(state): State<AppState>, ctx: Ctx, Form(form): F) -
             r::identities::list(
                 State(state.clone()),
                 me.clone(),
-                Query(api::NameQuery {
+                ApiQuery(api::NameQuery {
                     name: Some(name.clone()),
                     page: Some(1),
                     limit: Some(1),
@@ -930,7 +930,7 @@ pub async fn destinations(State(state): State<AppState>, ctx: Ctx) -> Response {
         r::destinations::list(
             State(state),
             me,
-            Query(api::NameQuery {
+            ApiQuery(api::NameQuery {
                 name: None,
                 page: list_all().0,
                 limit: list_all().1,
@@ -985,7 +985,7 @@ pub async fn providers(State(state): State<AppState>, ctx: Ctx) -> Response {
     let list = match items(
         r::providers::list(
             State(state.clone()),
-            Query(api::NameQuery {
+            ApiQuery(api::NameQuery {
                 name: None,
                 page: list_all().0,
                 limit: list_all().1,
@@ -1131,7 +1131,7 @@ pub async fn keys(State(state): State<AppState>, ctx: Ctx) -> Response {
         r::access_keys::list(
             State(state),
             me.clone(),
-            Query(api::AccessKeyQuery {
+            ApiQuery(api::AccessKeyQuery {
                 user_id: owner,
                 name: None,
                 page: list_all().0,
@@ -1226,7 +1226,7 @@ pub async fn identities(State(state): State<AppState>, ctx: Ctx) -> Response {
         r::identities::list(
             State(state),
             me,
-            Query(api::NameQuery {
+            ApiQuery(api::NameQuery {
                 name: None,
                 page: list_all().0,
                 limit: list_all().1,
@@ -1439,7 +1439,7 @@ pub async fn audit(
         page: Some(page),
         limit: Some(50),
     };
-    let list = match r::audit::list(State(state), me, Query(q)).await {
+    let list = match r::audit::list(State(state), me, ApiQuery(q)).await {
         Ok(Json(l)) => l,
         Err(e) => return error_page(ctx, "Audit log", e),
     };

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 
 use crate::api::rbac::{binding_name, split_destination, subject_kind};
 use crate::api::{
@@ -18,6 +18,7 @@ use crate::api::{
 };
 use crate::server::AppState;
 use crate::server::error::{ApiError, ApiResult};
+use crate::server::extract::ApiQuery;
 use crate::server::extract::Caller;
 use crate::server::store::{self, Subject};
 
@@ -86,7 +87,7 @@ async fn subject_of(
 pub async fn explain(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<AccessExplainQuery>,
+    ApiQuery(q): ApiQuery<AccessExplainQuery>,
 ) -> ApiResult<Json<AccessExplanation>> {
     let (subject, name) = subject_of(&state, &caller, q.user.as_deref()).await?;
     check_destination(&q.destination)?;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use secrecy::ExposeSecret;
 
@@ -14,7 +14,7 @@ use crate::api::{
 use crate::server::AppState;
 use crate::server::crypto;
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ApiJson, Caller, RemoteAddr, list as to_list, page};
+use crate::server::extract::{ApiJson, ApiQuery, Caller, RemoteAddr, list as to_list, page};
 use crate::server::store::{self, AccessKeyRow, NewAccessKey, StoreError, Subject};
 
 use super::ts;
@@ -61,7 +61,7 @@ fn duration(field: &str, value: Option<&str>, default: Duration) -> ApiResult<Du
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<AccessKeyQuery>,
+    ApiQuery(q): ApiQuery<AccessKeyQuery>,
 ) -> ApiResult<Json<ListResponse<AccessKey>>> {
     let p = page(q.page, q.limit)?;
     let owner = if caller.is_admin {
@@ -79,7 +79,7 @@ pub async fn list(
         .store
         .list_access_keys(owner.as_deref(), q.name.as_deref(), p)
         .await?;
-    Ok(Json(to_list(p, rows, to_api)))
+    Ok(Json(to_list(p, rows, to_api)?))
 }
 
 #[utoipa::path(post, path = "/api/access-keys", tag = "access-keys",

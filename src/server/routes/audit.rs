@@ -1,12 +1,12 @@
 //! `/api/audit`: the audit log, newest first (admins only).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 
 use crate::api::{AuditEvent, AuditQuery, ListResponse};
 use crate::server::AppState;
 use crate::server::error::ApiResult;
-use crate::server::extract::{Caller, list as to_list, page};
+use crate::server::extract::{ApiQuery, Caller, list as to_list, page};
 
 /// RFC 3339, or a date (its midnight UTC), in Unix milliseconds.
 fn parse_since(s: &str) -> Option<i64> {
@@ -23,7 +23,7 @@ fn parse_since(s: &str) -> Option<i64> {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<ListResponse<AuditEvent>>> {
     caller.require_admin()?;
     let p = page(q.page, q.limit)?;
@@ -51,5 +51,5 @@ pub async fn list(
         detail: r.detail,
         count: r.count,
         last_time: super::ts_ms(r.last_ms.max(r.time_ms)),
-    })))
+    })?))
 }

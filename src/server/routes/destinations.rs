@@ -3,7 +3,7 @@
 //! destinations they hold a grant on.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use crate::api::{
@@ -11,7 +11,7 @@ use crate::api::{
 };
 use crate::server::AppState;
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ApiJson, Caller, RemoteAddr, list as to_list, page};
+use crate::server::extract::{ApiJson, ApiQuery, Caller, RemoteAddr, list as to_list, page};
 use crate::server::store::{self, AuditEntry, DestinationRow, Registration};
 
 use super::users::audit;
@@ -89,7 +89,7 @@ fn check(req: &CreateDestinationRequest) -> ApiResult<()> {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<NameQuery>,
+    ApiQuery(q): ApiQuery<NameQuery>,
 ) -> ApiResult<Json<ListResponse<Destination>>> {
     let p = page(q.page, q.limit)?;
     let only = visible(&state, &caller).await?;
@@ -97,7 +97,7 @@ pub async fn list(
         .store
         .list_destinations(q.name.as_deref(), only.as_deref(), p)
         .await?;
-    Ok(Json(to_list(p, rows, to_api)))
+    Ok(Json(to_list(p, rows, to_api)?))
 }
 
 #[utoipa::path(get, path = "/api/destinations/{id}", tag = "destinations",

@@ -2,7 +2,7 @@
 //! may read their own (including those held through groups).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use crate::api::{
@@ -11,7 +11,7 @@ use crate::api::{
 };
 use crate::server::AppState;
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ApiJson, Caller, RemoteAddr, list as to_list, page};
+use crate::server::extract::{ApiJson, ApiQuery, Caller, RemoteAddr, list as to_list, page};
 use crate::server::store::{GrantFilter, GrantRow, StoreError, Subject};
 
 use super::users::audit;
@@ -159,7 +159,7 @@ pub async fn list(
     caller: Caller,
     RemoteAddr(addr): RemoteAddr,
     request: axum::http::HeaderMap,
-    Query(q): Query<GrantQuery>,
+    ApiQuery(q): ApiQuery<GrantQuery>,
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
     Ok(match list_with(&state, caller, &addr, &request, q).await? {
@@ -325,7 +325,7 @@ async fn list_with(
         }
     }
     let rows = state.store.list_grants(&filter, p).await?;
-    Ok(Listed::List(headers, to_list(p, rows, to_api)))
+    Ok(Listed::List(headers, to_list(p, rows, to_api)?))
 }
 
 #[utoipa::path(get, path = "/api/grants/{id}", tag = "grants", responses((status = 200, body = Grant)))]

@@ -1,7 +1,7 @@
 //! `/api/groups`: groups and their members (admins only).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use crate::api::{
@@ -9,7 +9,7 @@ use crate::api::{
 };
 use crate::server::AppState;
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ApiJson, Caller, RemoteAddr, list as to_list, page};
+use crate::server::extract::{ApiJson, ApiQuery, Caller, RemoteAddr, list as to_list, page};
 use crate::server::store::{GroupRow, PageRequest, StoreError};
 
 use super::users::audit;
@@ -30,7 +30,7 @@ fn to_api(g: GroupRow) -> Group {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<NameQuery>,
+    ApiQuery(q): ApiQuery<NameQuery>,
 ) -> ApiResult<Json<ListResponse<Group>>> {
     let p = page(q.page, q.limit)?;
     // Everyone may see their own groups; admins see all.
@@ -46,7 +46,7 @@ pub async fn list(
         .store
         .list_groups(q.name.as_deref(), only_mine, p)
         .await?;
-    Ok(Json(to_list(p, rows, to_api)))
+    Ok(Json(to_list(p, rows, to_api)?))
 }
 
 #[utoipa::path(get, path = "/api/groups/{id}", tag = "groups", responses((status = 200, body = Group)))]
@@ -110,7 +110,7 @@ pub async fn members(
             total,
         },
         super::users::to_api,
-    )))
+    )?))
 }
 
 #[utoipa::path(patch, path = "/api/groups/{id}/users", tag = "groups",

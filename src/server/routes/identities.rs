@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use secrecy::ExposeSecret;
 
@@ -20,7 +20,9 @@ use crate::api::{
 use crate::server::AppState;
 use crate::server::crypto;
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ApiJson, Caller, JsonOrForm, RemoteAddr, list as to_list, page};
+use crate::server::extract::{
+    ApiJson, ApiQuery, Caller, JsonOrForm, RemoteAddr, list as to_list, page,
+};
 use crate::server::machine_auth::{
     JwtError, binding_problem, config_problem, ip_trusted, parse_cidr, pattern_problem, verify_jwt,
 };
@@ -46,12 +48,12 @@ fn to_api(i: IdentityRow) -> Identity {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<NameQuery>,
+    ApiQuery(q): ApiQuery<NameQuery>,
 ) -> ApiResult<Json<ListResponse<Identity>>> {
     caller.require_admin()?;
     let p = page(q.page, q.limit)?;
     let rows = state.store.list_identities(q.name.as_deref(), p).await?;
-    Ok(Json(to_list(p, rows, to_api)))
+    Ok(Json(to_list(p, rows, to_api)?))
 }
 
 #[utoipa::path(get, path = "/api/identities/{id}", tag = "identities",

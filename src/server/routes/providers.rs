@@ -3,7 +3,7 @@
 //! is stored only once its discovery document checks out.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use secrecy::ExposeSecret;
 
@@ -12,7 +12,7 @@ use crate::api::{
 };
 use crate::server::AppState;
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ApiJson, Caller, RemoteAddr, list as to_list, page};
+use crate::server::extract::{ApiJson, ApiQuery, Caller, RemoteAddr, list as to_list, page};
 use crate::server::oidc;
 use crate::server::store::{NewProvider, ProviderRow};
 
@@ -139,11 +139,11 @@ fn check_username_claim(claim: &str) -> ApiResult<String> {
     responses((status = 200, body = ListResponse<Provider>)))]
 pub async fn list(
     State(state): State<AppState>,
-    Query(q): Query<NameQuery>,
+    ApiQuery(q): ApiQuery<NameQuery>,
 ) -> ApiResult<Json<ListResponse<Provider>>> {
     let p = page(q.page, q.limit)?;
     let rows = state.store.list_providers(q.name.as_deref(), p).await?;
-    Ok(Json(to_list(p, rows, to_api)))
+    Ok(Json(to_list(p, rows, to_api)?))
 }
 
 #[utoipa::path(get, path = "/api/providers/{id}", tag = "providers",

@@ -5,7 +5,7 @@
 //! Every playback is audited.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -15,7 +15,7 @@ use crate::api::{
 };
 use crate::server::AppState;
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ApiJson, Caller, RemoteAddr, list as to_list, page};
+use crate::server::extract::{ApiJson, ApiQuery, Caller, RemoteAddr, list as to_list, page};
 use crate::server::store::{self, AppendRefused, NewSession, SessionRow, Subject};
 
 use super::is_dns_label;
@@ -142,7 +142,7 @@ pub async fn append(
     caller: Caller,
     RemoteAddr(addr): RemoteAddr,
     Path(id): Path<String>,
-    Query(q): Query<SessionChunkQuery>,
+    ApiQuery(q): ApiQuery<SessionChunkQuery>,
     body: String,
 ) -> ApiResult<StatusCode> {
     connectors_session(&state, &caller, &id, &addr).await?;
@@ -203,7 +203,7 @@ fn own_user(caller: &Caller) -> ApiResult<String> {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<SessionQuery>,
+    ApiQuery(q): ApiQuery<SessionQuery>,
 ) -> ApiResult<Json<ListResponse<Session>>> {
     let p = page(q.page, q.limit)?;
     let user = match q.user.as_deref().filter(|u| !u.is_empty()) {
@@ -225,7 +225,7 @@ pub async fn list(
         .store
         .list_sessions(user.as_deref(), q.destination.as_deref(), p)
         .await?;
-    Ok(Json(to_list(p, rows, to_api)))
+    Ok(Json(to_list(p, rows, to_api)?))
 }
 
 /// A session the caller may see.

@@ -2,7 +2,7 @@
 //! themselves.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -10,7 +10,7 @@ use crate::api::{CreateUserRequest, ListResponse, NameQuery, UpdateUserRequest, 
 use crate::server::AppState;
 use crate::server::crypto;
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ApiJson, Caller, RemoteAddr, list as to_list, page};
+use crate::server::extract::{ApiJson, ApiQuery, Caller, RemoteAddr, list as to_list, page};
 use crate::server::store::{AuditEntry, Origin, UserRow};
 
 use super::{check_subject_name, ts};
@@ -47,7 +47,7 @@ async fn hash(password: String) -> ApiResult<String> {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<NameQuery>,
+    ApiQuery(q): ApiQuery<NameQuery>,
 ) -> ApiResult<Json<ListResponse<User>>> {
     let p = page(q.page, q.limit)?;
     if !caller.is_admin && q.name.as_deref() != Some(caller.name.as_str()) {
@@ -56,7 +56,7 @@ pub async fn list(
         ));
     }
     let rows = state.store.list_users(q.name.as_deref(), p).await?;
-    Ok(Json(to_list(p, rows, to_api)))
+    Ok(Json(to_list(p, rows, to_api)?))
 }
 
 #[utoipa::path(get, path = "/api/users/{id}", tag = "users",
