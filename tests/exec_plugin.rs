@@ -120,18 +120,24 @@ impl Setup {
             .stdin(Stdio::null());
     }
 
-    /// `infra tokens create --server HOST --destination DEST`, as kubectl runs it.
+    /// `infra tokens create --server HOST --destination DEST`, as kubectl
+    /// runs it: from a process of its own each time (a shell, as from a
+    /// script of kubectl calls), so that calls in a row are not one
+    /// kubectl asking again after a 401 (see `from_one_process`).
     fn plugin(&self, dest: &str) -> Command {
-        let mut c = Command::new(common::bin());
+        let mut c = Command::new("sh");
         self.env(&mut c);
-        c.args([
-            "tokens",
-            "create",
-            "--server",
-            &self.s.host(),
-            "--destination",
-            dest,
-        ]);
+        // `; exit $?` keeps the shell from replacing itself with the call.
+        c.args(["-c", r#""$0" "$@"; exit $?"#])
+            .arg(common::bin())
+            .args([
+                "tokens",
+                "create",
+                "--server",
+                &self.s.host(),
+                "--destination",
+                dest,
+            ]);
         c
     }
 
@@ -807,6 +813,27 @@ async fn kubectls_retry_after_a_401_gets_a_new_token_not_the_cached_one() {
     }
     assert_eq!(cluster.rejected.lock().unwrap().len(), rejected);
     assert_eq!(su.minted().await, 2);
+
+    // With no token cached, kubectl's first call mints one; the cluster
+    // refuses it; kubectl asks again at once: another is minted, not the
+    // refused one served from the cache. (client-go does not send the
+    // refused request again: that kubectl fails, the next one works.)
+    // (Nor kubectl's HTTP cache, whose 401 replayed from the first part
+    // would make it ask twice before any request.)
+    for f in token_files(&su.cache_dir()) {
+        std::fs::remove_file(f).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(su.m.home().join(".kube/cache"));
+    *cluster.state.refuse_new.lock().unwrap() = 1;
+    let _ = kubectl();
+    assert_eq!(su.minted().await, 4, "the retry minted a new token");
+    let out = kubectl();
+    assert!(
+        out.status.success(),
+        "kubectl's retry was served the token just refused: {}",
+        stderr(&out)
+    );
+    assert_eq!(su.minted().await, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -952,6 +979,8 @@ struct ClusterState {
     /// Tokens answered 401 however valid they are (as by a connector whose
     /// clock is ahead, or that does not know the signing key yet).
     refused: Arc<Mutex<Vec<String>>>,
+    /// How many tokens not seen before to refuse (added to `refused`).
+    refuse_new: Arc<Mutex<usize>>,
 }
 
 const POD: &str = "web-6b7f9c5d4-x2x9q";
@@ -968,6 +997,7 @@ impl Cluster {
             seen: Default::default(),
             rejected: Default::default(),
             refused: Default::default(),
+            refuse_new: Default::default(),
         };
         let app = axum::Router::new()
             .fallback(serve_cluster)
@@ -1030,7 +1060,16 @@ async fn serve_cluster(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
-    let claims = match token {
+    if let Some(t) = &token {
+        let mut new = st.refuse_new.lock().unwrap();
+        let mut refused = st.refused.lock().unwrap();
+        let seen = st.seen.lock().unwrap().iter().any(|c| c["_token"] == *t);
+        if *new > 0 && !seen && !refused.contains(t) {
+            *new -= 1;
+            refused.push(t.clone());
+        }
+    }
+    let claims = match token.clone() {
         None => Err("no bearer token".to_string()),
         Some(t) if st.refused.lock().unwrap().contains(&t) => {
             Err("token refused (expired by this cluster's clock)".to_string())
@@ -1044,6 +1083,8 @@ async fn serve_cluster(
             return status(StatusCode::UNAUTHORIZED, "Unauthorized", e);
         }
     };
+    let mut claims = claims;
+    claims["_token"] = json!(token.unwrap_or_default());
     st.seen.lock().unwrap().push(claims);
     if uri.path() != "/api/v1/namespaces/default/pods" {
         return status(
@@ -1289,19 +1330,22 @@ async fn the_kubeconfig_runs_the_small_credential_plugin() {
         command.parent(),
         common::bin().canonicalize().unwrap().parent()
     );
+    // Each from a process of its own, as kubectl calls from a script.
     let run = |exe: &Path| {
-        let mut c = Command::new(exe);
+        let mut c = Command::new("sh");
         su.env(&mut c);
-        c.args([
-            "tokens",
-            "create",
-            "--server",
-            &su.s.host(),
-            "--destination",
-            "prod",
-        ])
-        .output()
-        .unwrap()
+        c.args(["-c", r#""$0" "$@"; exit $?"#])
+            .arg(exe)
+            .args([
+                "tokens",
+                "create",
+                "--server",
+                &su.s.host(),
+                "--destination",
+                "prod",
+            ])
+            .output()
+            .unwrap()
     };
     // No token yet: infra mints it (exec'd by the plugin), exactly once.
     let before = su.minted().await;

@@ -135,7 +135,7 @@ async fn failed_logins_back_off_doubling_in_retry_after() {
         assert_eq!(status, 429, "{body}");
         let secs = retry.expect("Retry-After");
         assert!(
-            message(&body).contains(&format!("try again in {secs} seconds")),
+            message(&body).contains(&format!("try again in {secs} second")),
             "{body}"
         );
         waits.push(secs);

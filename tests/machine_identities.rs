@@ -1061,7 +1061,7 @@ async fn a_flood_of_junk_jwts_is_held_back_without_stopping_the_pipeline() {
             let msg = v["message"].as_str().unwrap();
             assert!(
                 msg.contains("too many failed logins as identity \"deploy\" from your address")
-                    && msg.contains(&format!("try again in {secs} seconds")),
+                    && msg.contains(&format!("try again in {secs} second")),
                 "{msg}"
             );
         }

@@ -477,13 +477,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let handle = axum_server::Handle::new();
     tokio::spawn(crate::shutdown::on_signal(handle.clone()));
     tokio::spawn(periodic_cleanup(store.clone()));
+    // A short retention is kept to closely: pruned every tenth of it.
+    let prune_every = [args.audit_retention, args.session_retention]
+        .into_iter()
+        .filter(|r| !r.is_zero())
+        .map(|r| (r / 10).max(Duration::from_secs(1)))
+        .fold(args.audit_prune_interval, Duration::min);
     tokio::spawn(retention::run(
         store.clone(),
         retention::Retention {
             audit: args.audit_retention,
             sessions: args.session_retention,
         },
-        args.audit_prune_interval,
+        prune_every,
     ));
 
     let config = axum_server::tls_rustls::RustlsConfig::from_pem(

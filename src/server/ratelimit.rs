@@ -262,7 +262,10 @@ pub fn too_many(what: &str, until_ms: i64, now_ms: i64) -> ApiError {
     let secs = ((until_ms - now_ms + 999) / 1000).max(1) as u64;
     let mut err = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
-        format!("{what}; try again in {secs} seconds"),
+        format!(
+            "{what}; try again in {secs} second{}",
+            if secs == 1 { "" } else { "s" }
+        ),
     );
     err.retry_after = Some(secs);
     err

@@ -138,7 +138,11 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
     // In place of a refused token: see `token_cache::judge` on why that is
     // remembered.
     let forced = current.as_ref().is_some_and(|(c, _)| current_refused(c));
-    minted.served = Served::minted(parent, forced);
+    // Its program too: the same kubectl asking again for it was refused.
+    minted.served = Served {
+        image: token_cache::process_image(parent),
+        ..Served::minted(parent, forced)
+    };
     minted.user = owner.clone().unwrap_or_default();
     // Cache it only if this config home still names the user it was minted
     // for: a login as someone else (or a logout) that ran meanwhile deletes

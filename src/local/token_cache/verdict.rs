@@ -31,17 +31,18 @@ pub enum Verdict {
 /// *from the cache*, and the token has not expired, the cluster refused it
 /// (a clock far off, a key the connector does not know yet, ...): serving
 /// it again would only get another 401, so it is [`Verdict::Rejected`] and
-/// the caller mints a new one, recorded as [`How::Forced`]. Parallel kubectl
-/// calls are different processes and are not mistaken for a retry; neither
-/// are calls in a row from a script, each a new kubectl, nor a process that
-/// `exec`ed another program since (see [`process_image`]).
+/// the caller mints a new one, recorded as [`How::Forced`]. The same holds
+/// for a token minted for that very kubectl (its first call found no token
+/// it could use): asked again, it was refused. Parallel kubectl calls are
+/// different processes and are not mistaken for a retry; neither are calls
+/// in a row from a script, each a new kubectl, nor a process that `exec`ed
+/// another program since (see [`process_image`]).
 ///
-/// What bounds the cost of a wrong guess: a token minted for that parent is
-/// not suspected by it (a caller that does not keep credentials, such as a
-/// test or a benchmark running the plugin again and again, would otherwise
-/// mint on every call), and a token minted in place of a refused one is not
-/// suspected by anyone. So there is at most one forced refresh per token
-/// lifetime, whatever the callers do. This matters, as some clients ask
+/// What bounds the cost of a wrong guess: a token minted in place of a
+/// refused one is not suspected by anyone, so there is at most one forced
+/// refresh per token lifetime, whatever the callers do (a test or a
+/// benchmark running the plugin again and again from one process mints
+/// once more, then is served). This matters, as some clients ask
 /// twice while their token is fine: the Google Cloud SDK's kubectl keeps an
 /// HTTP cache of its version check and replays a 401 it once got there, so
 /// each such kubectl asks twice, "after a 401"; the Python `kubernetes`
@@ -71,12 +72,15 @@ pub fn judge(
     match served.how {
         _ if parent == 0 => return Verdict::Serve { mark: None },
         How::Forced => return Verdict::Serve { mark: None },
-        How::Minted if mine => return Verdict::Serve { mark: None },
         How::Minted | How::Cache => {}
     }
     let image = image();
-    if served.how == How::Cache && mine && image != 0 && served.image == image {
+    if mine && image != 0 && served.image == image {
         return Verdict::Rejected;
+    }
+    // Minted for this parent when its program could not be told: as before.
+    if mine && served.how == How::Minted && served.image == 0 {
+        return Verdict::Serve { mark: None };
     }
     Verdict::Serve {
         mark: Some(Served::cache(parent, image)),
@@ -176,17 +180,18 @@ mod tests {
         assert_eq!(j(Served::minted(42, false), 43, KUBECTL), mark(43, KUBECTL));
         // Process 42 exec'ed another program since (a dispatcher): a first call.
         assert_eq!(j(Served::cache(42, OTHER), 42, KUBECTL), mark(42, KUBECTL));
-        // Minted for this very caller: served, nothing to write, nothing asked.
+        // Minted for this very kubectl, which asks again: refused too.
+        let minted_for = |parent, image| Served {
+            image,
+            ..Served::minted(parent, false)
+        };
+        assert_eq!(j(minted_for(42, KUBECTL), 42, KUBECTL), Verdict::Rejected);
+        // ... but not by another process, nor after an exec.
+        assert_eq!(j(minted_for(42, KUBECTL), 43, KUBECTL), mark(43, KUBECTL));
+        assert_eq!(j(minted_for(42, OTHER), 42, KUBECTL), mark(42, KUBECTL));
+        // Minted where the program could not be told: served, nothing written.
         assert_eq!(
-            judge(
-                1000,
-                700,
-                Served::minted(42, false),
-                800,
-                60,
-                42,
-                || panic!("asked")
-            ),
+            j(Served::minted(42, false), 42, KUBECTL),
             Verdict::Serve { mark: None }
         );
         // Minted in place of a refused token: nobody suspects it, nothing is
