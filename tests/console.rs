@@ -67,10 +67,13 @@ async fn every_console_page_in_chromium() {
     )
     .await;
 
+    // The same server under another of its names (localhost for 127.0.0.1).
+    let alt = s.url.replace("127.0.0.1", "localhost");
     let report = common::chromium_script(
         "console_pages.mjs",
         &[
             ("BASE", s.url.as_str()),
+            ("BASE_ALT", alt.as_str()),
             ("ADMIN_LOGIN", "alice"),
             ("ADMIN_NAME", "alice@example.com"),
             ("PROVIDER", "corp"),

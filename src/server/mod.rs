@@ -329,7 +329,12 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     }
     app.merge(api)
         .merge(device::pages())
-        .merge(console::router())
+        .merge(
+            console::router().route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                console::around,
+            )),
+        )
         .route("/api/openapi.json", axum::routing::get(openapi::serve))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route(

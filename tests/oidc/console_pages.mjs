@@ -10,6 +10,8 @@
 //
 // Environment:
 //   BASE            https://127.0.0.1:PORT (the server)
+//   BASE_ALT        the same server under another name (https://localhost:PORT):
+//                   the admin's sign-in starts there and ends at BASE
 //   ADMIN_LOGIN     the provider login of an infra admin (its group is granted admin)
 //   ADMIN_NAME      that person's infra user name (e.g. alice@example.com)
 //   PROVIDER        the provider's name at the server (its sign-in link)
@@ -126,6 +128,9 @@ try {
   // --- The admin signs in through the identity provider.
   const a = await newPage('admin');
   await go(a, '/ui/login', 'sign-in');
+  // Started under another name of the server, the sign-in goes through the
+  // server's own URL, where the provider sends the browser back.
+  if (env.BASE_ALT) await a.goto(`${env.BASE_ALT}/ui/login`, { waitUntil: 'load' });
   await Promise.all([
     a.waitForURL((u) => !u.href.startsWith(BASE), { timeout: 15000 }),
     a.getByRole('link', { name: `Sign in with ${env.PROVIDER}` }).click(),
@@ -193,8 +198,23 @@ try {
   const g = row(a, 'grants', 'user grantee');
   check(await g.count() === 1, 'the grant is listed');
   check((await g.innerText()).includes('not reported'), 'its state is shown');
-  await submit(a, g.getByRole('button', { name: /^Remove grantee/ }), 'grants-removed');
+  // The search works on the server too (without JavaScript).
+  await go(a, '/ui/grants?q=no-such-grant', 'grants-searched');
+  check(await a.locator('#grants tbody tr').count() === 0, 'the search left every grant shown');
+  await go(a, '/ui/grants', 'grants-again');
+  await submit(a, row(a, 'grants', 'user grantee').getByRole('button', { name: /^Remove grantee/ }), 'grants-removed');
   await flash(a, 'Removed the grant.');
+
+  // --- What goes wrong is a console page too, saying where to go on.
+  for (const [path, status, shot] of [
+    ['/ui/no-such-page', 404, 'not-found'],
+    ['/ui/users/x/remove', 405, 'not-a-page'],
+    ['/ui/audit?page=abc', 400, 'bad-query'],
+  ]) {
+    const resp = await go(a, path, shot, status);
+    check((resp.headers()['content-type'] || '').startsWith('text/html'), `${path} is not a page`);
+    check(await a.getByRole('link', { name: "Go to the console's start page" }).count() === 1, `${path}: no way on`);
+  }
 
   // --- Destinations: shown with their status; one removed.
   await go(a, '/ui/destinations', 'destinations');

@@ -91,6 +91,66 @@ pub fn router() -> Router<AppState> {
         .route("/ui/audit", get(pages::audit))
         .route("/ui/favicon.svg", get(favicon))
         .route("/favicon.ico", get(favicon))
+        // Any other address under /ui: a console page saying so.
+        .route(
+            "/ui/{*rest}",
+            axum::routing::any(|| async { StatusCode::NOT_FOUND }),
+        )
+}
+
+/// Around every console route: an answer that is not a page (an unknown
+/// address, a form sent to a page that takes none, a query or form that
+/// cannot be read) becomes a page that says what happened and where to go
+/// on, with the console's headers.
+pub async fn around(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = req.headers().clone();
+    let ip = crate::edge::client_ip(req.extensions(), req.headers());
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_page = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || is_page {
+        return resp;
+    }
+    let said = axum::body::to_bytes(resp.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let ctx = Ctx::new(&state, &headers, ip).await;
+    let (title, text) = match status {
+        StatusCode::NOT_FOUND => (
+            "Page not found",
+            "There is no console page at this address.".to_string(),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED if method == axum::http::Method::GET => (
+            "Use the page's button",
+            "This address takes a form sent from a console page, not a visit.".to_string(),
+        ),
+        _ => (
+            "The request could not be handled",
+            if said.is_empty() {
+                status.canonical_reason().unwrap_or("error").to_string()
+            } else {
+                crate::api::clip(&said, 300).into_owned()
+            },
+        ),
+    };
+    ctx.page(
+        status,
+        title,
+        html! {
+            p.error role="alert" { (text) }
+            p { a href="/ui" { "Go to the console's start page" } }
+        },
+    )
 }
 
 /// A small mark for the browser's tab.
@@ -141,6 +201,7 @@ background:#0550ae;color:#fff;cursor:pointer;margin-top:.6rem}\
 fieldset button{display:block}\
 button.danger{background:#fff;color:#a40e26;border-color:#a40e26;margin-top:0}\
 header button{margin:0;background:#fff;color:#1f2328;border-color:#fff}\
+.flash,.error,.secret{overflow-wrap:anywhere}\
 .flash{padding:.6rem .8rem;border-radius:4px;background:#dafbe1;border:1px solid #1a7f37}\
 .error{padding:.6rem .8rem;border-radius:4px;background:#ffebe9;border:1px solid #a40e26}\
 .muted{color:#57606a}\

@@ -95,10 +95,18 @@ fn short(t: &str) -> String {
 
 fn error_page(ctx: Ctx, title: &str, e: ApiError) -> Response {
     let status = e.status;
+    let back = if ctx.caller.is_some() {
+        ("/ui", "Go to the console's start page")
+    } else {
+        ("/ui/login", "Sign in")
+    };
     ctx.page(
         status,
         title,
-        html! { p.error role="alert" { (e.message) } },
+        html! {
+            p.error role="alert" { (e.message) }
+            p { a href=(back.0) { (back.1) } }
+        },
     )
 }
 
@@ -124,8 +132,11 @@ pub async fn login_page(State(state): State<AppState>, ctx: Ctx) -> Response {
         @if !providers.is_empty() {
             h2 { "With your identity provider" }
             ul {
+                // At the public URL, whatever name this page was reached
+                // by: the provider sends the browser back there, where the
+                // sign-in's cookie must be.
                 @for p in &providers {
-                    li { a href=(format!("/ui/login/{}", p.id)) { "Sign in with " (p.name) } }
+                    li { a href=(format!("{}/ui/login/{}", ctx.state.public_url, p.id)) { "Sign in with " (p.name) } }
                 }
             }
         }
@@ -178,6 +189,19 @@ pub async fn password_login(
             let name = login.name.clone();
             ctx.redirect("/ui", Flash::Ok(format!("Signed in as {name}.")))
         }
+        // The API's words are for the terminal; these are for this page.
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => ctx.redirect(
+            "/ui/login",
+            Flash::Error(if e.message.contains("identity provider") {
+                "This user signs in through an identity provider, not with a password: \
+                 choose the provider above."
+                    .into()
+            } else {
+                "Wrong user name or password. Users of your identity provider sign in with \
+                 the provider above; an admin can reset a local user's password."
+                    .into()
+            }),
+        ),
         Err(e) => ctx.redirect("/ui/login", Flash::Error(e.message)),
     }
 }
@@ -765,6 +789,17 @@ pub async fn grants(State(state): State<AppState>, ctx: Ctx, Query(s): Query<Sea
         Ok(l) => l,
         Err(e) => return error_page(ctx, "Grants", e),
     };
+    // Filtered here too, so the search works without JavaScript.
+    let q = s.q.to_lowercase();
+    let list: Vec<api::Grant> = list
+        .into_iter()
+        .filter(|g| {
+            q.is_empty()
+                || [&g.subject_name, &g.role, &g.destination]
+                    .iter()
+                    .any(|f| f.to_lowercase().contains(&q))
+        })
+        .collect();
     let dests = items(
         r::destinations::list(
             State(state),

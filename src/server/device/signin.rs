@@ -155,8 +155,9 @@ pub(super) async fn finish_signin(
 ) -> ApiResult<Response> {
     let unknown = || {
         ApiError::bad_request(
-            "This sign-in link is not known, or was already used. Enter the code from your \
-             terminal again.",
+            "This sign-in link is not known, or was already used (or it was started at \
+             another address of this server). Signing in to the web console: start again at \
+             /ui/login. Confirming a device: enter the code from your terminal again.",
         )
     };
     let oauth_state = q
