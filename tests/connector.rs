@@ -41,6 +41,8 @@ struct Cluster {
     next_version: u64,
     /// Answer 401 to the connector's own token, as for a revoked one.
     refuse_connector: bool,
+    /// Refuse the connector's impersonation (its ClusterRole lacks it).
+    refuse_impersonation: bool,
     /// (path, HTTP version) of every request.
     versions: Vec<(String, String)>,
     /// (kind, label selector) of every list of bindings.
@@ -56,8 +58,18 @@ struct StandIn {
     mtls: bool,
 }
 
+/// A failure as the API server words it (its reason follows the code).
 fn k8s_status(code: StatusCode, msg: &str) -> Response {
-    (code, axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": msg, "code": code.as_u16()}))).into_response()
+    let reason = match code.as_u16() {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        409 => "AlreadyExists",
+        422 => "Invalid",
+        _ => "InternalError",
+    };
+    (code, axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": msg, "reason": reason, "code": code.as_u16()}))).into_response()
 }
 
 /// Records the request and checks the connector's own credentials.
@@ -69,15 +81,25 @@ fn admit(s: &StandIn, path: &str, headers: &HeaderMap) -> Result<(), Box<Respons
             .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
             .collect(),
     };
-    let refuse = {
+    let (refuse, no_impersonation) = {
         let mut st = s.state.lock().unwrap();
         st.seen.push(seen);
-        st.refuse_connector
+        (st.refuse_connector, st.refuse_impersonation)
     };
     if refuse {
         return Err(Box::new(k8s_status(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
+        )));
+    }
+    if no_impersonation && let Some(user) = headers.get("impersonate-user") {
+        return Err(Box::new(k8s_status(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "users \"{}\" is forbidden: User \"system:serviceaccount:infra:infra-connector\" \
+                 cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
+                user.to_str().unwrap_or_default()
+            ),
         )));
     }
     if s.mtls {
@@ -109,6 +131,15 @@ async fn anything(State(s): State<StandIn>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     if let Err(r) = admit(&s, &path, req.headers()) {
         return *r;
+    }
+    // A pod behind the API server's proxy that wants its own login.
+    if path.ends_with("/proxy/private") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Basic realm=\"web\"")],
+            "log in to web first",
+        )
+            .into_response();
     }
     "ok".into_response()
 }
@@ -442,10 +473,15 @@ async fn create_binding(s: StandIn, headers: HeaderMap, ns: String, mut body: Va
     let name = body["metadata"]["name"].as_str().unwrap().to_string();
     let mut st = s.state.lock().unwrap();
     if !ns.is_empty() && !st.namespaces.contains(&ns) {
-        return k8s_status(
+        // As the API server's NamespaceLifecycle admission answers.
+        return (
             StatusCode::NOT_FOUND,
-            &format!("namespaces \"{ns}\" not found"),
-        );
+            axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "message": format!("namespaces \"{ns}\" not found"),
+                "reason": "NotFound", "details": {"name": ns, "kind": "namespaces"},
+                "code": 404})),
+        )
+            .into_response();
     }
     if st.bindings.contains_key(&(ns.clone(), name.clone())) {
         return k8s_status(StatusCode::CONFLICT, "already exists");
@@ -1978,6 +2014,27 @@ async fn a_hand_edited_binding_is_put_back() {
         log.contains("roleRef was ClusterRole cluster-admin"),
         "{log}"
     );
+    // Someone deletes it and makes one of that name by hand, without
+    // infra's labels, bound to cluster-admin (`kubectl create
+    // clusterrolebinding`): made again as the grant says.
+    {
+        let mut st = k.standin.state.lock().unwrap();
+        let mut b = st.bindings.remove(&key).unwrap();
+        b["metadata"]["labels"] = json!({});
+        b["roleRef"]["name"] = json!("cluster-admin");
+        b["metadata"]["resourceVersion"] = json!("901");
+        st.bindings.insert(key.clone(), b);
+    }
+    eventually("the hand-made binding replaced", || {
+        binding(&k, "", "alice").is_some_and(|b| {
+            b["roleRef"]["name"] == "view"
+                && b["metadata"]["labels"]["infra.dev/destination"] == "prod"
+        })
+    });
+    eventually("that repair logged", || {
+        c.log()
+            .contains("made without infra's labels, with roleRef ClusterRole cluster-admin")
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2001,7 +2058,11 @@ async fn kubectl_as_is_allowed_only_with_permission_to_impersonate() {
         .cloned()
         .unwrap();
     assert_eq!(review["spec"]["user"], "alice");
-    assert_eq!(review["spec"]["groups"], json!(["sre"]));
+    // As the API server sees her when impersonated: authenticated.
+    assert_eq!(
+        review["spec"]["groups"],
+        json!(["sre", "system:authenticated"])
+    );
     assert_eq!(review["spec"]["resourceAttributes"]["verb"], "impersonate");
     assert_eq!(review["spec"]["resourceAttributes"]["resource"], "users");
     assert_eq!(review["spec"]["resourceAttributes"]["name"], "bob");
@@ -2072,6 +2133,28 @@ async fn kubectl_as_is_allowed_only_with_permission_to_impersonate() {
         header_values(&seen_last(&k, "/version"), "impersonate-group"),
         ["dev"]
     );
+    // infra's own audit extras are not hers to write, allowed or not
+    // (what kubectl's --as-user-extra sends).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.crt"), &c.ca_pem).unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "--fail-with-body", "--cacert"])
+        .arg(dir.path().join("ca.crt"))
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-H", "Impersonate-User: bob"])
+        .args([
+            "-H",
+            "Impersonate-Extra-infra.dev%2foriginal-user: somebody",
+        ])
+        .arg(format!("{}/version", c.url))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("infra's own"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2100,6 +2183,35 @@ async fn a_refused_connector_token_is_not_a_login_problem() {
     k.standin.state.lock().unwrap().refuse_connector = false;
     let out = kubectl(&c, "not-a-jwt", &["get", "--raw", "/version"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be logged in"));
+    // A 401 from a pod behind the API server's proxy is that pod's: passed on.
+    let out = kubectl(
+        &c,
+        &token,
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/pods/web/proxy/private",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("not your login") && err.contains("provide credentials"),
+        "{err}"
+    );
+    // The connector may not impersonate (its ClusterRole lost it): a 503
+    // naming the connector, logged, not a 403 the person is blamed for.
+    k.standin.state.lock().unwrap().refuse_impersonation = true;
+    let out = kubectl(&c, &token, &["get", "--raw", "/version"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("connector of prod") && err.contains("not your login"),
+        "{err}"
+    );
+    assert!(
+        c.log().contains("the connector may not impersonate"),
+        "{}",
+        c.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

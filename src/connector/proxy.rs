@@ -176,6 +176,14 @@ impl Requested {
                 "impersonating groups, a uid or extras needs a user too (kubectl --as)".into(),
             );
         }
+        // infra's own audit extras name the real person and where they are:
+        // nobody writes them but the connector.
+        if let Some((k, _)) = r.extras.iter().find(|(k, _)| k.starts_with("infra.dev/")) {
+            return Err(format!(
+                "the extra {k:?} is infra's own (in the cluster's audit log) and cannot be set \
+                 with --as-user-extra"
+            ));
+        }
         Ok(Some(r))
     }
 
@@ -225,6 +233,15 @@ impl Requested {
     }
 }
 
+/// Why a nested impersonation was not allowed.
+enum NotAllowed {
+    /// The API server says this person may not (403 to them).
+    Refused(String),
+    /// The connector could not ask (its own credential or permission, or
+    /// the API server): not the person's doing (503, logged).
+    CannotAsk(String),
+}
+
 /// Asks the API server whether the signed-in person may impersonate each
 /// part of `r`; the first refusal, in the API server's words.
 async fn authorize_nested(
@@ -232,14 +249,18 @@ async fn authorize_nested(
     who: &super::auth::Claims,
     r: &Requested,
     auth: Option<&HeaderValue>,
-) -> Result<(), String> {
+) -> Result<(), NotAllowed> {
+    // The person as the API server sees them when the connector
+    // impersonates them: with the group every authenticated user has.
+    let mut groups = who.groups.clone();
+    groups.push("system:authenticated".to_string());
     for (group, resource, sub, ns, name) in r.checks() {
         let review = serde_json::json!({
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SubjectAccessReview",
             "spec": {
                 "user": who.name,
-                "groups": who.groups,
+                "groups": groups,
                 "resourceAttributes": {
                     "verb": "impersonate", "group": group, "resource": resource,
                     "subresource": sub, "namespace": ns, "name": name,
@@ -254,28 +275,33 @@ async fn authorize_nested(
             ))
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(review.to_string()))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| NotAllowed::CannotAsk(e.to_string()))?;
         if let Some(a) = auth {
             req.headers_mut().insert(header::AUTHORIZATION, a.clone());
         }
-        let resp = c
-            .upstream
-            .requests
-            .request(req)
-            .await
-            .map_err(|e| format!("cannot ask the API server: {e}"))?;
+        let resp = c.upstream.requests.request(req).await.map_err(|e| {
+            NotAllowed::CannotAsk(format!(
+                "cannot reach the API server for an access review: {e}"
+            ))
+        })?;
         let status_code = resp.status();
         let body = http_body_util::BodyExt::collect(resp.into_body())
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| NotAllowed::CannotAsk(e.to_string()))?
             .to_bytes();
-        if !status_code.is_success() {
-            return Err(format!(
-                "the API server did not answer the access review ({status_code}); the \
-                 connector's ClusterRole needs create on subjectaccessreviews"
+        if status_code == StatusCode::UNAUTHORIZED {
+            return Err(NotAllowed::CannotAsk(
+                "the API server refused the connector's own credential (401)".into(),
             ));
         }
-        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        if !status_code.is_success() {
+            return Err(NotAllowed::CannotAsk(format!(
+                "the API server did not take the connector's access review ({status_code}): its \
+                 ClusterRole needs create on subjectaccessreviews"
+            )));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| NotAllowed::CannotAsk(format!("an access review answer: {e}")))?;
         if v["status"]["allowed"] != serde_json::Value::Bool(true) {
             let what = if sub.is_empty() {
                 resource.to_string()
@@ -283,7 +309,7 @@ async fn authorize_nested(
                 format!("{resource}/{sub}")
             };
             let reason = v["status"]["reason"].as_str().unwrap_or_default();
-            return Err(format!(
+            return Err(NotAllowed::Refused(format!(
                 "{what} {name:?} is forbidden: {} may not impersonate it{}",
                 who.name,
                 if reason.is_empty() {
@@ -291,10 +317,34 @@ async fn authorize_nested(
                 } else {
                     format!(" ({reason})")
                 }
-            ));
+            )));
         }
     }
     Ok(())
+}
+
+/// A 503 for what is wrong with the connector, not with the person (who is
+/// not sent to `infra login` for it).
+fn connector_unavailable(c: &Connector, why: &str) -> Response {
+    status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        &format!(
+            "the infra connector of {} cannot serve this request: {why}; this is not your \
+             login: tell the cluster's administrator",
+            c.name
+        ),
+    )
+}
+
+/// Whether `path` goes through the API server to a pod, service or node
+/// (`…/pods/NAME/proxy/…`): what answers there is that workload.
+fn is_proxy_subresource(path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    let parts: Vec<&str> = path.split('/').collect();
+    parts
+        .windows(3)
+        .any(|w| matches!(w[0], "pods" | "services" | "nodes") && w[2] == "proxy")
 }
 
 /// A short random id for one request, in logs and the cluster's audit log.
@@ -347,11 +397,20 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
         Ok(n) => n,
         Err(why) => return status(StatusCode::BAD_REQUEST, "BadRequest", &why),
     };
-    if let Some(n) = &nested
-        && let Err(why) = authorize_nested(&c, &claims, n, own_auth.as_ref()).await
-    {
-        tracing::info!(user = %claims.name, request_id = %rid, "refused impersonation: {why}");
-        return status(StatusCode::FORBIDDEN, "Forbidden", &why);
+    if let Some(n) = &nested {
+        match authorize_nested(&c, &claims, n, own_auth.as_ref()).await {
+            Ok(()) => {}
+            Err(NotAllowed::Refused(why)) => {
+                tracing::info!(user = %claims.name, request_id = %rid, method = %method,
+                    path = %path, status = 403, "refused impersonation: {why}");
+                return status(StatusCode::FORBIDDEN, "Forbidden", &why);
+            }
+            Err(NotAllowed::CannotAsk(why)) => {
+                tracing::error!(request_id = %rid, credential = %c.credential.describe(),
+                    "cannot check a kubectl --as with the API server: {why}");
+                return connector_unavailable(&c, &why);
+            }
+        }
     }
 
     let upgrade = is_upgrade(req.headers());
@@ -499,25 +558,43 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
     let code = resp.status();
     c.metrics.proxied(code.as_u16(), started.elapsed());
     // The user was verified here; the API server only saw the connector's
-    // own token. A 401 is about that token, not the user: do not send them
-    // to `infra login` for it.
-    if code == StatusCode::UNAUTHORIZED {
-        tracing::error!(
-            request_id = %rid,
-            credential = %c.credential.describe(),
-            "the API server refused the connector's own credential (401): check it"
-        );
-        return status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            &format!(
-                "the infra connector of {} cannot authenticate to the cluster's API server (its \
-                 own credential was refused); this is not your login: tell the \
-                 cluster's administrator",
-                c.name
-            ),
-        );
-    }
+    // own credential, and the impersonation the connector asked for. A 401
+    // from the API server's authentication is about that credential, and
+    // a refusal to impersonate is about the connector's permissions: not
+    // the user's doing, so they are not sent to `infra login` for it. (A
+    // 401 a proxied service or an aggregated API gives is theirs to pass.)
+    let resp = if matches!(code, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+        && !is_proxy_subresource(&path)
+    {
+        let (parts, body) = resp.into_parts();
+        let bytes =
+            match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 64 * 1024))
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(_) => axum::body::Bytes::new(),
+            };
+        let said: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let message = said["message"].as_str().unwrap_or_default();
+        let own_fault = said["kind"] == "Status"
+            && if code == StatusCode::UNAUTHORIZED {
+                said["reason"] == "Unauthorized"
+            } else {
+                message.contains("cannot impersonate resource")
+            };
+        if own_fault {
+            let why = if code == StatusCode::UNAUTHORIZED {
+                "the API server refused the connector's own credential (401)".to_string()
+            } else {
+                format!("the connector may not impersonate this person: {message}")
+            };
+            tracing::error!(request_id = %rid, credential = %c.credential.describe(), "{why}");
+            return connector_unavailable(&c, &why);
+        }
+        axum::http::Response::from_parts(parts, Body::from(bytes))
+    } else {
+        resp.map(Body::new)
+    };
     let shown_user = match &nested {
         Some(_) => format!("{} as {as_user}", claims.name),
         None => claims.name.clone(),
@@ -561,7 +638,8 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
         let mut resp = resp;
         let websocket = upgrades_to_websocket(resp.headers());
         let recorder = match &record {
-            Some(t) => match start_recording(&c, &claims, t, client, &resp, &ticket).await {
+            Some(t) => match start_recording(&c, &claims, t, client, resp.headers(), &ticket).await
+            {
                 Ok(r) => Some(r),
                 Err((code, message)) => {
                     c.remember_refusal(&claims.sub, &path, code, &message);
@@ -699,11 +777,10 @@ async fn start_recording(
     claims: &super::auth::Claims,
     t: &SessionTarget,
     client: Option<std::net::IpAddr>,
-    resp: &axum::http::Response<hyper::body::Incoming>,
+    resp: &HeaderMap,
     ticket: &super::streams::Ticket,
 ) -> Result<Arc<super::recorder::Recorder>, (StatusCode, String)> {
     let protocol = resp
-        .headers()
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
@@ -799,6 +876,19 @@ fn is_watch(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_subresources_are_the_workloads_own() {
+        assert!(is_proxy_subresource(
+            "/api/v1/namespaces/a/pods/web/proxy/x?y=1"
+        ));
+        assert!(is_proxy_subresource(
+            "/api/v1/namespaces/a/services/web:80/proxy/"
+        ));
+        assert!(is_proxy_subresource("/api/v1/nodes/n1/proxy/metrics"));
+        assert!(!is_proxy_subresource("/api/v1/namespaces/proxy/pods"));
+        assert!(!is_proxy_subresource("/api/v1/namespaces/a/pods/web/log"));
+    }
 
     #[test]
     fn exec_and_attach_targets() {

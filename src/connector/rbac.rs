@@ -382,7 +382,15 @@ async fn apply(
                 subjects: Some(want_subjects.clone()),
             };
             let Some(b) = found else {
-                return create_or_adopt(&api, &w.name, make(None), |rv| make(Some(rv))).await;
+                return create_or_adopt(
+                    &api,
+                    &w.name,
+                    None,
+                    make(None),
+                    |rv| make(Some(rv)),
+                    |b| &b.role_ref,
+                )
+                .await;
             };
             if b.role_ref != want_ref {
                 recreate(&api, &w.name, make(None)).await?;
@@ -411,15 +419,15 @@ async fn apply(
                 subjects: Some(want_subjects.clone()),
             };
             let Some(b) = found else {
-                return create_or_adopt(&api, &w.name, make(None), |rv| make(Some(rv)))
-                    .await
-                    .map_err(|e| {
-                        if e.contains("NotFound") || e.contains("not found") {
-                            format!("namespace {ns} does not exist")
-                        } else {
-                            e
-                        }
-                    });
+                return create_or_adopt(
+                    &api,
+                    &w.name,
+                    Some(ns),
+                    make(None),
+                    |rv| make(Some(rv)),
+                    |b| &b.role_ref,
+                )
+                .await;
             };
             if b.role_ref != want_ref {
                 recreate(&api, &w.name, make(None)).await?;
@@ -448,13 +456,17 @@ fn subjects_drift(found: Option<&[Subject]>) -> String {
     format!("subjects were [{}]", names.join(", "))
 }
 
-/// Creates `obj`; a binding of that name without this destination's labels
-/// (someone removed them) is ours by its name: it is replaced.
+/// Creates `obj` (in namespace `ns`, for a RoleBinding); a binding of that
+/// name without this destination's labels (someone removed them, or made
+/// it again by hand) is ours by its name: it is replaced, or deleted and
+/// made again when its roleRef is another (a roleRef cannot change).
 async fn create_or_adopt<K>(
     api: &Api<K>,
     name: &str,
+    ns: Option<&str>,
     obj: K,
     with_version: impl Fn(String) -> K,
+    role_ref_of: impl Fn(&K) -> &RoleRef,
 ) -> Result<Done, String>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
@@ -463,13 +475,41 @@ where
         Ok(_) => Ok(Done::Created),
         Err(e) if is_status(&e, 409) => {
             let cur = api.get(name).await.map_err(|e| kube_reason(&e))?;
+            let (had, want) = (role_ref_of(&cur), role_ref_of(&obj));
+            if had != want {
+                let was = format!("{} {}", had.kind, had.name);
+                recreate(api, name, obj).await?;
+                return Ok(Done::Repaired(format!(
+                    "it was made without infra's labels, with roleRef {was}"
+                )));
+            }
             let rv = cur.meta().resource_version.clone().unwrap_or_default();
             api.replace(name, &PostParams::default(), &with_version(rv))
                 .await
                 .map_err(|e| kube_reason(&e))?;
             Ok(Done::Repaired("its labels were removed".into()))
         }
+        Err(e) if ns.is_some_and(|ns| missing_namespace(&e, ns)) => Err(format!(
+            "namespace {} does not exist",
+            ns.unwrap_or_default()
+        )),
         Err(e) => Err(kube_reason(&e)),
+    }
+}
+
+/// Whether the API server refused because namespace `ns` does not exist
+/// (its NamespaceLifecycle admission: 404 with details naming the
+/// namespace), not because of another missing thing, such as the role.
+fn missing_namespace(e: &kube::Error, ns: &str) -> bool {
+    let kube::Error::Api(s) = e else {
+        return false;
+    };
+    if s.code != 404 {
+        return false;
+    }
+    match &s.details {
+        Some(d) if !d.kind.is_empty() => d.kind == "namespaces" && d.name == ns,
+        _ => s.message == format!("namespaces \"{ns}\" not found"),
     }
 }
 
