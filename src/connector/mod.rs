@@ -372,7 +372,7 @@ impl Cluster {
         let kube = rbac::kube_client(&api, token.clone(), &ca_path).await?;
         Ok(Cluster {
             upstream: upstream::clients(&ca)?,
-            credential: upstream::Credential::File(upstream::TokenFile::new(&token_path)),
+            credential: upstream::Credential::File(token),
             kube,
             api,
         })

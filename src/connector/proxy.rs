@@ -337,6 +337,53 @@ fn connector_unavailable(c: &Connector, why: &str) -> Response {
     )
 }
 
+/// The Kubernetes verb of a request, as the API server's audit log names
+/// it: get, list and watch for reads (a collection is listed, `?watch`
+/// watches), create, update, patch, delete, deletecollection for writes.
+fn kube_verb(method: &axum::http::Method, path: &str) -> &'static str {
+    use axum::http::Method;
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    // After /api/v1 or /apis/GROUP/VERSION: the resource path.
+    let rest: &[&str] = match parts.as_slice() {
+        ["api", _, rest @ ..] => rest,
+        ["apis", _, _, rest @ ..] => rest,
+        _ => return method_verb(method),
+    };
+    let rest = match rest {
+        ["namespaces", _, r @ ..] if !r.is_empty() => r,
+        r => r,
+    };
+    let collection = rest.len() == 1;
+    let watching = query
+        .split('&')
+        .any(|kv| kv == "watch=1" || kv == "watch=true");
+    match *method {
+        Method::GET if watching => "watch",
+        Method::GET if collection => "list",
+        Method::GET | Method::HEAD => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if collection => "deletecollection",
+        Method::DELETE => "delete",
+        _ => "unknown",
+    }
+}
+
+/// The verb of a request outside the resource paths (/version, /healthz).
+fn method_verb(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET | Method::HEAD => "get",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "unknown",
+    }
+}
+
 /// Whether `path` goes through the API server to a pod, service or node
 /// (`…/pods/NAME/proxy/…`): what answers there is that workload.
 fn is_proxy_subresource(path: &str) -> bool {
@@ -364,21 +411,21 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
+    let verb = kube_verb(&method, &path);
+    let refused = |r: Rejection| {
+        c.metrics.rejected(r.reason());
+        // One line per request, refused ones too (no user: no valid token).
+        tracing::info!(user = "-", verb, path = %path, status = 401,
+            ms = started.elapsed().as_millis() as u64, client = ?client,
+            request_id = %rid, reason = r.reason(), "request");
+        status(StatusCode::UNAUTHORIZED, "Unauthorized", r.message())
+    };
     let Some(token) = bearer(req.headers()) else {
-        c.metrics.rejected(Rejection::Missing.reason());
-        return status(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            Rejection::Missing.message(),
-        );
+        return refused(Rejection::Missing);
     };
     let claims = match c.verifier.verify(token).await {
         Ok(claims) => claims,
-        Err(r) => {
-            c.metrics.rejected(r.reason());
-            tracing::debug!(reason = r.reason(), client = ?client, "refused a token");
-            return status(StatusCode::UNAUTHORIZED, "Unauthorized", r.message());
-        }
+        Err(r) => return refused(r),
     };
     let own_auth = match c.credential.authorization().await {
         Ok(t) => t,
@@ -601,6 +648,7 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
     };
     tracing::info!(
         user = %shown_user,
+        verb,
         method = %method,
         path = %path,
         status = code.as_u16(),
@@ -876,6 +924,34 @@ fn is_watch(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubernetes_verbs() {
+        use axum::http::Method;
+        let v = |m: Method, p: &str| kube_verb(&m, p);
+        assert_eq!(v(Method::GET, "/api/v1/namespaces/a/pods"), "list");
+        assert_eq!(v(Method::GET, "/api/v1/namespaces/a/pods/web"), "get");
+        assert_eq!(v(Method::GET, "/api/v1/namespaces/a/pods?watch=1"), "watch");
+        assert_eq!(v(Method::GET, "/api/v1/namespaces"), "list");
+        assert_eq!(v(Method::GET, "/api/v1/namespaces/a"), "get");
+        assert_eq!(v(Method::GET, "/apis/apps/v1/deployments"), "list");
+        assert_eq!(
+            v(
+                Method::POST,
+                "/api/v1/namespaces/a/pods/web/exec?command=sh"
+            ),
+            "create"
+        );
+        assert_eq!(
+            v(Method::DELETE, "/api/v1/namespaces/a/pods"),
+            "deletecollection"
+        );
+        assert_eq!(
+            v(Method::PATCH, "/apis/apps/v1/namespaces/a/deployments/d"),
+            "patch"
+        );
+        assert_eq!(v(Method::GET, "/version"), "get");
+    }
 
     #[test]
     fn proxy_subresources_are_the_workloads_own() {

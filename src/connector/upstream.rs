@@ -60,8 +60,9 @@ impl TokenFile {
 /// The connector's own credential to the API server, for the proxy, the
 /// impersonation reviews and the RBAC sync alike.
 pub enum Credential {
-    /// A bearer token file (in a cluster, or `--kube-token-file`).
-    File(TokenFile),
+    /// A bearer token file (in a cluster, or `--kube-token-file`), the one
+    /// source the RBAC sync's client reads too.
+    File(Arc<TokenFile>),
     /// A kubeconfig context's user, as kube-rs reads it.
     Kubeconfig {
         /// `FILE (context NAME)`, for messages.
@@ -287,14 +288,22 @@ fn trusting(ca_pem: &str) -> anyhow::Result<rustls::ClientConfig> {
 }
 
 fn client(tls: rustls::ClientConfig, http2: bool) -> HttpsClient {
+    // A dead address fails within seconds, not after the system's two
+    // minutes; a connection whose peer vanished (an exec, a port-forward
+    // idle for a while) is found by TCP keep-alive.
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
+    tcp.set_keepalive(Some(std::time::Duration::from_secs(30)));
+    tcp.set_nodelay(true);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
         .enable_http1();
     let https = if http2 {
-        https.enable_http2().build()
+        https.enable_http2().wrap_connector(tcp)
     } else {
-        https.build()
+        https.wrap_connector(tcp)
     };
     let mut b = Client::builder(TokioExecutor::new());
     b.timer(hyper_util::rt::TokioTimer::new())
