@@ -1056,3 +1056,68 @@ async fn a_removed_or_repointed_provider_ends_its_sessions() {
         401
     );
 }
+
+/// A connector key serves its one destination and nothing else: it makes
+/// no other keys, is not traded for a login key, and learns nothing of
+/// another destination's grants, not even when they change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_key_makes_no_keys_and_waits_on_no_other_destination() {
+    let s = Server::start(Backend::Sqlite).await;
+    let made = s
+        .ok(
+            "POST",
+            "/api/access-keys",
+            Some(json!({"connector": true, "destination": "dev", "name": "dev-connector"})),
+            201,
+        )
+        .await;
+    let key = made["accessKey"].as_str().unwrap();
+    let (status, err) = s
+        .call(
+            "POST",
+            "/api/access-keys",
+            Some(key),
+            Some(json!({"name": "forever", "expiry": "87600h"})),
+        )
+        .await;
+    assert_eq!(status, 403, "{err}");
+    let (status, err) = s
+        .call("POST", "/api/login", None, Some(json!({"accessKey": key})))
+        .await;
+    assert_eq!(status, 403, "{err}");
+    assert!(message(&err).contains("connector key"), "{err}");
+    // prod's long poll: refused at once, not after prod's grants change.
+    let started = std::time::Instant::now();
+    let (status, err) = s
+        .call(
+            "GET",
+            "/api/grants?destination=prod&lastUpdateIndex=0",
+            Some(key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    // An admin's destination is audited with its URL and CA, as a
+    // connector's registration is.
+    s.ok(
+        "POST",
+        "/api/destinations",
+        Some(json!({"name": "stage", "url": "https://stage.example.test:443", "ca": ""})),
+        201,
+    )
+    .await;
+    let reg = audit(&s, "destination.register").await;
+    assert!(
+        reg.iter().any(|e| e["target"] == "stage"
+            && e["detail"]
+                .as_str()
+                .unwrap()
+                .contains("https://stage.example.test:443")),
+        "{reg:?}"
+    );
+}

@@ -86,6 +86,22 @@ pub async fn whoami(args: WhoamiArgs) -> anyhow::Result<()> {
         return explain(None, d, args.format.format(), args.server).await;
     }
     let s = resolve(args.server.server.as_deref())?;
+    // A session whose key has ended is nobody's any more.
+    if let Some(ended) = s
+        .entry
+        .as_ref()
+        .and_then(|e| e.expires.as_deref())
+        .filter(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .is_ok_and(|t| t <= crate::clock::now_utc())
+        })
+    {
+        anyhow::bail!(
+            "your session on {} ended at {ended}; run `infra login {}` to sign in again",
+            s.server,
+            s.server
+        );
+    }
     let me = match &s.entry {
         Some(e) => Whoami {
             server: s.server.clone(),

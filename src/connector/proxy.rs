@@ -621,13 +621,25 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
                 Ok(b) => b.to_bytes(),
                 Err(_) => axum::body::Bytes::new(),
             };
+        // A Status, in JSON or (asked for by the client) protobuf, whose
+        // strings are kept as they are: looked for in the bytes.
         let said: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let message = said["message"].as_str().unwrap_or_default();
-        let own_fault = said["kind"] == "Status"
+        let protobuf = bytes.starts_with(b"k8s\0");
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        let message = match said["message"].as_str() {
+            Some(m) => m.to_string(),
+            None if protobuf => String::from_utf8_lossy(&bytes)
+                .split(|c: char| c.is_control())
+                .find(|p| p.contains("cannot impersonate"))
+                .unwrap_or_default()
+                .to_string(),
+            None => String::new(),
+        };
+        let own_fault = (said["kind"] == "Status" || protobuf)
             && if code == StatusCode::UNAUTHORIZED {
-                said["reason"] == "Unauthorized"
+                said["reason"] == "Unauthorized" || (protobuf && has(b"Unauthorized"))
             } else {
-                message.contains("cannot impersonate resource")
+                has(b"cannot impersonate resource")
             };
         if own_fault {
             let why = if code == StatusCode::UNAUTHORIZED {

@@ -23,8 +23,27 @@ pub const IN_CLUSTER_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/c
 /// The service-account token, cached by the file's modification time.
 pub struct TokenFile {
     path: PathBuf,
-    cached: Mutex<Option<(SystemTime, Arc<str>)>>,
+    cached: Mutex<Option<(Stamp, std::time::Instant, Arc<str>)>>,
 }
+
+/// What tells a file changed without reading it: when it was written, its
+/// length and (on Unix) which file it is, since a kubelet swaps a projected
+/// token in by its `..data` symlink, and a clock tick can hold two writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp(SystemTime, u64, u64);
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> std::io::Result<Stamp> {
+        #[cfg(unix)]
+        let ino = std::os::unix::fs::MetadataExt::ino(m);
+        #[cfg(not(unix))]
+        let ino = 0;
+        Ok(Stamp(m.modified()?, m.len(), ino))
+    }
+}
+
+/// However alike the file looks, it is read again this often.
+const REREAD: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl TokenFile {
     pub fn new(path: &Path) -> TokenFile {
@@ -34,21 +53,23 @@ impl TokenFile {
         }
     }
 
-    /// The current token; reads the file again when it changed.
+    /// The current token; reads the file again when it changed (or, in
+    /// case a change did not show, once a second at most).
     pub fn token(&self) -> anyhow::Result<Arc<str>> {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
+        let stamp = std::fs::metadata(&self.path)
+            .and_then(|m| Stamp::of(&m))
             .with_context(|| format!("cannot read the token file {}", self.path.display()))?;
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((t, tok)) = cached.as_ref()
-            && *t == modified
+        if let Some((s, at, tok)) = cached.as_ref()
+            && *s == stamp
+            && at.elapsed() < REREAD
         {
             return Ok(tok.clone());
         }
         let text = std::fs::read_to_string(&self.path)
             .with_context(|| format!("cannot read the token file {}", self.path.display()))?;
         let tok: Arc<str> = Arc::from(text.trim());
-        *cached = Some((modified, tok.clone()));
+        *cached = Some((stamp, std::time::Instant::now(), tok.clone()));
         Ok(tok)
     }
 
@@ -295,6 +316,8 @@ fn client(tls: rustls::ClientConfig, http2: bool) -> HttpsClient {
     tcp.enforce_http(false);
     tcp.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
     tcp.set_keepalive(Some(std::time::Duration::from_secs(30)));
+    tcp.set_keepalive_interval(Some(std::time::Duration::from_secs(10)));
+    tcp.set_keepalive_retries(Some(3));
     tcp.set_nodelay(true);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
@@ -318,4 +341,39 @@ fn client(tls: rustls::ClientConfig, http2: bool) -> HttpsClient {
 fn rustls_pki_certs(pem: &str) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
     crate::api::certs::pem_certs(pem.as_bytes())
         .map_err(|e| anyhow::anyhow!("the Kubernetes CA is {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kubelet swaps a projected token in by its `..data` symlink: two
+    /// directories written in one clock tick look alike but for the file.
+    #[cfg(unix)]
+    #[test]
+    fn a_token_swapped_in_by_symlink_is_read_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let when = SystemTime::now();
+        for (d, tok) in [("a", "token-one\n"), ("b", "token-two\n")] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+            let f = dir.path().join(d).join("token");
+            std::fs::write(&f, tok).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&f)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+        let data = dir.path().join("..data");
+        std::os::unix::fs::symlink("a", &data).unwrap();
+        let link = dir.path().join("token");
+        std::os::unix::fs::symlink("..data/token", &link).unwrap();
+        let tf = TokenFile::new(&link);
+        assert_eq!(&*tf.token().unwrap(), "token-one");
+        let next = dir.path().join("..data.tmp");
+        std::os::unix::fs::symlink("b", &next).unwrap();
+        std::fs::rename(&next, &data).unwrap();
+        assert_eq!(&*tf.token().unwrap(), "token-two");
+    }
 }

@@ -147,7 +147,8 @@ async fn get_json(http: &reqwest::Client, url: &str, what: &str) -> Result<Value
     let resp = http.get(url).send().await.map_err(|e| {
         format!(
             "cannot fetch {what} {url}: {} (if the issuer's certificate is signed by a private \
-             CA, give it with --ca-cert)",
+             CA, give that CA: `infra providers add/edit --ca-file`, `infra identities oidc-auth \
+             set --ca-cert`)",
             super::oidc::error_chain(&e)
         )
     })?;

@@ -221,6 +221,13 @@ pub const NON_IDENTIFYING_CLAIMS: &[&str] = &[
     "user_email",
     "user_id",
     "triggering_actor",
+    // Who started it and how visible the project is: shared by many.
+    "user_access_level",
+    "user_identities",
+    "groups_direct",
+    "project_visibility",
+    "check_run_id",
+    "runner_version",
 ];
 
 /// Whether a pattern pins something: at least one letter or digit that is
@@ -242,9 +249,12 @@ fn tenant_part<'a>(claim: Option<&str>, pattern: &'a str) -> Option<&'a str> {
         None | Some("sub") => pattern
             .strip_prefix("repo:")
             .or_else(|| pattern.strip_prefix("project_path:")),
-        Some("repository" | "repository_owner" | "project_path" | "namespace_path") => {
-            Some(pattern)
-        }
+        Some(
+            "repository" | "repository_owner" | "project_path" | "namespace_path"
+            | "job_workflow_ref" | "workflow_ref",
+        ) => Some(pattern),
+        // HOST/GROUP/PROJECT//PATH@REF: the group follows the host.
+        Some("ci_config_ref_uri") => Some(pattern.split_once('/').map_or("", |(_, rest)| rest)),
         _ => None,
     }
 }
@@ -254,6 +264,10 @@ fn tenant_part<'a>(claim: Option<&str>, pattern: &'a str) -> Option<&'a str> {
 /// holds no wildcard (`repo:*/deploy:…` and `project_path:**:…` take every
 /// owner's project).
 fn binds(claim: Option<&str>, pattern: &str) -> bool {
+    // A number names one thing or, with a wildcard, any of a range.
+    if claim.is_some_and(|c| c.ends_with("_id")) && pattern.contains(['*', '?']) {
+        return false;
+    }
     pins_something(pattern)
         && tenant_part(claim, pattern).is_none_or(|rest| {
             let tenant = rest.split(['/', ':']).next().unwrap_or_default();
@@ -472,7 +486,8 @@ pub fn verify_jwt(
     if candidates.is_empty() {
         return Err(match kid {
             Some(kid) => JwtError::UnknownKey(format!(
-                "the JWT's signing key (kid {kid:?}, {alg_name}) is not in the issuer's JWKS"
+                "the JWT's signing key (kid {:?}, {alg_name}) is not in the issuer's JWKS",
+                crate::api::clip(&kid, 64)
             )),
             None => rejected(format!(
                 "the JWT names no key (kid) and no key in the issuer's JWKS is for {alg_name}"
@@ -951,6 +966,40 @@ mod tests {
         ] {
             assert!(!binds("", claims), "{claims:?}");
         }
+        // Workflow files and CI configurations name their owner too, and a
+        // number with a wildcard binds a range, not a workload.
+        for claims in [
+            &[(
+                "job_workflow_ref",
+                "*/*/.github/workflows/deploy.yml@refs/heads/main",
+            )][..],
+            &[("workflow_ref", "**/.github/workflows/deploy.yml@**")],
+            &[(
+                "ci_config_ref_uri",
+                "gitlab.com/**//.gitlab-ci.yml@refs/heads/main",
+            )],
+            &[("repository_id", "1*")],
+            &[("user_access_level", "maintainer")],
+            &[("groups_direct", "mygroup")],
+            &[("project_visibility", "public")],
+        ] {
+            assert!(!binds("", claims), "{claims:?}");
+        }
+        assert!(binds(
+            "",
+            &[(
+                "job_workflow_ref",
+                "octo-org/infra/.github/workflows/deploy.yml@refs/heads/main"
+            )]
+        ));
+        assert!(binds(
+            "",
+            &[(
+                "ci_config_ref_uri",
+                "gitlab.com/mygroup/app//.gitlab-ci.yml@refs/heads/main"
+            )]
+        ));
+        assert!(binds("", &[("repository_id", "123456")]));
         // The claim `sub` is the subject by another name.
         assert!(!binds("", &[("sub", "repo:*/*:ref:refs/heads/main")]));
         assert!(binds("", &[("sub", "repo:octo-org/*:ref:refs/heads/main")]));

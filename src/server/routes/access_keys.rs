@@ -97,6 +97,13 @@ pub async fn create(
              again with a fresh JWT",
         ));
     }
+    if let Some(d) = &caller.key_destination {
+        // A connector key serves one destination and nothing else: a key
+        // it made would serve none, and outlive it.
+        return Err(ApiError::forbidden(format!(
+            "a connector key (for {d}) cannot create access keys"
+        )));
+    }
     if req.connector {
         caller.require_admin()?;
     }

@@ -126,6 +126,14 @@ pub async fn login(
                     return Err(e);
                 }
             };
+            // A connector key serves one destination: traded for a login
+            // key, it would serve none, and outlive it.
+            if let Some(d) = &row.destination {
+                return Err(ApiError::forbidden(format!(
+                    "a connector key (for {d}) cannot be traded for a login key; `infra connector` \
+                     uses it as it is"
+                )));
+            }
             let resp = issue_login_key(
                 &state,
                 &row.owner_kind,

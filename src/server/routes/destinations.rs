@@ -142,7 +142,7 @@ pub async fn create(
             .store
             .create_destination(&req.name, &req.url, &req.ca)
             .await?;
-        audit(&state, &caller, "destination.create", &d.name, &addr).await?;
+        audit_registration(&state, &caller, &d, Registration::Created, &addr).await?;
         d
     };
     Ok((StatusCode::CREATED, Json(to_api(d))))

@@ -198,6 +198,54 @@ async fn list_with(
     q: GrantQuery,
 ) -> ApiResult<Listed> {
     let p = page(q.page, q.limit)?;
+    // Who may read what is settled first: a long poll waits only for
+    // grants the caller may read (a connector key for another destination
+    // is refused at once, not after learning when that one changed).
+    let mut filter = GrantFilter {
+        user: q.user,
+        group: q.group,
+        identity: q.identity,
+        inherited: q.show_inherited.unwrap_or(false),
+        destination: q.destination,
+        include_namespaces: true,
+        role: q.role,
+    };
+    // A connector reads the grants on the destination it serves.
+    let connector_read = caller.is_connector
+        && filter.destination.is_some()
+        && filter.user.is_none()
+        && filter.group.is_none()
+        && filter.identity.is_none();
+    if connector_read {
+        let asked = filter.destination.as_deref().unwrap_or_default();
+        let dest = asked.split('.').next().unwrap_or_default();
+        super::destinations::check_connector_destination(state, &caller, dest, addr, "grants.read")
+            .await?;
+    }
+    if !caller.is_admin && !connector_read {
+        let forbidden = || ApiError::forbidden("you may only read your own grants");
+        if filter.group.is_some() {
+            return Err(forbidden());
+        }
+        match &caller.subject {
+            Subject::User(me) => {
+                if filter.identity.is_some() || filter.user.as_deref().is_some_and(|u| u != me) {
+                    return Err(forbidden());
+                }
+                if filter.user.is_none() {
+                    filter.user = Some(me.clone());
+                    filter.inherited = true;
+                }
+            }
+            Subject::Identity(me) => {
+                if filter.user.is_some() || filter.identity.as_deref().is_some_and(|i| i != me) {
+                    return Err(forbidden());
+                }
+                filter.identity = Some(me.clone());
+            }
+            Subject::Group(_) => return Err(forbidden()),
+        }
+    }
     let mut seen_version = None;
     // A long poll: wait (up to 30 s) for what the caller follows to change
     // after the index it saw: a destination's grants (its connector), or
@@ -206,7 +254,7 @@ async fn list_with(
     // poll costs no query.
     let mut headers = axum::http::HeaderMap::new();
     if q.last_update_index.is_some() || caller.is_connector {
-        let dest = q
+        let dest = filter
             .destination
             .as_deref()
             .map(|d| crate::server::store::base_destination(d).to_string());
@@ -259,51 +307,6 @@ async fn list_with(
             headers.insert(crate::api::LAST_UPDATE_INDEX_HEADER, v);
         }
         seen_version = Some(version);
-    }
-    let mut filter = GrantFilter {
-        user: q.user,
-        group: q.group,
-        identity: q.identity,
-        inherited: q.show_inherited.unwrap_or(false),
-        destination: q.destination,
-        include_namespaces: true,
-        role: q.role,
-    };
-    // A connector reads the grants on the destination it serves.
-    let connector_read = caller.is_connector
-        && filter.destination.is_some()
-        && filter.user.is_none()
-        && filter.group.is_none()
-        && filter.identity.is_none();
-    if connector_read {
-        let asked = filter.destination.as_deref().unwrap_or_default();
-        let dest = asked.split('.').next().unwrap_or_default();
-        super::destinations::check_connector_destination(state, &caller, dest, addr, "grants.read")
-            .await?;
-    }
-    if !caller.is_admin && !connector_read {
-        let forbidden = || ApiError::forbidden("you may only read your own grants");
-        if filter.group.is_some() {
-            return Err(forbidden());
-        }
-        match &caller.subject {
-            Subject::User(me) => {
-                if filter.identity.is_some() || filter.user.as_deref().is_some_and(|u| u != me) {
-                    return Err(forbidden());
-                }
-                if filter.user.is_none() {
-                    filter.user = Some(me.clone());
-                    filter.inherited = true;
-                }
-            }
-            Subject::Identity(me) => {
-                if filter.user.is_some() || filter.identity.as_deref().is_some_and(|i| i != me) {
-                    return Err(forbidden());
-                }
-                filter.identity = Some(me.clone());
-            }
-            Subject::Group(_) => return Err(forbidden()),
-        }
     }
     // A connector that has this version of its grants already (it sends
     // the ETag back in If-None-Match) gets 304 and no list: a long poll

@@ -1,10 +1,10 @@
 //! The audit log: who did what to what, from where, and how it ended.
 //!
 //! Anyone can make the server write here (a failed login needs no key), so
-//! such entries are written with [`Store::audit_repeated`]: the same kind of
-//! event from the same source within a window adds to one row's `count`
-//! instead of adding a row, whatever names and text the stranger varies.
-//! Every text is bounded. Old rows are removed by `server::retention`.
+//! such entries are written with [`Store::audit_repeated`]: the same event
+//! from the same source within a window adds to one row's `count` instead
+//! of adding a row. Every text is bounded. Old rows are removed by
+//! `server::retention`.
 
 use sha2::{Digest, Sha256};
 
@@ -101,18 +101,25 @@ impl Store {
     }
 
     /// Records an event that strangers can repeat at will (a failed login,
-    /// a new device code): the same action with the same result from the
-    /// same address within the same window of `window_ms` adds one to the
-    /// `count` of a single row, whichever replica writes it, and the row
-    /// shows the latest actor, target and detail. The names and text a
-    /// stranger varies (user names, identities, token headers) never make
-    /// new rows.
+    /// a new device code): the same entry (actor, action, target, result,
+    /// address and detail, each clipped) within the same window of
+    /// `window_ms` adds one to the `count` of a single row, whichever
+    /// replica writes it. How many distinct entries one source can cause is
+    /// bounded by its login rate limits; the text a stranger chooses (a
+    /// token's header) is never quoted at length in a detail.
     pub async fn audit_repeated(&self, e: &AuditEntry<'_>, window_ms: i64) -> Result<()> {
         let now = now_ms();
         let window = now / window_ms.max(1);
         let [actor, target, remote_addr, detail] = e.clipped();
         let mut h = Sha256::new();
-        for part in [e.action, e.result, remote_addr.as_str()] {
+        for part in [
+            actor.as_str(),
+            e.action,
+            target.as_str(),
+            e.result,
+            remote_addr.as_str(),
+            detail.as_str(),
+        ] {
             h.update(part.as_bytes());
             h.update([0u8]);
         }
@@ -123,8 +130,7 @@ impl Store {
              remote_addr, detail, count, repeat_key) \
              VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, 1, $9) \
              ON CONFLICT (repeat_key) DO UPDATE SET count = audit_log.count + 1, \
-             last_ms = excluded.last_ms, actor = excluded.actor, target = excluded.target, \
-             detail = excluded.detail",
+             last_ms = excluded.last_ms",
         )
         .bind(new_id())
         .bind(now)
