@@ -487,7 +487,7 @@ pub fn verify_jwt(
         return Err(match kid {
             Some(kid) => JwtError::UnknownKey(format!(
                 "the JWT's signing key (kid {:?}, {alg_name}) is not in the issuer's JWKS",
-                crate::api::clip(&kid, 64)
+                crate::api::clip(kid, 64)
             )),
             None => rejected(format!(
                 "the JWT names no key (kid) and no key in the issuer's JWKS is for {alg_name}"
