@@ -114,6 +114,57 @@ async fn idp_account(t: &Setup, sub: &str, claims: Value) {
     assert!(resp.status().is_success(), "{}", resp.status());
 }
 
+/// An admin grants the user `id` the view role on prod.
+async fn grant_prod(s: &Server, id: &Value) {
+    s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"user": id, "destination": "prod", "role": "view"})),
+        201,
+    )
+    .await;
+}
+
+/// An admin invites `name` (a user without a password).
+async fn invite(s: &Server, name: &str) -> Value {
+    s.ok("POST", "/api/users", Some(json!({"name": name})), 201)
+        .await
+}
+
+/// Neither the user `id` (with its own `key`, and no current password to
+/// give) nor an admin gives a provider user a password.
+async fn no_password_for(s: &Server, id: &str, key: &str) {
+    let (status, err) = s
+        .call(
+            "PUT",
+            &format!("/api/users/{id}"),
+            Some(key),
+            Some(json!({"password": "my-own-password"})),
+        )
+        .await;
+    assert_eq!(status, 403, "{err}");
+    assert!(message(&err).contains("identity provider"), "{err}");
+    let (status, _) = s
+        .admin(
+            "PUT",
+            &format!("/api/users/{id}"),
+            Some(json!({"password": "my-own-password"})),
+        )
+        .await;
+    assert_eq!(status, 403);
+}
+
+/// The provider ends the account `sub` (its sessions and refresh tokens).
+async fn idp_revoke(t: &Setup, sub: &str) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/__admin/revoke?sub={sub}", t.idp.issuer))
+        .bearer_auth(IDP_ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+}
+
 fn message(v: &Value) -> String {
     v["message"].as_str().unwrap_or_default().to_string()
 }
@@ -250,14 +301,7 @@ async fn unverified_email_does_not_become_the_existing_user() {
     )
     .await;
     // An admin invited carol (no password) and granted her a cluster.
-    let carol =
-        t.s.ok(
-            "POST",
-            "/api/users",
-            Some(json!({"name": "carol@example.test"})),
-            201,
-        )
-        .await;
+    let carol = invite(&t.s, "carol@example.test").await;
     t.s.ok(
         "POST",
         "/api/grants",
@@ -593,25 +637,8 @@ async fn a_provider_user_cannot_give_themselves_a_password() {
     assert_eq!(status, 201, "{login}");
     let key = login["accessKey"].as_str().unwrap();
     let me = login["userID"].as_str().unwrap();
-    let (status, err) =
-        t.s.call(
-            "PUT",
-            &format!("/api/users/{me}"),
-            Some(key),
-            Some(json!({"password": "my-own-password"})),
-        )
-        .await;
-    assert_eq!(status, 403, "{err}");
-    assert!(message(&err).contains("identity provider"), "{err}");
     // Not even an admin gives one.
-    let (status, _) =
-        t.s.admin(
-            "PUT",
-            &format!("/api/users/{me}"),
-            Some(json!({"password": "my-own-password"})),
-        )
-        .await;
-    assert_eq!(status, 403);
+    no_password_for(&t.s, me, key).await;
     let (status, _) =
         t.s.call(
             "POST",
@@ -694,13 +721,7 @@ async fn a_session_without_a_refresh_token_ends_with_its_id_token() {
         left <= TTL,
         "the key lasts as long as the ID token: {left} s"
     );
-    t.s.ok(
-        "POST",
-        "/api/grants",
-        Some(json!({"user": login["userID"], "destination": "prod", "role": "view"})),
-        201,
-    )
-    .await;
+    grant_prod(&t.s, &login["userID"]).await;
 
     // A key bob makes himself for ten years lasts no longer.
     let (status, own) =
@@ -770,13 +791,7 @@ async fn a_self_issued_key_is_revoked_when_the_provider_ends_the_session() {
     let (status, login) = sign_in(&t, "alice").await;
     assert_eq!(status, 201, "{login}");
     let key = login["accessKey"].as_str().unwrap();
-    t.s.ok(
-        "POST",
-        "/api/grants",
-        Some(json!({"user": login["userID"], "destination": "prod", "role": "view"})),
-        201,
-    )
-    .await;
+    grant_prod(&t.s, &login["userID"]).await;
     let (status, own) =
         t.s.call(
             "POST",
@@ -787,13 +802,7 @@ async fn a_self_issued_key_is_revoked_when_the_provider_ends_the_session() {
         .await;
     assert_eq!(status, 201, "{own}");
     let own = own["accessKey"].as_str().unwrap();
-    let resp = reqwest::Client::new()
-        .post(format!("{}/__admin/revoke?sub=alice", t.idp.issuer))
-        .bearer_auth(IDP_ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    idp_revoke(&t, "alice").await;
     // The re-check interval passes on the server's clock.
     t.s.advance_clock(2);
     let (status, err) = mint(&t.s, own).await;
@@ -819,14 +828,7 @@ async fn a_claimed_invitation_cannot_be_given_a_password() {
         json!({}),
     )
     .await;
-    let carol =
-        t.s.ok(
-            "POST",
-            "/api/users",
-            Some(json!({"name": "carol@example.test"})),
-            201,
-        )
-        .await;
+    let carol = invite(&t.s, "carol@example.test").await;
     let id = carol["id"].as_str().unwrap();
     t.s.ok(
         "POST",
@@ -841,32 +843,9 @@ async fn a_claimed_invitation_cannot_be_given_a_password() {
     let key = login["accessKey"].as_str().unwrap();
     // Neither carol (without a current password to give) nor an admin
     // gives her one.
-    let (status, err) =
-        t.s.call(
-            "PUT",
-            &format!("/api/users/{id}"),
-            Some(key),
-            Some(json!({"password": "my-own-password"})),
-        )
-        .await;
-    assert_eq!(status, 403, "{err}");
-    assert!(message(&err).contains("identity provider"), "{err}");
-    let (status, _) =
-        t.s.admin(
-            "PUT",
-            &format!("/api/users/{id}"),
-            Some(json!({"password": "my-own-password"})),
-        )
-        .await;
-    assert_eq!(status, 403);
+    no_password_for(&t.s, id, key).await;
     // The provider ends her account: nothing of hers works any more.
-    let resp = reqwest::Client::new()
-        .post(format!("{}/__admin/revoke?sub=carol", t.idp.issuer))
-        .bearer_auth(IDP_ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    idp_revoke(&t, "carol").await;
     t.s.advance_clock(2);
     let (status, err) = mint(&t.s, key).await;
     assert_eq!(status, 401, "{err}");
@@ -895,14 +874,7 @@ async fn email_verified_as_a_string_and_addresses_in_any_case() {
         json!({}),
     )
     .await;
-    let carol =
-        t.s.ok(
-            "POST",
-            "/api/users",
-            Some(json!({"name": "carol@example.test"})),
-            201,
-        )
-        .await;
+    let carol = invite(&t.s, "carol@example.test").await;
     let (status, resp) = sign_in(&t, "strtrue").await;
     assert_eq!(status, 201, "{resp}");
     assert_eq!(resp["name"], "str@example.test");
@@ -928,13 +900,7 @@ async fn system_groups_brought_by_a_recheck_are_never_stored() {
     let (status, login) = sign_in(&t, "alice").await;
     assert_eq!(status, 201, "{login}");
     let key = login["accessKey"].as_str().unwrap();
-    t.s.ok(
-        "POST",
-        "/api/grants",
-        Some(json!({"user": login["userID"], "destination": "prod", "role": "view"})),
-        201,
-    )
-    .await;
+    grant_prod(&t.s, &login["userID"]).await;
     let resp = reqwest::Client::new()
         .post(format!("{}/__admin/groups", t.idp.issuer))
         .bearer_auth(IDP_ADMIN)
@@ -1015,13 +981,7 @@ async fn a_removed_or_repointed_provider_ends_its_sessions() {
     let (status, alice) = sign_in(&t, "alice").await;
     assert_eq!(status, 201, "{alice}");
     let key = alice["accessKey"].as_str().unwrap();
-    t.s.ok(
-        "POST",
-        "/api/grants",
-        Some(json!({"user": alice["userID"], "destination": "prod", "role": "view"})),
-        201,
-    )
-    .await;
+    grant_prod(&t.s, &alice["userID"]).await;
     assert_eq!(mint(&t.s, key).await.0, 201);
     // The provider now names another issuer, where "alice" is someone else.
     let other = OidcProvider::start_with(&[(
