@@ -316,6 +316,7 @@ where
                     first: cfg.handshake_timeout,
                     idle: cfg.idle_timeout,
                     timer: Box::pin(tokio::time::sleep_until(born + cfg.handshake_timeout)),
+                    write_stalled: None,
                 },
                 WithConn {
                     inner: service,
@@ -524,14 +525,23 @@ pub struct EdgeStream<S> {
     first: Duration,
     idle: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// Since when a write has waited on a client that reads nothing.
+    write_stalled: Option<tokio::time::Instant>,
 }
 
 impl<S> EdgeStream<S> {
     /// When the connection is to close if nothing changes (`None`: not
-    /// while a request is in progress).
+    /// while a request is in progress, unless the client stopped reading
+    /// its answer; never once upgraded).
     fn deadline(&self) -> Option<tokio::time::Instant> {
         let a = &self.activity;
-        if a.upgraded.load(Ordering::Relaxed) || a.in_flight.load(Ordering::Acquire) > 0 {
+        if a.upgraded.load(Ordering::Relaxed) {
+            return None;
+        }
+        if let Some(since) = self.write_stalled {
+            return Some(since + self.idle);
+        }
+        if a.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
         if !a.requested.load(Ordering::Relaxed) {
@@ -558,6 +568,31 @@ impl<S> EdgeStream<S> {
     }
 }
 
+impl<S> EdgeStream<S> {
+    /// After a write: a client that reads nothing for the idle timeout
+    /// (a slow reader holding a big answer, and the connection) is cut off.
+    fn wrote(
+        &mut self,
+        r: Poll<io::Result<usize>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Pending => {
+                self.write_stalled
+                    .get_or_insert_with(tokio::time::Instant::now);
+                if self.expired(cx) {
+                    return Poll::Ready(Err(idle_error()));
+                }
+                Poll::Pending
+            }
+            other => {
+                self.write_stalled = None;
+                other
+            }
+        }
+    }
+}
+
 fn idle_error() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long")
 }
@@ -581,10 +616,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for EdgeStream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
-            other => other,
-        }
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(r, cx)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -600,10 +633,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for EdgeStream<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
-            other => other,
-        }
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(r, cx)
     }
 
     fn is_write_vectored(&self) -> bool {

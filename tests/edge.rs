@@ -400,6 +400,75 @@ async fn http2_pings_do_not_keep_an_idle_connection_open() {
     assert_eq!(resp.status(), 200);
 }
 
+/// A client that asks for large answers and reads none of them holds no
+/// connection for ever: once the server's writes wait on it with no
+/// request of its in progress, or for the idle timeout on one answer, the
+/// connection ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_is_cut_off() {
+    let s = start(&["--idle-timeout", "3s"]).await;
+    // Big enough to fill the socket buffers: many users, listed at once.
+    for i in 0..400 {
+        s.ok(
+            "POST",
+            "/api/users",
+            Some(json!({"name": format!("user-{i:04}-{}", "x".repeat(200))})),
+            201,
+        )
+        .await;
+    }
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(addr(&s)).await.unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(s.data_dir.join("tls.crt")).unwrap();
+    for c in
+        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+            &pem,
+        )
+    {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let mut req = String::new();
+    // More than the kernel's send buffer can hold (4 MiB at most).
+    for _ in 0..80 {
+        req.push_str(&format!(
+            "GET /api/users?limit=1000 HTTP/1.1\r\nHost: x\r\nInfra-Version: {}\r\n\
+             Authorization: Bearer {}\r\n\r\n",
+            common::VERSION,
+            common::ADMIN_KEY
+        ));
+    }
+    tls.write_all(req.as_bytes()).await.unwrap();
+    // Read nothing for a while (real time: the server's timer), then see
+    // whether the server gave up on this client.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut buf)).await;
+    assert!(
+        r.is_ok(),
+        "still open: the server waits on a client that reads nothing"
+    );
+    let answers = String::from_utf8_lossy(&buf)
+        .matches("HTTP/1.1 200")
+        .count();
+    assert!(
+        answers < 80,
+        "the client got all {answers} answers: nothing was held back"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_are_closed_and_bodies_are_bounded() {
     let s = start(&["--max-connections", "4"]).await;
