@@ -192,9 +192,11 @@ impl Requested {
     fn checks(&self) -> Vec<(&'static str, &'static str, String, String, String)> {
         let mut out = Vec::new();
         if let Some(u) = &self.user {
+            // As the API server splits it: exactly NAMESPACE:NAME, or a user.
             match u
                 .strip_prefix("system:serviceaccount:")
                 .and_then(|r| r.split_once(':'))
+                .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains(':'))
             {
                 Some((ns, name)) => out.push((
                     "",
@@ -1061,6 +1063,17 @@ mod tests {
         assert_eq!(
             (c[0].1, c[0].3.as_str(), c[0].4.as_str()),
             ("serviceaccounts", "kube-system", "default")
+        );
+        // More parts than NAMESPACE:NAME: the API server takes it for a user.
+        let mut odd = HeaderMap::new();
+        odd.append(
+            "impersonate-user",
+            "system:serviceaccount:a:b:c".parse().unwrap(),
+        );
+        let c = Requested::from(&odd).unwrap().unwrap().checks();
+        assert_eq!(
+            (c[0].1, c[0].4.as_str()),
+            ("users", "system:serviceaccount:a:b:c")
         );
     }
 }
