@@ -3008,3 +3008,31 @@ async fn recording_per_grant_and_sessions_that_cannot_be_recorded() {
         "{err}"
     );
 }
+
+/// Names are not all ASCII (josé@example.com): they reach the cluster as
+/// UTF-8, as client-go sends them, instead of being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_beyond_ascii_reaches_the_cluster() {
+    let (s, k, c, _key) = setup(&[]).await;
+    let (id, key) = s.user_with_key("josé@example.com").await;
+    s.ok(
+        "POST",
+        "/api/grants",
+        Some(json!({"user": id, "destination": "prod", "role": "view"})),
+        201,
+    )
+    .await;
+    let token = mint(&s, &key, "prod").await;
+    let out = kubectl(&c, &token, &["get", "--raw", "/version"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = seen_last(&k, "/version");
+    assert!(
+        seen.headers.iter().any(|(h, _)| h == "impersonate-user"),
+        "{:?}",
+        seen.headers
+    );
+}

@@ -148,10 +148,9 @@ impl Requested {
                 continue;
             }
             any = true;
-            let v = value
-                .to_str()
-                .map_err(|_| format!("the {n} header is not text"))?
-                .to_string();
+            // UTF-8, as the API server takes it (names are not all ASCII).
+            let v = String::from_utf8(value.as_bytes().to_vec())
+                .map_err(|_| format!("the {n} header is not UTF-8 text"))?;
             match n {
                 "impersonate-user" if r.user.is_some() => {
                     return Err("more than one Impersonate-User header".into());
@@ -519,8 +518,10 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
             .insert(HeaderName::from_static("x-forwarded-for"), v);
     }
     let h = &mut parts.headers;
+    // Names go as UTF-8 bytes (josé@example.com), as client-go sends them;
+    // only control characters cannot go at all.
     let set = |h: &mut HeaderMap, k: HeaderName, v: &str| -> bool {
-        match HeaderValue::from_str(v) {
+        match HeaderValue::from_bytes(v.as_bytes()) {
             Ok(v) => {
                 h.append(k, v);
                 true
