@@ -151,6 +151,11 @@ fn secret_tool_search(server: &str) -> String {
     .join("\n")
 }
 
+/// The keyring item's account for `server` in the config home `home`.
+fn keyring_item(server: &str, home: &Path) -> String {
+    format!("{server} {}", infra::local::token_cache::home_tag(home))
+}
+
 /// Every file under `dir` whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -198,6 +203,9 @@ fn child_keyring_store_load_delete() {
     }
     let home = config_dir();
     let server = unique_server("kr");
+    // The keyring is one per OS account: a config home of its own (this
+    // INFRA_HOME) is part of the item's name.
+    let item = keyring_item(&server, &home);
 
     // An older copy in the fallback file must go when the keyring takes the key.
     let old = key_for("old");
@@ -215,10 +223,10 @@ fn child_keyring_store_load_delete() {
 
     // The real Secret Service has it, under service=infra username=SERVER.
     assert_eq!(
-        secret_tool_lookup(&server).as_deref(),
+        secret_tool_lookup(&item).as_deref(),
         Some(key.expose_secret())
     );
-    let search = secret_tool_search(&server);
+    let search = secret_tool_search(&item);
     println!("secret-tool search:\n{search}");
     assert!(
         search.contains(&format!("infra access key for {server}")),
@@ -245,15 +253,65 @@ fn child_keyring_store_load_delete() {
     let key2 = key_for("kr2");
     assert_eq!(store_key(&server, &key2).unwrap().store, KeyStore::Keyring);
     assert_eq!(
-        secret_tool_lookup(&server).as_deref(),
+        secret_tool_lookup(&item).as_deref(),
         Some(key2.expose_secret())
     );
 
     delete_key(&server).unwrap();
-    assert_eq!(secret_tool_lookup(&server), None);
+    assert_eq!(secret_tool_lookup(&item), None);
     assert!(load_key(&server, KeyStore::Keyring).unwrap().is_none());
     delete_key(&server).unwrap(); // already gone: fine
     done("child_keyring_store_load_delete");
+}
+
+/// Two config homes logged in to one server as one person (the same
+/// account name) keep a key each in the one keyring: neither login
+/// overwrites the other's, and a logout takes only its own.
+fn two_homes_keep_their_own_keys() {
+    require_keyring();
+    let (_a, home_a) = fresh_home();
+    let (_b, home_b) = fresh_home();
+    let account = format!("alice@{}", unique_server("homes"));
+    let step = |home: &Path, what: &str, key: &str| {
+        run_child(
+            "child_two_homes",
+            home,
+            &[("ACCOUNT", account.as_str()), ("STEP", what), ("KEY", key)],
+        );
+    };
+    step(&home_a, "store", "HomeA00001.SecretOfHomeA0123456789");
+    step(&home_b, "store", "HomeB00001.SecretOfHomeB0123456789");
+    step(&home_a, "expect", "HomeA00001.SecretOfHomeA0123456789");
+    step(&home_b, "expect", "HomeB00001.SecretOfHomeB0123456789");
+    step(&home_a, "delete", "");
+    step(&home_a, "expect", "");
+    step(&home_b, "expect", "HomeB00001.SecretOfHomeB0123456789");
+    step(&home_b, "delete", "");
+}
+
+fn child_two_homes() {
+    if !in_child() {
+        return;
+    }
+    let account = std::env::var("ACCOUNT").unwrap();
+    let key = std::env::var("KEY").unwrap();
+    match std::env::var("STEP").unwrap().as_str() {
+        "store" => {
+            let stored = store_key(&account, &SecretString::from(key)).unwrap();
+            assert_eq!(stored.store, KeyStore::Keyring, "{:?}", stored.warning);
+        }
+        "expect" => {
+            let got = load_key(&account, KeyStore::Keyring).unwrap();
+            assert_eq!(
+                got.map(|(k, _)| k.expose_secret().to_string())
+                    .unwrap_or_default(),
+                key
+            );
+        }
+        "delete" => delete_key(&account).unwrap(),
+        other => panic!("no step {other}"),
+    }
+    done("child_two_homes");
 }
 
 fn access_key_env_wins_over_keyring_and_file() {
@@ -292,13 +350,14 @@ fn child_access_key_env_wins_over_keyring_and_file() {
         assert_eq!(from, KeyStore::Environment);
     }
     // The stored copies are untouched by the override.
+    let item = keyring_item(&in_keyring, &config_dir());
     assert_eq!(
-        secret_tool_lookup(&in_keyring).as_deref(),
+        secret_tool_lookup(&item).as_deref(),
         Some(key.expose_secret())
     );
     delete_key(&in_keyring).unwrap();
     delete_key(&in_file).unwrap();
-    assert_eq!(secret_tool_lookup(&in_keyring), None);
+    assert_eq!(secret_tool_lookup(&item), None);
     done("child_access_key_env_wins_over_keyring_and_file");
 }
 
@@ -468,7 +527,9 @@ fn child_fallback_when_infra_no_keyring() {
         "{warning}"
     );
     if std::env::var("INFRA_TEST_KEYRING").as_deref() == Ok("1") {
-        assert_eq!(secret_tool_lookup(&server), None, "the keyring was touched");
+        for item in [server.clone(), keyring_item(&server, &home)] {
+            assert_eq!(secret_tool_lookup(&item), None, "the keyring was touched");
+        }
     }
     let (got, from) = load_key(&server, KeyStore::File).unwrap().unwrap();
     assert_eq!(got.expose_secret(), key.expose_secret());
@@ -509,6 +570,7 @@ fn main() {
             "child_keyring_store_load_delete",
             child_keyring_store_load_delete,
         ),
+        ("child_two_homes", child_two_homes),
         (
             "child_access_key_env_wins_over_keyring_and_file",
             child_access_key_env_wins_over_keyring_and_file,
@@ -537,6 +599,10 @@ fn main() {
     }
     let tests: &[(&str, fn())] = &[
         ("keyring_store_load_delete", keyring_store_load_delete),
+        (
+            "two_homes_keep_their_own_keys",
+            two_homes_keep_their_own_keys,
+        ),
         (
             "access_key_env_wins_over_keyring_and_file",
             access_key_env_wins_over_keyring_and_file,

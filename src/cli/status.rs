@@ -213,7 +213,7 @@ fn key_location(store: Option<KeyStore>, entry: Option<&ServerEntry>) -> String 
         (Some(KeyStore::Keyring), Some(e)) => format!(
             "OS keyring (service {}, entry {})",
             credentials::SERVICE,
-            account(&e.user_name, &e.server)
+            credentials::Credentials::from_env().keyring_account(&account(&e.user_name, &e.server))
         ),
         _ => "none".to_string(),
     }

@@ -27,6 +27,11 @@ pub fn config_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("INFRA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(home);
     }
+    default_config_dir()
+}
+
+/// The platform's config directory + `infra`, whatever `INFRA_HOME` says.
+pub fn default_config_dir() -> PathBuf {
     // dirs only fails when no home directory can be found at all; a relative
     // directory is then the least surprising place.
     dirs::config_dir()

@@ -158,6 +158,21 @@ impl Credentials {
         self.dir.join(CREDENTIALS_FILE)
     }
 
+    /// The keyring's account for `account` (`user@host:port`): the keyring
+    /// is one per OS account, so a config home other than the default one
+    /// (`INFRA_HOME`) adds its tag, and two homes logged in as the same
+    /// person never overwrite each other's key. (The default home keeps
+    /// the plain name, as older versions wrote it.)
+    pub fn keyring_account(&self, account: &str) -> String {
+        if self.dir == crate::local::config::default_config_dir() {
+            return account.to_string();
+        }
+        format!(
+            "{account} {}",
+            crate::local::token_cache::home_tag(&self.dir)
+        )
+    }
+
     /// Stores `key` for `server` in the keyring and removes any copy from
     /// the file; when the keyring can't be used, stores it in the file
     /// (0600, directory 0700), removes any copy from the keyring it can
@@ -171,7 +186,7 @@ impl Credentials {
         let (what, reason, keyring_reachable) = match &self.keyring {
             KeyringMode::Off { reason } => ("the OS keyring is not used", reason.clone(), None),
             KeyringMode::Use { timeout } => {
-                let (s, k) = (server.to_string(), key.clone());
+                let (s, k) = (self.keyring_account(server), key.clone());
                 match call(*timeout, move || kr_set(&s, &k)) {
                     Ok(()) => {
                         self.remove_from_file(server).with_context(|| {
@@ -237,8 +252,17 @@ impl Credentials {
                     let KeyringMode::Use { timeout } = self.keyring else {
                         continue;
                     };
-                    let s = server.to_string();
-                    match call(timeout, move || kr_get(&s)) {
+                    let s = self.keyring_account(server);
+                    // Keys stored before homes were told apart, under the
+                    // plain name, are still found.
+                    let legacy = (s != server).then(|| server.to_string());
+                    match call(timeout, move || match kr_get(&s)? {
+                        Some(key) => Ok(Some(key)),
+                        None => match legacy {
+                            Some(l) => kr_get(&l),
+                            None => Ok(None),
+                        },
+                    }) {
                         Ok(Some(key)) => return Ok(Some((key, KeyStore::Keyring))),
                         Ok(None) => {}
                         Err(e) => keyring_error = Some(e.reason()),
@@ -263,7 +287,7 @@ impl Credentials {
         check_server(server)?;
         let file = self.remove_from_file(server);
         if let KeyringMode::Use { timeout } = self.keyring {
-            let s = server.to_string();
+            let s = self.keyring_account(server);
             match call(timeout, move || kr_delete(&s)) {
                 Ok(_) | Err(KrError::Unavailable(_)) => {}
                 Err(KrError::Failed(reason)) => {
