@@ -2179,6 +2179,14 @@ async fn a_refused_connector_token_is_not_a_login_problem() {
         "logged loudly: {}",
         c.log()
     );
+    // The same through kubectl's API discovery (what `kubectl get pods`
+    // asks first), whose failures client-go shows only as plain text.
+    let out = kubectl(&c, &token, &["get", "pods"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("connector of prod") && !err.contains("unknown"),
+        "{err}"
+    );
     // The user's own bad token is still a 401.
     k.standin.state.lock().unwrap().refuse_connector = false;
     let out = kubectl(&c, "not-a-jwt", &["get", "--raw", "/version"]);

@@ -41,12 +41,93 @@ pub fn status(code: StatusCode, reason: &str, message: &str) -> Response {
         "reason": reason,
         "code": code.as_u16(),
     });
-    (
+    let mut resp = (
         code,
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
-        .into_response()
+        .into_response();
+    resp.extensions_mut().insert(Made(message.to_string()));
+    resp
+}
+
+/// Marks an answer the connector made itself (not the API server's), with
+/// its message.
+#[derive(Clone)]
+struct Made(String);
+
+/// What [`handle`] learns of a request as [`serve`] goes: who asked (once
+/// their token is verified), and whether its log line is written.
+#[derive(Default)]
+struct Trail {
+    user: std::sync::Mutex<Option<String>>,
+    logged: std::sync::atomic::AtomicBool,
+}
+
+/// Every request on the users' port: [`serve`]d, with one log line whatever
+/// happened. An answer the connector made itself to kubectl's API
+/// discovery (`/api`, `/apis/…`) is plain text: client-go shows a
+/// discovery failure's body only then ("unknown" otherwise), and the
+/// message says what is wrong.
+pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Response {
+    let started = Instant::now();
+    let client = crate::edge::client_ip(req.extensions(), req.headers());
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let trail = Arc::new(Trail::default());
+    let rid = request_id();
+    req.extensions_mut().insert(trail.clone());
+    req.extensions_mut().insert(RequestId(rid.clone()));
+    let resp = serve(State(c), req).await;
+    let Some(Made(message)) = resp.extensions().get::<Made>().cloned() else {
+        return resp;
+    };
+    if !trail.logged.load(Ordering::Relaxed) {
+        let user = trail
+            .user
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "-".into());
+        tracing::info!(user = %user, verb = kube_verb(&method, &path), method = %method,
+            path = %path, status = resp.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64, client = ?client,
+            request_id = %rid, reason = %crate::api::clip(&message, 200), "request");
+    }
+    if is_discovery(&path) {
+        // client-go shows its own words for a 503 whatever the body says;
+        // a 502 (the connector is the gateway that failed) shows ours.
+        let code = match resp.status() {
+            StatusCode::SERVICE_UNAVAILABLE => StatusCode::BAD_GATEWAY,
+            other => other,
+        };
+        return (
+            code,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            message,
+        )
+            .into_response();
+    }
+    resp
+}
+
+/// The request id [`handle`] gave a request.
+#[derive(Clone)]
+struct RequestId(String);
+
+/// Whether `path` is kubectl's API discovery: `/api`, `/apis`, `/api/v1`,
+/// `/apis/GROUP`, `/apis/GROUP/VERSION`.
+fn is_discovery(path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    matches!(
+        parts.as_slice(),
+        ["api"] | ["api", _] | ["apis"] | ["apis", _] | ["apis", _, _]
+    )
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -402,9 +483,18 @@ fn request_id() -> String {
     format!("{}{n:08x}", crate::web::random_from(8, b"0123456789abcdef"))
 }
 
-pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Response {
+async fn serve(State(c): State<Arc<Connector>>, mut req: Request) -> Response {
     let started = Instant::now();
-    let rid = request_id();
+    let trail = req
+        .extensions()
+        .get::<Arc<Trail>>()
+        .cloned()
+        .unwrap_or_default();
+    let rid = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(request_id);
     let client = crate::edge::client_ip(req.extensions(), req.headers());
     let method = req.method().clone();
     let path = req
@@ -419,6 +509,7 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
         tracing::info!(user = "-", verb, path = %path, status = 401,
             ms = started.elapsed().as_millis() as u64, client = ?client,
             request_id = %rid, reason = r.reason(), "request");
+        trail.logged.store(true, Ordering::Relaxed);
         status(StatusCode::UNAUTHORIZED, "Unauthorized", r.message())
     };
     let Some(token) = bearer(req.headers()) else {
@@ -428,6 +519,7 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
         Ok(claims) => claims,
         Err(r) => return refused(r),
     };
+    *trail.user.lock().unwrap_or_else(|e| e.into_inner()) = Some(claims.name.clone());
     let own_auth = match c.credential.authorization().await {
         Ok(t) => t,
         Err(e) => {
@@ -672,6 +764,7 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
         request_id = %rid,
         "request"
     );
+    trail.logged.store(true, Ordering::Relaxed);
 
     // A plain request ends in moments: only what stays open (exec,
     // attach, port-forward, watches, `logs -f`) is followed, so that the
@@ -699,7 +792,21 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
             );
         };
         let mut resp = resp;
-        let websocket = upgrades_to_websocket(resp.headers());
+        // Exec and attach over WebSocket speak the binary channel
+        // protocols, where a cut can end with a status on the error
+        // channel; port-forward's frames (a tunnelled SPDY session, or a
+        // port's own error channel) get no such frame, only the close.
+        let websocket = upgrades_to_websocket(resp.headers())
+            && resp
+                .headers()
+                .get(header::SEC_WEBSOCKET_PROTOCOL)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|p| {
+                    matches!(
+                        p.trim(),
+                        "v5.channel.k8s.io" | "v4.channel.k8s.io" | "channel.k8s.io"
+                    )
+                });
         let recorder = match &record {
             Some(t) => match start_recording(&c, &claims, t, client, resp.headers(), &ticket).await
             {

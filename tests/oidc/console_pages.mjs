@@ -278,6 +278,11 @@ try {
   // --- A plain user, with a local password.
   const b = await newPage('plain');
   await go(b, '/ui/login', 'sign-in-plain');
+  // A wrong password says so (not that the user signs in elsewhere).
+  await b.fill('#name', env.PLAIN_USER);
+  await b.fill('#password', 'not-the-password');
+  await submit(b, b.getByRole('button', { name: 'Sign in' }), 'sign-in-wrong');
+  await flash(b, 'Wrong user name or password');
   await b.fill('#name', env.PLAIN_USER);
   await b.fill('#password', env.PLAIN_PASSWORD);
   await submit(b, b.getByRole('button', { name: 'Sign in' }), 'clusters-plain');

@@ -192,7 +192,7 @@ pub async fn password_login(
         // The API's words are for the terminal; these are for this page.
         Err(e) if e.status == StatusCode::UNAUTHORIZED => ctx.redirect(
             "/ui/login",
-            Flash::Error(if e.message.contains("identity provider") {
+            Flash::Error(if e.message.contains("not with a password") {
                 "This user signs in through an identity provider, not with a password: \
                  choose the provider above."
                     .into()
