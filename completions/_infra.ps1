@@ -533,7 +533,8 @@ Register-ArgumentCompleter -Native -CommandName 'infra' -ScriptBlock {
         'infra;audit' {
             [CompletionResult]::new('--action', '--action', [CompletionResultType]::ParameterName, 'Only this action (e.g. grant.create, login, destination.register)')
             [CompletionResult]::new('--actor', '--actor', [CompletionResultType]::ParameterName, 'Only entries by this actor (a user or identity name)')
-            [CompletionResult]::new('--since', '--since', [CompletionResultType]::ParameterName, 'Only entries at or after this time: RFC 3339 or a date (2026-12-01)')
+            [CompletionResult]::new('--since', '--since', [CompletionResultType]::ParameterName, 'Only entries at or after this time: RFC 3339, a date (2026-12-01), or "2026-12-01 10:00" (UTC)')
+            [CompletionResult]::new('--until', '--until', [CompletionResultType]::ParameterName, 'Only entries before this time, in the same forms (a date includes that day)')
             [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'At most this many entries, newest first')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format [default: table on a terminal, plain otherwise]')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Server to use (default: the one you logged in to last)')

@@ -619,7 +619,7 @@ _infra() {
             return 0
             ;;
         infra__subcmd__audit)
-            opts="-h -V --action --actor --since --limit --format --server --help --version"
+            opts="-h -V --action --actor --since --until --limit --format --server --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -634,6 +634,10 @@ _infra() {
                     return 0
                     ;;
                 --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --until)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -463,7 +463,8 @@ set edit:completion:arg-completer[infra] = {|@words|
         &'infra;audit'= {
             cand --action 'Only this action (e.g. grant.create, login, destination.register)'
             cand --actor 'Only entries by this actor (a user or identity name)'
-            cand --since 'Only entries at or after this time: RFC 3339 or a date (2026-12-01)'
+            cand --since 'Only entries at or after this time: RFC 3339, a date (2026-12-01), or "2026-12-01 10:00" (UTC)'
+            cand --until 'Only entries before this time, in the same forms (a date includes that day)'
             cand --limit 'At most this many entries, newest first'
             cand --format 'Output format [default: table on a terminal, plain otherwise]'
             cand --server 'Server to use (default: the one you logged in to last)'

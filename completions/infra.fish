@@ -294,7 +294,8 @@ complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_s
 complete -c infra -n "__fish_infra_using_subcommand providers; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c infra -n "__fish_infra_using_subcommand audit" -l action -d 'Only this action (e.g. grant.create, login, destination.register)' -r
 complete -c infra -n "__fish_infra_using_subcommand audit" -l actor -d 'Only entries by this actor (a user or identity name)' -r
-complete -c infra -n "__fish_infra_using_subcommand audit" -l since -d 'Only entries at or after this time: RFC 3339 or a date (2026-12-01)' -r
+complete -c infra -n "__fish_infra_using_subcommand audit" -l since -d 'Only entries at or after this time: RFC 3339, a date (2026-12-01), or "2026-12-01 10:00" (UTC)' -r
+complete -c infra -n "__fish_infra_using_subcommand audit" -l until -d 'Only entries before this time, in the same forms (a date includes that day)' -r
 complete -c infra -n "__fish_infra_using_subcommand audit" -l limit -d 'At most this many entries, newest first' -r
 complete -c infra -n "__fish_infra_using_subcommand audit" -l format -d 'Output format [default: table on a terminal, plain otherwise]' -r -f -a "table\t'An aligned table with a header, also into a pipe or file'
 plain\t'Tab-separated lines without a header (the default off a terminal)'

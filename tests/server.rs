@@ -1099,6 +1099,26 @@ async fn audit_log_and_metrics(b: Backend) {
             "{want} not in {actions:?}"
         );
     }
+    // Filtered by time, as people write it: everything happened today.
+    let today = audit["items"][0]["time"].as_str().unwrap()[..10].to_string();
+    let count = |q: String| {
+        let s = &s;
+        async move {
+            s.ok("GET", &q, None, 200).await["totalCount"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let all = count("/api/audit?limit=100".into()).await;
+    assert_eq!(
+        count(format!("/api/audit?since={today}&until={today}")).await,
+        all
+    );
+    assert_eq!(count(format!("/api/audit?until={today}%2000:00")).await, 0);
+    assert_eq!(count(format!("/api/audit?since={today}T23:59:59")).await, 0);
+    let (status, err) = s.admin("GET", "/api/audit?until=yesterday", None).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["fieldErrors"][0]["fieldName"], "until");
     let (_, alice_key) = {
         let (status, login) = s
             .call(

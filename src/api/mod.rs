@@ -852,8 +852,12 @@ pub struct AuditQuery {
     pub action: Option<String>,
     /// Only entries by this actor.
     pub actor: Option<String>,
-    /// Only entries at or after this time: RFC 3339, or a date (`2026-12-01`).
+    /// Only entries at or after this time: RFC 3339, a date (`2026-12-01`),
+    /// or a date and time without a zone (`2026-12-01T10:00`, UTC).
     pub since: Option<String>,
+    /// Only entries before this time (a date: up to its end), in the same
+    /// forms as `since`.
+    pub until: Option<String>,
     pub page: Option<u64>,
     pub limit: Option<u64>,
 }

@@ -19,9 +19,12 @@ pub struct AuditArgs {
     /// Only entries by this actor (a user or identity name)
     #[arg(long, env = "INFRA_AUDIT_ACTOR")]
     pub actor: Option<String>,
-    /// Only entries at or after this time: RFC 3339 or a date (2026-12-01)
+    /// Only entries at or after this time: RFC 3339, a date (2026-12-01), or "2026-12-01 10:00" (UTC)
     #[arg(long, env = "INFRA_AUDIT_SINCE", value_name = "TIME")]
     pub since: Option<String>,
+    /// Only entries before this time, in the same forms (a date includes that day)
+    #[arg(long, env = "INFRA_AUDIT_UNTIL", value_name = "TIME")]
+    pub until: Option<String>,
     /// At most this many entries, newest first
     #[arg(long, env = "INFRA_AUDIT_LIMIT", default_value_t = 100)]
     pub limit: u64,
@@ -38,6 +41,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
         ("action", &args.action),
         ("actor", &args.actor),
         ("since", &args.since),
+        ("until", &args.until),
     ] {
         if let Some(v) = value {
             query.push_str(&format!("&{name}={}", enc(v)));

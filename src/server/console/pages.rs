@@ -1457,6 +1457,8 @@ pub struct AuditFilter {
     #[serde(default)]
     since: String,
     #[serde(default)]
+    until: String,
+    #[serde(default)]
     page: Option<u64>,
 }
 
@@ -1471,6 +1473,7 @@ pub async fn audit(
         action: Some(f.action.trim().to_string()).filter(|s| !s.is_empty()),
         actor: Some(f.actor.trim().to_string()).filter(|s| !s.is_empty()),
         since: Some(f.since.trim().to_string()).filter(|s| !s.is_empty()),
+        until: Some(f.until.trim().to_string()).filter(|s| !s.is_empty()),
         page: Some(page),
         limit: Some(50),
     };
@@ -1484,6 +1487,7 @@ pub async fn audit(
             .append_pair("action", &f.action)
             .append_pair("actor", &f.actor)
             .append_pair("since", &f.since)
+            .append_pair("until", &f.until)
             .append_pair("page", &p.to_string());
         format!("/ui/audit?{}", u.query().unwrap_or_default())
     };
@@ -1495,8 +1499,10 @@ pub async fn audit(
                 input id="a-action" name="action" value=(f.action) autocomplete="off";
                 label for="a-actor" { "Actor" }
                 input id="a-actor" name="actor" value=(f.actor) autocomplete="off";
-                label for="a-since" { "Since (e.g. 2026-12-01 or 2026-12-01T10:00:00Z)" }
+                label for="a-since" { "From (UTC, e.g. 2026-12-01 or 2026-12-01 10:00)" }
                 input id="a-since" name="since" value=(f.since) autocomplete="off";
+                label for="a-until" { "Until (UTC; a date includes that day)" }
+                input id="a-until" name="until" value=(f.until) autocomplete="off";
                 button type="submit" { "Filter" }
             }
         }

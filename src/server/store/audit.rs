@@ -86,6 +86,7 @@ impl Store {
         action: Option<&str>,
         actor: Option<&str>,
         since_ms: Option<i64>,
+        until_ms: Option<i64>,
         page: PageRequest,
     ) -> Result<Page<AuditRow>> {
         let list = List {
@@ -93,10 +94,16 @@ impl Store {
                      count, last_ms FROM audit_log",
             count_from: "audit_log",
             filter: "($1 IS NULL OR action = $1) AND ($2 IS NULL OR actor = $2) \
-                     AND ($3 IS NULL OR time_ms >= $3 OR last_ms >= $3)",
+                     AND ($3 IS NULL OR time_ms >= $3 OR last_ms >= $3) \
+                     AND ($4 IS NULL OR time_ms < $4)",
             order_by: "time_ms DESC, id",
         };
-        let binds = [Bind::Text(action), Bind::Text(actor), Bind::Int(since_ms)];
+        let binds = [
+            Bind::Text(action),
+            Bind::Text(actor),
+            Bind::Int(since_ms),
+            Bind::Int(until_ms),
+        ];
         self.page_of(&list, &binds, page).await
     }
 
