@@ -370,6 +370,18 @@ async fn unverified_email_does_not_become_the_existing_user() {
     let (status, resp) = sign_in(&t, "eve3").await;
     assert_eq!(status, 409, "{resp}");
     assert!(message(&resp).contains("email_verified"), "{resp}");
+    // A username that is someone else's address claims nobody, however
+    // verified the account's own address is.
+    invite(&t.s, "dave@example.test").await;
+    idp_account(
+        &t,
+        "m3",
+        json!({"preferred_username": "dave@example.test", "email": "m3@example.com"}),
+    )
+    .await;
+    let (status, resp) = sign_in(&t, "m3").await;
+    assert_eq!(status, 409, "{resp}");
+    assert!(message(&resp).contains("not for that one"), "{resp}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -499,6 +499,16 @@ async fn first_sign_in(
                         "{name:?} is a local user (signs in with a password); infra never links \
                          a provider account to a local user"
                     )),
+                    // A name that is an address is claimed only by the
+                    // account whose address it is, whatever claim named it.
+                    _ if name.contains('@') && !id.email.trim().eq_ignore_ascii_case(&name) => {
+                        Some(format!(
+                            "a user named {name:?} already exists, and {} vouches for this \
+                             account's address {:?}, not for that one, so it cannot claim that user",
+                            provider.name,
+                            id.email.trim()
+                        ))
+                    }
                     _ if !id.email_verified => Some(format!(
                         "a user named {name:?} already exists, and {} does not vouch for this \
                          account's email (email_verified is not true), so it cannot claim that user",
