@@ -91,6 +91,11 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
             server,
         } => {
             let s = resolve(server.server.as_deref())?;
+            let requested_until = expiry
+                .as_deref()
+                .and_then(|e| crate::api::parse_duration(e).ok())
+                .and_then(|d| time::Duration::try_from(d).ok())
+                .map(|d| crate::clock::now_utc() + d);
             let user_id = match &user {
                 Some(u) => Some(user_id(&s.client, u).await?),
                 None => None,
@@ -120,6 +125,23 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<()> {
                 resp.name,
                 short_time(&resp.expires)
             );
+            // Asked for longer than it got: the session it was made from
+            // ends first (a provider that gives no refresh token).
+            if let (Some(asked), Ok(got)) = (
+                requested_until.as_ref(),
+                time::OffsetDateTime::parse(
+                    &resp.expires,
+                    &time::format_description::well_known::Rfc3339,
+                ),
+            ) && got + time::Duration::minutes(1) < *asked
+            {
+                eprintln!(
+                    "note: it lasts only until {}, when the session it was made from ends (your \
+                     identity provider gives no refresh token to keep it longer); a key for \
+                     longer needs an admin: `infra keys add --user NAME`",
+                    short_time(&resp.expires)
+                );
+            }
         }
         KeysCmd::List {
             user,

@@ -110,7 +110,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> axum::response::Response
         title,
         STYLE,
         &format!(
-            "<h1>{}</h1><p>{}</p>",
+            "<main><h1>{}</h1><p>{}</p></main>",
             html_escape(title),
             html_escape(body)
         ),
