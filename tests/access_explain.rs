@@ -364,6 +364,19 @@ async fn whoami_for_oneself(backend: Backend) {
     let me = json_of(&m, &["whoami", "--format", "json"]);
     assert_eq!(me["user"], "alice");
     assert_eq!(me["userID"], w.alice);
+    // With INFRA_ACCESS_KEY, the key's own person, as the server says.
+    let out = m
+        .cmd()
+        .args(["whoami"])
+        .env("INFRA_ACCESS_KEY", &w.bob_key)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("bob on {}", s.host()),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let x = json_of(&m, &["whoami", "--destination", "prod", "--format", "json"]);
     assert_eq!(x["name"], "alice");

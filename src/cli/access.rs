@@ -86,6 +86,16 @@ pub async fn whoami(args: WhoamiArgs) -> anyhow::Result<()> {
         return explain(None, d, args.format.format(), args.server).await;
     }
     let s = resolve(args.server.server.as_deref())?;
+    // INFRA_ACCESS_KEY is someone of its own: the server says whom.
+    if crate::local::credentials::access_key_from_env().is_some() {
+        let w = s.client.whoami().await?;
+        let me = Whoami {
+            server: s.server.clone(),
+            user: w.name,
+            user_id: w.id,
+        };
+        return show_whoami(&me, args.format.format());
+    }
     // A session whose key has ended is nobody's any more.
     if let Some(ended) = s
         .entry
@@ -109,14 +119,18 @@ pub async fn whoami(args: WhoamiArgs) -> anyhow::Result<()> {
             user_id: e.user_id.clone(),
         },
         None => anyhow::bail!(
-            "this machine is not logged in to {} (the key comes from INFRA_ACCESS_KEY); run \
-             `infra whoami --destination DEST` to see whom the server knows it as",
+            "this machine is not logged in to {}; run `infra login {}`",
+            s.server,
             s.server
         ),
     };
-    match args.format.format() {
+    show_whoami(&me, args.format.format())
+}
+
+fn show_whoami(me: &Whoami, format: Format) -> anyhow::Result<()> {
+    match format {
         Format::Table | Format::Plain => output::line(&format!("{} on {}", me.user, me.server)),
-        f => output::data(f, &me),
+        f => output::data(f, me),
     }
 }
 
