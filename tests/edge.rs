@@ -120,6 +120,15 @@ async fn tls_alpn(
         .unwrap();
     let mut tcp = sock.connect(addr(s)).await?;
     tcp.write_all(before).await?;
+    tls_over(s, tcp, alpn).await
+}
+
+/// TLS to the server over `tcp`, trusting its certificate, offering `alpn`.
+async fn tls_over(
+    s: &Server,
+    tcp: TcpStream,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(s.data_dir.join("tls.crt")).unwrap();
@@ -420,26 +429,7 @@ async fn a_client_that_reads_nothing_is_cut_off() {
     let sock = TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let tcp = sock.connect(addr(&s)).await.unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(s.data_dir.join("tls.crt")).unwrap();
-    for c in
-        <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
-            &pem,
-        )
-    {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(
-            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let mut tls = tls_over(&s, tcp, &[]).await.unwrap();
     let mut req = String::new();
     // More than the kernel's send buffer can hold (4 MiB at most).
     for _ in 0..80 {

@@ -71,17 +71,16 @@ struct Trail {
 /// message says what is wrong.
 pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Response {
     let started = Instant::now();
-    let client = crate::edge::client_ip(req.extensions(), req.headers());
-    let method = req.method().clone();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    let asked = Asked::of(&req);
+    let (client, method, path, rid) = (
+        asked.client,
+        asked.method.clone(),
+        asked.path.clone(),
+        asked.rid.clone(),
+    );
     let trail = Arc::new(Trail::default());
-    let rid = request_id();
     req.extensions_mut().insert(trail.clone());
-    req.extensions_mut().insert(RequestId(rid.clone()));
+    req.extensions_mut().insert(asked);
     let resp = serve(State(c), req).await;
     let Some(Made(message)) = resp.extensions().get::<Made>().cloned() else {
         return resp;
@@ -115,9 +114,29 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
     resp
 }
 
-/// The request id [`handle`] gave a request.
+/// What a request asks, and the id [`handle`] gave it.
 #[derive(Clone)]
-struct RequestId(String);
+struct Asked {
+    client: Option<std::net::IpAddr>,
+    method: axum::http::Method,
+    path: String,
+    rid: String,
+}
+
+impl Asked {
+    fn of(req: &Request) -> Asked {
+        Asked {
+            client: crate::edge::client_ip(req.extensions(), req.headers()),
+            method: req.method().clone(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into()),
+            rid: request_id(),
+        }
+    }
+}
 
 /// Whether `path` is kubectl's API discovery: `/api`, `/apis`, `/api/v1`,
 /// `/apis/GROUP`, `/apis/GROUP/VERSION`.
@@ -490,18 +509,16 @@ async fn serve(State(c): State<Arc<Connector>>, mut req: Request) -> Response {
         .get::<Arc<Trail>>()
         .cloned()
         .unwrap_or_default();
-    let rid = req
+    let Asked {
+        client,
+        method,
+        path,
+        rid,
+    } = req
         .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_else(request_id);
-    let client = crate::edge::client_ip(req.extensions(), req.headers());
-    let method = req.method().clone();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+        .get::<Asked>()
+        .cloned()
+        .unwrap_or_else(|| Asked::of(&req));
     let verb = kube_verb(&method, &path);
     let refused = |r: Rejection| {
         c.metrics.rejected(r.reason());
