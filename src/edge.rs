@@ -398,28 +398,22 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         req.extensions_mut().insert(self.info.clone());
         let guard = InFlight::new(self.activity.clone(), self.born);
-        let kept = Arc::new(std::sync::Mutex::new(None));
-        let req = req.map(|body| {
-            let body = Arc::new(std::sync::Mutex::new(body));
-            *kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(body.clone());
-            Kept(body)
-        });
-        let fut = self.inner.call(req);
+        let (parts, body) = req.into_parts();
+        let body = Arc::new(std::sync::Mutex::new(body));
+        let fut = self
+            .inner
+            .call(Request::from_parts(parts, Kept(body.clone())));
         Box::pin(async move {
             let resp = fut.await?;
             if resp.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
                 guard.activity.upgraded.store(true, Ordering::Relaxed);
+            } else {
+                drain(&body).await;
             }
-            let request = kept.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(body) = &request
-                && resp.status() != axum::http::StatusCode::SWITCHING_PROTOCOLS
-            {
-                drain(body).await;
-            }
-            Ok(resp.map(|body| Tracked {
-                body,
+            Ok(resp.map(|b| Tracked {
+                body: b,
                 _guard: guard,
-                _request: request.map(|r| Box::new(r) as Box<dyn Send>),
+                _request: Box::new(body),
             }))
         })
     }
@@ -492,7 +486,7 @@ impl<B: http_body::Body + Unpin> http_body::Body for Kept<B> {
 pub struct Tracked<B> {
     body: B,
     _guard: InFlight,
-    _request: Option<Box<dyn Send>>,
+    _request: Box<dyn Send>,
 }
 
 impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {

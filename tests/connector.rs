@@ -956,19 +956,6 @@ async fn start_connector_with(
     }
 }
 
-/// A user `name` with a key, granted view on prod.
-async fn viewer_of_prod(s: &Server, name: &str) -> (String, String) {
-    let (id, key) = s.user_with_key(name).await;
-    s.ok(
-        "POST",
-        "/api/grants",
-        Some(json!({"user": id, "destination": "prod", "role": "view"})),
-        201,
-    )
-    .await;
-    (id, key)
-}
-
 async fn mint(s: &Server, key: &str, dest: &str) -> String {
     let (status, t) = s
         .call(
@@ -1012,6 +999,18 @@ fn kubectl(c: &ConnectorProc, token: &str, args: &[&str]) -> std::process::Outpu
         .args(args)
         .output()
         .unwrap()
+}
+
+/// `kubectl get --raw /version` with `token`, which must work; what the
+/// stand-in saw of it.
+fn version_through(c: &ConnectorProc, k: &Running, token: &str) -> Seen {
+    let out = kubectl(c, token, &["get", "--raw", "/version"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    seen_last(k, "/version")
 }
 
 fn seen_last(k: &Running, path: &str) -> Seen {
@@ -1607,13 +1606,7 @@ async fn system_masters_is_never_impersonated() {
         .await
         .unwrap();
     let token = mint(&s, &key, "prod").await;
-    let out = kubectl(&c, &token, &["get", "--raw", "/version"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen = seen_last(&k, "/version");
+    let seen = version_through(&c, &k, &token);
     assert_eq!(header_values(&seen, "impersonate-group"), ["sre"]);
 
     // A token that carries it anyway (signed with the server's key): the
@@ -2189,6 +2182,14 @@ async fn a_refused_connector_token_is_not_a_login_problem() {
         "logged loudly: {}",
         c.log()
     );
+    // So is a `kubectl --as` whose access review the API server refused
+    // to take from the connector.
+    let out = kubectl(&c, &token, &["--as", "bob", "get", "--raw", "/version"]);
+    assert!(
+        blames_the_connector(&out),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The same through kubectl's API discovery (what `kubectl get pods`
     // asks first), whose failures client-go shows only as plain text.
     let out = kubectl(&c, &token, &["get", "pods"]);
@@ -2326,15 +2327,7 @@ async fn the_users_port_proxies_every_path_and_health_lives_elsewhere() {
 
 /// A user with a grant on `prod`, and her key.
 async fn alice_on_prod(s: &Server) -> String {
-    let (alice, key) = s.user_with_key("alice").await;
-    s.ok(
-        "POST",
-        "/api/grants",
-        Some(json!({"user": alice, "destination": "prod", "role": "view"})),
-        201,
-    )
-    .await;
-    key
+    s.viewer_of("alice", "prod").await.1
 }
 
 fn b64(s: &str) -> String {
@@ -2751,7 +2744,7 @@ async fn a_removed_grant_cuts_open_exec_watch_and_logs_within_two_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_a_group_or_the_key_cuts_open_streams() {
     let (s, _k, c, key) = setup(&[]).await;
-    let (_, bob_key) = viewer_of_prod(&s, "bob").await;
+    let (_, bob_key) = s.viewer_of("bob", "prod").await;
     let token = mint(&s, &key, "prod").await;
     let bob_token = mint(&s, &bob_key, "prod").await;
     let mut alice_watch = kubectl_live(&c, &token, &["get", "pods", "-w", "-l", "app=long"]);
@@ -3031,15 +3024,9 @@ async fn recording_per_grant_and_sessions_that_cannot_be_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_beyond_ascii_reaches_the_cluster() {
     let (s, k, c, _key) = setup(&[]).await;
-    let (_, key) = viewer_of_prod(&s, "josé@example.com").await;
+    let (_, key) = s.viewer_of("josé@example.com", "prod").await;
     let token = mint(&s, &key, "prod").await;
-    let out = kubectl(&c, &token, &["get", "--raw", "/version"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen = seen_last(&k, "/version");
+    let seen = version_through(&c, &k, &token);
     assert!(
         seen.headers.iter().any(|(h, _)| h == "impersonate-user"),
         "{:?}",

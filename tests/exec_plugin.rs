@@ -176,16 +176,7 @@ impl Setup {
 
     /// A user `name` with a key, granted `prod`.
     async fn granted_user(&self, name: &str) -> (String, String) {
-        let (id, key) = self.s.user_with_key(name).await;
-        self.s
-            .ok(
-                "POST",
-                "/api/grants",
-                Some(json!({"user": id, "destination": "prod", "role": "view"})),
-                201,
-            )
-            .await;
-        (id, key)
+        self.s.viewer_of(name, "prod").await
     }
 
     fn run(&self, dest: &str, env: &[(&str, &str)]) -> Output {

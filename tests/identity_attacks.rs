@@ -114,17 +114,6 @@ async fn idp_account(t: &Setup, sub: &str, claims: Value) {
     assert!(resp.status().is_success(), "{}", resp.status());
 }
 
-/// An admin grants the user `id` the view role on prod.
-async fn grant_prod(s: &Server, id: &Value) {
-    s.ok(
-        "POST",
-        "/api/grants",
-        Some(json!({"user": id, "destination": "prod", "role": "view"})),
-        201,
-    )
-    .await;
-}
-
 /// An admin invites `name` (a user without a password).
 async fn invite(s: &Server, name: &str) -> Value {
     s.ok("POST", "/api/users", Some(json!({"name": name})), 201)
@@ -733,7 +722,8 @@ async fn a_session_without_a_refresh_token_ends_with_its_id_token() {
         left <= TTL,
         "the key lasts as long as the ID token: {left} s"
     );
-    grant_prod(&t.s, &login["userID"]).await;
+    t.s.grant_view(login["userID"].as_str().unwrap(), "prod")
+        .await;
 
     // A key bob makes himself for ten years lasts no longer.
     let (status, own) =
@@ -803,7 +793,8 @@ async fn a_self_issued_key_is_revoked_when_the_provider_ends_the_session() {
     let (status, login) = sign_in(&t, "alice").await;
     assert_eq!(status, 201, "{login}");
     let key = login["accessKey"].as_str().unwrap();
-    grant_prod(&t.s, &login["userID"]).await;
+    t.s.grant_view(login["userID"].as_str().unwrap(), "prod")
+        .await;
     let (status, own) =
         t.s.call(
             "POST",
@@ -912,7 +903,8 @@ async fn system_groups_brought_by_a_recheck_are_never_stored() {
     let (status, login) = sign_in(&t, "alice").await;
     assert_eq!(status, 201, "{login}");
     let key = login["accessKey"].as_str().unwrap();
-    grant_prod(&t.s, &login["userID"]).await;
+    t.s.grant_view(login["userID"].as_str().unwrap(), "prod")
+        .await;
     let resp = reqwest::Client::new()
         .post(format!("{}/__admin/groups", t.idp.issuer))
         .bearer_auth(IDP_ADMIN)
@@ -993,7 +985,8 @@ async fn a_removed_or_repointed_provider_ends_its_sessions() {
     let (status, alice) = sign_in(&t, "alice").await;
     assert_eq!(status, 201, "{alice}");
     let key = alice["accessKey"].as_str().unwrap();
-    grant_prod(&t.s, &alice["userID"]).await;
+    t.s.grant_view(alice["userID"].as_str().unwrap(), "prod")
+        .await;
     assert_eq!(mint(&t.s, key).await.0, 201);
     // The provider now names another issuer, where "alice" is someone else.
     let other = OidcProvider::start_with(&[(

@@ -60,8 +60,8 @@ struct Made(String);
 /// their token is verified), and whether its log line is written.
 #[derive(Default)]
 struct Trail {
-    user: std::sync::Mutex<Option<String>>,
-    logged: std::sync::atomic::AtomicBool,
+    user: Option<String>,
+    logged: bool,
 }
 
 /// Every request on the users' port: [`serve`]d, with one log line whatever
@@ -69,30 +69,23 @@ struct Trail {
 /// discovery (`/api`, `/apis/…`) is plain text: client-go shows a
 /// discovery failure's body only then ("unknown" otherwise), and the
 /// message says what is wrong.
-pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Response {
+pub async fn handle(State(c): State<Arc<Connector>>, req: Request) -> Response {
     let started = Instant::now();
     let asked = Asked::of(&req);
-    let (client, method, path, rid) = (
-        asked.client,
-        asked.method.clone(),
-        asked.path.clone(),
-        asked.rid.clone(),
-    );
-    let trail = Arc::new(Trail::default());
-    req.extensions_mut().insert(trail.clone());
-    req.extensions_mut().insert(asked);
-    let resp = serve(State(c), req).await;
+    let mut trail = Trail::default();
+    let resp = serve(c, req, &asked, &mut trail).await;
     let Some(Made(message)) = resp.extensions().get::<Made>().cloned() else {
         return resp;
     };
-    if !trail.logged.load(Ordering::Relaxed) {
-        let user = trail
-            .user
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or_else(|| "-".into());
-        tracing::info!(user = %user, verb = kube_verb(&method, &path), method = %method,
+    let Asked {
+        client,
+        method,
+        path,
+        rid,
+    } = asked;
+    if !trail.logged {
+        tracing::info!(user = trail.user.as_deref().unwrap_or("-"),
+            verb = kube_verb(&method, &path), method = %method,
             path = %path, status = resp.status().as_u16(),
             ms = started.elapsed().as_millis() as u64, client = ?client,
             request_id = %rid, reason = %crate::api::clip(&message, 200), "request");
@@ -115,7 +108,6 @@ pub async fn handle(State(c): State<Arc<Connector>>, mut req: Request) -> Respon
 }
 
 /// What a request asks, and the id [`handle`] gave it.
-#[derive(Clone)]
 struct Asked {
     client: Option<std::net::IpAddr>,
     method: axum::http::Method,
@@ -188,6 +180,14 @@ fn upgrades_to_websocket(headers: &HeaderMap) -> bool {
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// The WebSocket subprotocol the API server chose ("" for none).
+fn websocket_protocol(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .map_or("", str::trim)
 }
 
 /// The extras infra adds to every impersonated request.
@@ -502,31 +502,17 @@ fn request_id() -> String {
     format!("{}{n:08x}", crate::web::random_from(8, b"0123456789abcdef"))
 }
 
-async fn serve(State(c): State<Arc<Connector>>, mut req: Request) -> Response {
+async fn serve(c: Arc<Connector>, mut req: Request, asked: &Asked, trail: &mut Trail) -> Response {
     let started = Instant::now();
-    let trail = req
-        .extensions()
-        .get::<Arc<Trail>>()
-        .cloned()
-        .unwrap_or_default();
-    let Asked {
-        client,
-        method,
-        path,
-        rid,
-    } = req
-        .extensions()
-        .get::<Asked>()
-        .cloned()
-        .unwrap_or_else(|| Asked::of(&req));
-    let verb = kube_verb(&method, &path);
+    let (client, method, path, rid) = (
+        asked.client,
+        asked.method.clone(),
+        asked.path.clone(),
+        asked.rid.clone(),
+    );
+    // Its log line is written by `handle` (no user: no valid token).
     let refused = |r: Rejection| {
         c.metrics.rejected(r.reason());
-        // One line per request, refused ones too (no user: no valid token).
-        tracing::info!(user = "-", verb, path = %path, status = 401,
-            ms = started.elapsed().as_millis() as u64, client = ?client,
-            request_id = %rid, reason = r.reason(), "request");
-        trail.logged.store(true, Ordering::Relaxed);
         status(StatusCode::UNAUTHORIZED, "Unauthorized", r.message())
     };
     let Some(token) = bearer(req.headers()) else {
@@ -536,7 +522,7 @@ async fn serve(State(c): State<Arc<Connector>>, mut req: Request) -> Response {
         Ok(claims) => claims,
         Err(r) => return refused(r),
     };
-    *trail.user.lock().unwrap_or_else(|e| e.into_inner()) = Some(claims.name.clone());
+    trail.user = Some(claims.name.clone());
     let own_auth = match c.credential.authorization().await {
         Ok(t) => t,
         Err(e) => {
@@ -557,9 +543,8 @@ async fn serve(State(c): State<Arc<Connector>>, mut req: Request) -> Response {
     if let Some(n) = &nested {
         match authorize_nested(&c, &claims, n, own_auth.as_ref()).await {
             Ok(()) => {}
+            // Logged by `handle`, with why.
             Err(NotAllowed::Refused(why)) => {
-                tracing::info!(user = %claims.name, request_id = %rid, method = %method,
-                    path = %path, status = 403, "refused impersonation: {why}");
                 return status(StatusCode::FORBIDDEN, "Forbidden", &why);
             }
             Err(NotAllowed::CannotAsk(why)) => {
@@ -772,7 +757,7 @@ async fn serve(State(c): State<Arc<Connector>>, mut req: Request) -> Response {
     };
     tracing::info!(
         user = %shown_user,
-        verb,
+        verb = kube_verb(&method, &path),
         method = %method,
         path = %path,
         status = code.as_u16(),
@@ -781,7 +766,7 @@ async fn serve(State(c): State<Arc<Connector>>, mut req: Request) -> Response {
         request_id = %rid,
         "request"
     );
-    trail.logged.store(true, Ordering::Relaxed);
+    trail.logged = true;
 
     // A plain request ends in moments: only what stays open (exec,
     // attach, port-forward, watches, `logs -f`) is followed, so that the
@@ -814,16 +799,10 @@ async fn serve(State(c): State<Arc<Connector>>, mut req: Request) -> Response {
         // channel; port-forward's frames (a tunnelled SPDY session, or a
         // port's own error channel) get no such frame, only the close.
         let websocket = upgrades_to_websocket(resp.headers())
-            && resp
-                .headers()
-                .get(header::SEC_WEBSOCKET_PROTOCOL)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|p| {
-                    matches!(
-                        p.trim(),
-                        "v5.channel.k8s.io" | "v4.channel.k8s.io" | "channel.k8s.io"
-                    )
-                });
+            && matches!(
+                websocket_protocol(resp.headers()),
+                "v5.channel.k8s.io" | "v4.channel.k8s.io" | "channel.k8s.io"
+            );
         let recorder = match &record {
             Some(t) => match start_recording(&c, &claims, t, client, resp.headers(), &ticket).await
             {
@@ -967,10 +946,7 @@ async fn start_recording(
     resp: &HeaderMap,
     ticket: &super::streams::Ticket,
 ) -> Result<Arc<super::recorder::Recorder>, (StatusCode, String)> {
-    let protocol = resp
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let protocol = websocket_protocol(resp);
     if protocol != "v5.channel.k8s.io" && protocol != "v4.channel.k8s.io" {
         return Err((
             StatusCode::FORBIDDEN,

@@ -247,15 +247,8 @@ pub async fn run(state: &AppState, config_path: Option<&Path>) -> anyhow::Result
             }
         };
         match store.find_provider_by_name(&p.name).await? {
-            Some(cur) => {
-                if cur.issuer != new.issuer {
-                    store.end_provider_sessions(&cur.id).await?;
-                }
-                store.update_provider(&cur.id, &new).await?;
-            }
-            None => {
-                store.create_provider(&new).await?;
-            }
+            Some(cur) => store.update_provider(&cur.id, &new).await.map(|_| ())?,
+            None => store.create_provider(&new).await.map(|_| ())?,
         }
     }
     for u in &config.users {
@@ -464,7 +457,7 @@ pub async fn register_dev_provider(
             for uid in store.users_of_provider(&cur.id).await? {
                 store.delete_access_keys_of("user", &uid).await?;
             }
-            store.end_provider_sessions(&cur.id).await?;
+            store.delete_provider_users(&cur.id).await?;
             store.update_provider(&cur.id, &new).await?;
         }
         None => {

@@ -491,6 +491,24 @@ impl Server {
             login["accessKey"].as_str().unwrap().to_string(),
         )
     }
+
+    /// The admin grants the user `user_id` the view role on `destination`.
+    pub async fn grant_view(&self, user_id: &str, destination: &str) {
+        self.ok(
+            "POST",
+            "/api/grants",
+            Some(serde_json::json!({"user": user_id, "destination": destination, "role": "view"})),
+            201,
+        )
+        .await;
+    }
+
+    /// [`Server::user_with_key`], granted the view role on `destination`.
+    pub async fn viewer_of(&self, name: &str, destination: &str) -> (String, String) {
+        let (id, key) = self.user_with_key(name).await;
+        self.grant_view(&id, destination).await;
+        (id, key)
+    }
 }
 
 impl Drop for Server {

@@ -86,9 +86,7 @@ pub async fn login(
                 }
             };
             // A password set by an older version must not outlive the provider.
-            if user.origin() == store::Origin::Provider
-                || !state.store.provider_users_of(&user.id).await?.is_empty()
-            {
+            if user.origin() == store::Origin::Provider {
                 fail(
                     &state,
                     &attempt,

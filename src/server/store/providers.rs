@@ -85,7 +85,13 @@ impl Store {
     }
 
     /// Replaces every field but the name and id.
+    /// Changes a provider. Moved to another issuer, whose `sub`s name other
+    /// people, it keeps none of its sessions (see
+    /// [`Store::end_provider_sessions`]).
     pub async fn update_provider(&self, id: &str, p: &NewProvider) -> Result<ProviderRow> {
+        if self.get_provider(id).await?.issuer != p.issuer {
+            self.end_provider_sessions(id).await?;
+        }
         let done = sqlx::query(
             "UPDATE providers SET kind = $1, url = $2, client_id = $3, client_secret_enc = $4, \
              issuer = $5, auth_url = $6, token_url = $7, userinfo_url = $8, jwks_url = $9, \
@@ -144,8 +150,10 @@ impl Store {
         self.page_of(&list, &[Bind::Text(name)], page).await
     }
 
+    /// Removes a provider, and the sessions that stand on it.
     pub async fn delete_provider(&self, id: &str) -> Result<ProviderRow> {
         let p = self.get_provider(id).await?;
+        self.end_provider_sessions(id).await?;
         sqlx::query("DELETE FROM providers WHERE id = $1")
             .bind(id)
             .execute(self.pool())
